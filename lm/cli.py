@@ -1,0 +1,57 @@
+"""The ``lm`` command: one subcommand per pipeline stage.
+
+Each stage package has a ``cli`` module with ``register(subparsers)``; it adds its
+subcommands with ``set_defaults(func=...)``. ``func(args)`` returns an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lm.errors import LMError
+
+# Stage modules, in pipeline order. Each defines register(subparsers).
+STAGES = [
+    "lm.data.cli",
+    "lm.tokenizer.train_cli",
+    "lm.tokenizer.encode_cli",
+    "lm.model.cli",
+    "lm.training.cli",
+    "lm.eval_cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lm",
+        description="Raw text to a trained, evaluated Transformer LM. One subcommand per stage.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in STAGES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # stage not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LMError as e:
+        print(f"lm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Tokenizer files in the GPT-2 format: ``vocab.json`` + ``merges.txt``.
+
+A token is a byte string, which need not be valid UTF-8 on its own (half of a
+multi-byte character is a fine token). GPT-2 stores tokens as text through a fixed
+one-to-one map from each of the 256 bytes to a printable unicode character
+(:func:`bytes_to_unicode`), so any byte string becomes a string without spaces
+or control characters, and back.
+
+- ``vocab.json``: ``{"<mapped token>": id, ...}``.
+- ``merges.txt``: a ``#version: 0.2`` header, then one merge per line in creation
+  order, the two parts in mapped form separated by one space.
+
+These load unchanged in HuggingFace ``tokenizers`` (``ByteLevel`` BPE) and tiktoken.
+
+    save_tokenizer(vocab, merges, out_dir)         # writes out_dir/vocab.json, out_dir/merges.txt
+    vocab, merges = load_tokenizer(vocab_path, merges_path)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from lm.errors import LMError
+from lm.io import atomic_open
+
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+MERGES_HEADER = "#version: 0.2"
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """The GPT-2 map from each byte value to one printable unicode character.
+
+    Bytes that are printable Latin-1 characters (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``)
+    map to themselves; the other 68 (control characters, space, ...) map, in byte
+    order, to ``chr(256)``, ``chr(257)``, ... So space (0x20) becomes ``Ġ``.
+    """
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    kept = set(keep)
+    table: dict[int, str] = {}
+    extra = 0
+    for b in range(256):
+        if b in kept:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+@lru_cache(maxsize=1)
+def unicode_to_bytes() -> dict[str, int]:
+    """Inverse of :func:`bytes_to_unicode`."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_to_str(token: bytes) -> str:
+    """A token's bytes in GPT-2 mapped form, e.g. ``b" the"`` -> ``"Ġthe"``."""
+    table = bytes_to_unicode()
+    return "".join(table[b] for b in token)
+
+
+def str_to_token(text: str) -> bytes:
+    """Inverse of :func:`token_to_str`. Raises ``KeyError`` on a character outside the map."""
+    table = unicode_to_bytes()
+    return bytes(table[c] for c in text)
+
+
+def save_tokenizer(
+    vocab: dict[int, bytes],
+    merges: list[tuple[bytes, bytes]],
+    out_dir: str | os.PathLike,
+) -> tuple[Path, Path]:
+    """Write ``out_dir/vocab.json`` and ``out_dir/merges.txt``; return their paths.
+
+    Each file is written atomically. Raises ``LMError`` if two ids share the same
+    bytes (the format keys the vocabulary by token, so it cannot hold both).
+    """
+    out_dir = Path(out_dir)
+    mapped: dict[str, int] = {}
+    for token_id, token in sorted(vocab.items()):
+        if not isinstance(token, bytes | bytearray):
+            raise LMError(f"vocab id {token_id}: token must be bytes, got {type(token).__name__}")
+        key = token_to_str(bytes(token))
+        if key in mapped:
+            raise LMError(
+                f"vocab ids {mapped[key]} and {token_id} are the same token {bytes(token)!r}; "
+                f"{VOCAB_FILE} maps each token to one id, so remove one of them"
+            )
+        mapped[key] = int(token_id)
+    vocab_path = out_dir / VOCAB_FILE
+    merges_path = out_dir / MERGES_FILE
+    with atomic_open(vocab_path, "w", encoding="utf-8") as f:
+        json.dump(mapped, f, ensure_ascii=False, indent=0)
+        f.write("\n")
+    with atomic_open(merges_path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(MERGES_HEADER + "\n")
+        for a, b in merges:
+            f.write(f"{token_to_str(a)} {token_to_str(b)}\n")
+    return vocab_path, merges_path
+
+
+def _line_of(text: str, key: str) -> str:
+    """' line N' where ``key`` appears as a JSON string in ``text``, or '' if not found."""
+    for form in (json.dumps(key, ensure_ascii=False), json.dumps(key)):
+        pos = text.find(form)
+        if pos >= 0:
+            return f" line {text.count(chr(10), 0, pos) + 1}"
+    return ""
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LMError(f"{what} {path} does not exist; train a tokenizer first (lm train-bpe)") from None
+    except OSError as e:
+        raise LMError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise LMError(
+            f"{path}: line {line} (byte offset {e.start}) is not valid UTF-8; "
+            f"a GPT-2 {what} is UTF-8 text"
+        ) from None
+
+
+def load_vocab(vocab_path: str | os.PathLike) -> dict[int, bytes]:
+    """Read a GPT-2 ``vocab.json`` into ``{id: token bytes}``."""
+    path = Path(vocab_path)
+    text = _read_text(path, "vocab file")
+
+    def no_duplicates(pairs):
+        seen: dict = {}
+        for k, v in pairs:
+            if k in seen:
+                raise LMError(f"{path}:{_line_of(text, k)} token {k!r} appears twice; each token has one id")
+            seen[k] = v
+        return seen
+
+    try:
+        raw = json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as e:
+        raise LMError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+    if not isinstance(raw, dict):
+        raise LMError(f"{path}: expected a JSON object mapping tokens to ids, got {type(raw).__name__}")
+    vocab: dict[int, bytes] = {}
+    for key, token_id in raw.items():
+        where = f"{path}:{_line_of(text, key)}"
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
+            raise LMError(f"{where} token {key!r} has id {token_id!r}; ids must be non-negative integers")
+        try:
+            token = str_to_token(key)
+        except KeyError as e:
+            raise LMError(
+                f"{where} token {key!r} contains {e.args[0]!r}, which is not a GPT-2 byte-to-unicode "
+                f"character; vocab.json must store tokens in that mapped form (space is 'Ġ')"
+            ) from None
+        if not token:
+            raise LMError(f"{where} the empty string is not a token")
+        if token_id in vocab:
+            raise LMError(
+                f"{where} id {token_id} is given to both {token_to_str(vocab[token_id])!r} and {key!r}; "
+                f"ids must be unique"
+            )
+        vocab[token_id] = token
+    return vocab
+
+
+def load_merges(merges_path: str | os.PathLike, vocab: dict[int, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+    """Read a GPT-2 ``merges.txt``; if ``vocab`` is given, check every part is in it."""
+    path = Path(merges_path)
+    text = _read_text(path, "merges file")
+    known = set(vocab.values()) if vocab is not None else None
+    merges: list[tuple[bytes, bytes]] = []
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        if lineno == 1 and line.startswith("#version"):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise LMError(
+                f"{path}: line {lineno}: {line!r} is not a merge; each line must be two tokens "
+                f"separated by one space"
+            )
+        pair = []
+        for part in parts:
+            try:
+                pair.append(str_to_token(part))
+            except KeyError as e:
+                raise LMError(
+                    f"{path}: line {lineno}: {part!r} contains {e.args[0]!r}, which is not a GPT-2 "
+                    f"byte-to-unicode character"
+                ) from None
+        a, b = pair
+        if known is not None:
+            for part, token in zip(parts, pair, strict=True):
+                if token not in known:
+                    raise LMError(
+                        f"{path}: line {lineno}: merge part {part!r} is not in the vocabulary; "
+                        f"merges.txt and vocab.json do not belong together"
+                    )
+            if a + b not in known:
+                raise LMError(
+                    f"{path}: line {lineno}: merged token {token_to_str(a + b)!r} is not in the "
+                    f"vocabulary; merges.txt and vocab.json do not belong together"
+                )
+        merges.append((a, b))
+    return merges
+
+
+def load_tokenizer(
+    vocab_path: str | os.PathLike, merges_path: str | os.PathLike
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Read ``vocab.json`` and ``merges.txt`` into ``(vocab, merges)``, as ``train_bpe`` returns them.
+
+    Raises ``LMError`` naming the file and line for malformed files, and for a merge
+    whose parts (or result) are not in the vocabulary.
+    """
+    vocab = load_vocab(vocab_path)
+    merges = load_merges(merges_path, vocab)
+    return vocab, merges

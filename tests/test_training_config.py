@@ -1,0 +1,236 @@
+"""Run config resolution: presets, defaults, alternatives, sweeps, names, errors, resources."""
+
+import json
+
+import pytest
+import yaml
+
+from lm.errors import LMError
+from lm.training import resolve_runs, run_resources, sweep_members
+from lm.training.config import format_value, resume_differences, run_from_file
+
+CFG = """
+datasets:
+  tiny: {tokenizer: {vocab_size: 300}}
+models:
+  small: {d_model: 32, num_layers: 2, num_heads: 4, d_ff: 96, context_length: 16}
+training_defaults:
+  optimizer: {weight_decay: 0.05, min_lr_ratio: 0.1}
+  training: {batch_size: 4, eval_every: 10}
+runs:
+  base:
+    dataset: tiny
+    model: {preset: small, num_layers: 3}
+    optimizer: {lr: 1e-3}
+    training: {total_tokens: 640}
+sweeps:
+  lr:
+    base: base
+    grid: {optimizer.lr: [1e-3, 0.003, 1e-1]}
+  abl:
+    base: base
+    variants:
+      post: {model.norm: post}
+      silu: {model.ffn: silu, model.d_ff: 128}
+    grid: {training.steps: [5]}
+"""
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load(CFG)
+
+
+def test_resolution_layers_presets_defaults_and_derived_values(cfg):
+    run = resolve_runs(cfg)["base"]
+    assert run["model"] == {
+        "preset": "small",
+        "vocab_size": 300,  # from the dataset's tokenizer
+        "context_length": 16,
+        "d_model": 32,
+        "num_layers": 3,  # run override over the preset
+        "num_heads": 4,
+        "d_ff": 96,
+        "rope_theta": 10000.0,
+        "norm": "pre",
+        "position": "rope",
+        "ffn": "swiglu",
+        "attention": "sdpa",
+    }
+    assert run["optimizer"]["lr"] == 1e-3  # YAML's string "1e-3" read as a number
+    assert run["optimizer"]["min_lr"] == pytest.approx(1e-4)
+    assert run["optimizer"]["weight_decay"] == 0.05  # training_defaults over built-in
+    assert run["training"]["steps"] == 10  # 640 tokens / (4 x 16)
+    assert run["training"]["eval_every"] == 10 and run["training"]["log_every"] == 10
+    assert run["schedule"] == {"warmup_iters": 0, "cosine_cycle_iters": 10}
+    assert run["sweep"] is None
+
+
+def test_sweep_members_names_and_overrides(cfg):
+    assert sweep_members(cfg, "lr") == ["lr-lr1e-3", "lr-lr3e-3", "lr-lr0.1"]
+    runs = resolve_runs(cfg)
+    member = runs["lr-lr3e-3"]
+    assert member["optimizer"]["lr"] == 0.003 and member["optimizer"]["min_lr"] == pytest.approx(
+        3e-4
+    )
+    assert member["sweep"] == {
+        "name": "lr",
+        "base": "base",
+        "variant": None,
+        "values": {"optimizer.lr": 0.003},
+    }
+    assert sweep_members(cfg, "abl") == ["abl-post-steps5", "abl-silu-steps5"]
+    silu = runs["abl-silu-steps5"]
+    assert (silu["model"]["ffn"], silu["model"]["d_ff"], silu["model"]["num_layers"]) == (
+        "silu",
+        128,
+        3,
+    )
+    assert silu["training"]["steps"] == 5  # steps in the sweep replaces the base's total_tokens
+    assert runs["abl-post-steps5"]["model"]["norm"] == "post"
+
+
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (1e-3, "1e-3"),
+        (0.003, "3e-3"),
+        (3e-4, "3e-4"),
+        (0.1, "0.1"),
+        (1.5e-3, "1.5e-3"),
+        (64, "64"),
+        (2.0, "2"),
+        ("none", "none"),
+        (True, "true"),
+    ],
+)
+def test_format_value(value, text):
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (
+            lambda c: c["runs"]["base"]["model"].update(preset="huge"),
+            r"no model preset 'huge'.*presets in the config's models: .*small",
+        ),
+        (
+            lambda c: c["runs"]["base"]["optimizer"].update(lrr=1),
+            r"runs\.base\.optimizer: unknown key 'lrr' \(did you mean 'lr'\?\)",
+        ),
+        (
+            lambda c: c["runs"]["base"].update(optimiser={}),
+            r"unknown key 'optimiser' \(did you mean 'optimizer'\?\)",
+        ),
+        (
+            lambda c: c["runs"]["base"]["model"].update(norm="layer"),
+            r"runs\.base\.model\.norm must be one of pre, post, none",
+        ),
+        (
+            lambda c: c["training_defaults"]["training"].update(bs=3),
+            r"training_defaults\.training: unknown key 'bs'",
+        ),
+        (
+            lambda c: c["sweeps"]["lr"]["grid"].update({"optimizer.lrate": [1]}),
+            r"sweeps\.lr\.grid: unknown key 'optimizer\.lrate'",
+        ),
+        (lambda c: c["sweeps"]["lr"].update(base="nope"), r"sweeps\.lr\.base: 'nope' is not a run"),
+        (lambda c: c["models"]["small"].update(layers=2), r"models\.small: unknown key 'layers'"),
+        (lambda c: c["runs"]["base"].update(dataset="other"), r"no dataset 'other'.*tiny"),
+        (
+            lambda c: c["runs"]["base"]["training"].update(steps=3),
+            r"sets both 'steps' and 'total_tokens'",
+        ),
+        (lambda c: c["runs"]["base"]["optimizer"].update(lr=-1), r"optimizer\.lr must be > 0"),
+        (
+            lambda c: c["sweeps"]["lr"]["grid"].update({"optimizer.lr": [1e-3, 0.001]}),
+            r"same name 'lr-lr1e-3'",
+        ),
+    ],
+)
+def test_bad_configs_name_the_key(cfg, edit, match):
+    edit(cfg)
+    with pytest.raises(LMError, match=match):
+        resolve_runs(cfg)
+
+
+def test_unknown_sweep_lists_choices(cfg):
+    with pytest.raises(LMError, match=r"no sweep named 'lrr'.*did you mean 'lr'.*abl, lr"):
+        sweep_members(cfg, "lrr")
+
+
+def test_vocab_size_needed_when_no_dataset():
+    with pytest.raises(LMError, match="vocab_size is unknown"):
+        resolve_runs(
+            {
+                "runs": {
+                    "r": {
+                        "model": {
+                            "d_model": 8,
+                            "num_layers": 1,
+                            "num_heads": 2,
+                            "d_ff": 8,
+                            "context_length": 4,
+                        },
+                        "training": {"steps": 1},
+                    }
+                }
+            }
+        )
+
+
+def test_model_vocab_overrides_dataset(cfg):
+    cfg["runs"]["base"]["model"]["vocab_size"] = 512
+    assert resolve_runs(cfg)["base"]["model"]["vocab_size"] == 512
+
+
+def test_run_from_file_pipeline_single_and_resolved(cfg, tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    member = run_from_file(tmp_path / "config.yaml", "lr-lr0.1")
+    assert member["optimizer"]["lr"] == 0.1
+    with pytest.raises(LMError, match="several runs; pick one with --run"):
+        run_from_file(tmp_path / "config.yaml")
+    # a resolved config.json (as lm train writes it) resolves to itself
+    (tmp_path / "config.json").write_text(json.dumps(member))
+    again = run_from_file(tmp_path / "config.json")
+    assert again == member
+    # a standalone run file with the architecture inline
+    single = {
+        "model": {
+            "vocab_size": 50,
+            "d_model": 8,
+            "num_layers": 1,
+            "num_heads": 2,
+            "d_ff": 8,
+            "context_length": 4,
+        },
+        "training": {"steps": 3},
+    }
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(single))
+    assert run_from_file(tmp_path / "mine.yaml")["name"] == "mine"
+
+
+def test_resume_differences_ignore_bookkeeping(cfg):
+    runs = resolve_runs(cfg)
+    a, b = runs["lr-lr1e-3"], json.loads(json.dumps(runs["lr-lr1e-3"]))
+    b["training"]["device"] = "cuda"
+    b["threads"] = 16
+    b["training"]["log_every"] = 1
+    assert resume_differences(a, b) == []
+    b["optimizer"]["lr"] = 0.5
+    assert resume_differences(a, b) == ["optimizer.lr"]
+
+
+def test_run_resources(cfg):
+    runs = resolve_runs(cfg)
+    res = run_resources(runs["base"])
+    assert res["gpu"] == 0 and 500 < res["mem_mb"] < 2000
+    big = json.loads(json.dumps(runs["base"]))
+    big["training"]["batch_size"] = 4096
+    big["resources"] = {}
+    assert run_resources(big)["mem_mb"] > res["mem_mb"]
+    big["training"]["device"] = "cuda"
+    assert run_resources(big)["gpu"] == 1
+    big["resources"] = {"mem_mb": 1234}
+    assert run_resources(big)["mem_mb"] == 1234  # declared wins

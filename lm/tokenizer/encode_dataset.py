@@ -1,0 +1,270 @@
+"""Encode a text file into one ``.npy`` array of token ids, streaming and in parallel.
+
+    stats = encode_file("data/train.txt", "results/x/tokenizer", "results/x/tokens/train.npy", workers=4)
+    ids = np.load("results/x/tokens/train.npy", mmap_mode="r")
+
+- The file is cut into chunks of a few MB at *safe boundaries*
+  (:func:`lm.tokenizer.pretokenize.find_boundary`: offsets that neither a special token
+  nor a pre-token straddles), so encoding the chunks apart gives exactly the ids of
+  encoding the whole text. Worker processes encode chunks; the main process appends each
+  chunk's ids, in file order, to the output as soon as it and all chunks before it are
+  done. At most ``2 * workers`` chunk results are held at once: memory does not grow with
+  the file, and the id array is never in memory whole.
+- The ``.npy`` header has a fixed size whatever the length (numpy pads it for growth),
+  so it is written first with length 0 and rewritten with the real length at the end.
+  The file is written under a temporary name and renamed when complete.
+- The dtype is ``uint16`` when every id fits (vocabulary of at most 65536 ids: half the
+  disk and memory-bandwidth of ``uint32`` when training reads it), else ``uint32``.
+- Special tokens (``<|endoftext|>`` between documents) are kept as their ids.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lm.errors import LMError
+from lm.io import atomic_path, peak_rss_mb, write_json
+from lm.tokenizer.pretokenize import chunk_size_for, find_boundary
+from lm.tokenizer.tokenizer import Tokenizer
+
+DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+
+
+def choose_dtype(vocab_size: int) -> tuple[np.dtype, str]:
+    """The smallest unsigned dtype holding every id, and a sentence saying why."""
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16), (
+            f"uint16: the vocabulary has {vocab_size} ids, all below 65536, so 2 bytes per token "
+            f"suffice (half the disk and memory bandwidth of uint32)"
+        )
+    return np.dtype(np.uint32), (
+        f"uint32: the vocabulary has {vocab_size} ids, more than the 65536 that uint16 can hold"
+    )
+
+
+def default_stats_path(out_path: str | os.PathLike) -> Path:
+    """``tokens/train.npy`` -> ``tokens/train.stats.json``."""
+    out = Path(out_path)
+    return out.with_name(out.name.removesuffix(".npy") + ".stats.json")
+
+
+def load_tokenizer_dir(tokenizer_dir, special_tokens) -> Tokenizer:
+    from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE
+
+    d = Path(tokenizer_dir)
+    if not d.is_dir():
+        raise LMError(
+            f"tokenizer directory {d} does not exist; train one with `lm train-bpe ... --out {d}`"
+        )
+    return Tokenizer.from_files(d / VOCAB_FILE, d / MERGES_FILE, list(special_tokens))
+
+
+def chunk_bounds(path: str | os.PathLike, special_tokens, chunk_size: int) -> list[tuple[int, int]]:
+    """(start, end) byte ranges tiling the file, cut at safe boundaries."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return []
+    special_bytes = [s.encode("utf-8") for s in special_tokens]
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, -(-size // chunk_size)):
+            p = find_boundary(f, k * chunk_size, size, special_bytes)
+            if p > cuts[-1]:
+                cuts.append(p)
+    if cuts[-1] < size:
+        cuts.append(size)
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
+class _BadUTF8(Exception):
+    pass
+
+
+_TOKENIZER: Tokenizer | None = None
+_PATH: str | None = None
+_DTYPE: np.dtype | None = None
+
+
+def _setup(tokenizer: Tokenizer, path: str, dtype: np.dtype) -> None:
+    global _TOKENIZER, _PATH, _DTYPE
+    _TOKENIZER, _PATH, _DTYPE = tokenizer, path, dtype
+
+
+def _encode_range(bounds: tuple[int, int]):
+    """Ids of the file's bytes [start, end) as an array; or ('utf8', offset, reason)."""
+    start, end = bounds
+    with open(_PATH, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return ("utf8", start + e.start, e.reason)
+    return np.array(_TOKENIZER.encode(text), dtype=_DTYPE)
+
+
+def _line_of_offset(path: str, offset: int) -> int:
+    line, pos = 1, 0
+    with open(path, "rb") as f:
+        while pos < offset:
+            block = f.read(min(1 << 20, offset - pos))
+            if not block:
+                break
+            line += block.count(b"\n")
+            pos += len(block)
+    return line
+
+
+def _ordered_results(tasks, workers: int, tokenizer: Tokenizer, path: str, dtype):
+    """Results of ``_encode_range`` over ``tasks`` in order, at most 2*workers in flight."""
+    if workers <= 1:
+        _setup(tokenizer, path, dtype)
+        for t in tasks:
+            yield _encode_range(t)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    if ctx.get_start_method() == "fork":
+        _setup(tokenizer, path, dtype)  # inherited by the forked workers
+        pool = ctx.Pool(workers)
+    else:
+        pool = ctx.Pool(workers, initializer=_setup, initargs=(tokenizer, path, dtype))
+    try:
+        pending: collections.deque = collections.deque()
+        it = iter(tasks)
+        for t in it:
+            pending.append(pool.apply_async(_encode_range, (t,)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().get()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.apply_async(_encode_range, (nxt,)))
+            yield result
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def write_npy_streaming(out_path, dtype: np.dtype, arrays) -> int:
+    """Write the concatenation of ``arrays`` (an iterable) as a 1-D ``.npy``, atomically.
+    Returns the number of elements."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (0,)}
+    n = 0
+    with atomic_path(out_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        data_start = f.tell()
+        for a in arrays:
+            a = np.ascontiguousarray(a, dtype=dtype)
+            f.write(a.tobytes())
+            n += len(a)
+        f.seek(0)
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (n,)})
+        if f.tell() != data_start:  # numpy pads the header so this never happens; be sure
+            raise RuntimeError("npy header changed size while rewriting the shape")
+    return n
+
+
+def encode_file(
+    input_path: str | os.PathLike,
+    tokenizer: Tokenizer | str | os.PathLike,
+    out_path: str | os.PathLike,
+    special_tokens=DEFAULT_SPECIAL_TOKENS,
+    workers: int = 1,
+    chunk_size: int | None = None,
+    stats_path: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict:
+    """Encode a UTF-8 text file into ``out_path`` (``.npy``); write and return its stats.
+
+    ``tokenizer`` is a :class:`Tokenizer` or a directory holding ``vocab.json`` and
+    ``merges.txt`` (then loaded with ``special_tokens``). Raises ``LMError`` for a missing
+    input or tokenizer, and for invalid UTF-8 (naming the byte offset and line).
+    """
+    path = str(input_path)
+    p = Path(path)
+    if not p.is_file():
+        raise LMError(
+            f"input file {path} does not exist" if not p.exists() else f"input {path} is not a file"
+        )
+    special_tokens = list(special_tokens)
+    tok = (
+        tokenizer
+        if isinstance(tokenizer, Tokenizer)
+        else load_tokenizer_dir(tokenizer, special_tokens)
+    )
+    specials = tok.special_tokens
+    dtype, why = choose_dtype(tok.vocab_size)
+    size = p.stat().st_size
+    workers = max(1, int(workers))
+    chunk_size = chunk_size or chunk_size_for(size, workers)
+    if chunk_size < 1:
+        raise LMError(f"chunk_size must be a positive number of bytes, got {chunk_size}")
+
+    t0 = time.perf_counter()
+    bounds = chunk_bounds(path, specials, chunk_size)
+    workers = max(1, min(workers, len(bounds)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"encode {p.name}", file=sys.stderr)
+    special_counts = dict.fromkeys(specials, 0)
+    special_by_id = {tok.special_ids[s]: s for s in specials}
+
+    def arrays():
+        for (start, end), result in zip(
+            bounds, _ordered_results(bounds, workers, tok, path, dtype), strict=True
+        ):
+            if isinstance(result, tuple):
+                _, offset, reason = result
+                raise LMError(
+                    f"{path}: invalid UTF-8 at byte offset {offset} (line {_line_of_offset(path, offset)}): "
+                    f"{reason}; the input must be UTF-8 text (re-encode it, e.g. with iconv -t UTF-8)"
+                )
+            if special_by_id:
+                ids, counts = np.unique(
+                    result[np.isin(result, list(special_by_id))], return_counts=True
+                )
+                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+                    special_counts[special_by_id[i]] += c
+            if bar is not None:
+                bar.update(end - start)
+            yield result
+
+    try:
+        n_tokens = write_npy_streaming(out_path, dtype, arrays())
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    stats = {
+        "input": path,
+        "output": str(out_path),
+        "tokens": n_tokens,
+        "bytes": size,
+        "bytes_per_token": round(size / n_tokens, 4) if n_tokens else None,
+        "seconds": round(seconds, 4),
+        "mb_per_s": round(size / 1e6 / seconds, 3) if seconds > 0 else None,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else None,
+        "dtype": dtype.name,
+        "dtype_reason": why,
+        "vocab_size": tok.vocab_size,
+        "special_tokens": specials,
+        "special_token_counts": special_counts,
+        "workers": workers,
+        "chunks": len(bounds),
+        "chunk_size": chunk_size,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_workers_mb": round(peak_rss_mb(children=True), 1),
+    }
+    write_json(stats_path or default_stats_path(out_path), stats)
+    return stats

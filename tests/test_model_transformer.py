@@ -1,0 +1,288 @@
+"""TransformerLM: state-dict names, variants, the logits path against torch built-ins,
+causality, context length, state-dict errors, KV cache, autocast, meta and torch.compile."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from lm import TransformerLM
+from lm.errors import LMError
+from lm.model import (
+    VARIANTS,
+    ContextLengthError,
+    ModelConfig,
+    TransformerBlock,
+    load_presets,
+    preset_config,
+)
+
+SHAPE = dict(
+    vocab_size=37,
+    context_length=12,
+    d_model=16,
+    num_layers=2,
+    num_heads=4,
+    d_ff=24,
+    rope_theta=100.0,
+)
+ALL_VARIANTS = [
+    dict(norm=n, position=p, ffn=f)
+    for n, p, f in itertools.product(VARIANTS["norm"], VARIANTS["position"], VARIANTS["ffn"])
+]
+
+
+def make(seed=0, **kw):
+    torch.manual_seed(seed)
+    return TransformerLM(**{**SHAPE, **kw})
+
+
+def ids(batch=2, seq=SHAPE["context_length"], seed=1):
+    return torch.randint(
+        0, SHAPE["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# ------------------------------------------------------------------------------ names
+
+
+def test_state_dict_names_are_the_designs():
+    names = list(make().state_dict())
+    want = ["token_embeddings.weight"]
+    for i in range(SHAPE["num_layers"]):
+        want += [
+            f"layers.{i}.attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "output_proj")
+        ]
+        want += [f"layers.{i}.ln1.weight"] + [
+            f"layers.{i}.ffn.{w}.weight" for w in ("w1", "w2", "w3")
+        ]
+        want += [f"layers.{i}.ln2.weight"]
+    want += ["ln_final.weight", "lm_head.weight"]
+    assert names == want
+    m = make()
+    assert m.lm_head.weight.shape == (SHAPE["vocab_size"], SHAPE["d_model"])
+    assert m.layers[0].ffn.w1.weight.shape == (SHAPE["d_ff"], SHAPE["d_model"])
+    assert m.layers[0].attn.q_proj.weight.shape == (SHAPE["d_model"], SHAPE["d_model"])
+
+
+def test_variant_state_dicts():
+    no_norm = set(make(norm="none").state_dict())
+    assert not any(".ln" in n or n.startswith("ln_") for n in no_norm)
+    assert set(make(norm="post").state_dict()) == set(make().state_dict())
+    assert set(make(position="nope").state_dict()) == set(make().state_dict())
+    silu = make(ffn="silu")
+    assert not any("w3" in n for n in silu.state_dict())
+    assert silu.layers[0].ffn.w1.weight.shape == (3 * SHAPE["d_ff"] // 2, SHAPE["d_model"])
+    assert silu.num_parameters() == make().num_parameters()
+    with pytest.raises(LMError, match="norm='layer'.*pre, post, none"):
+        make(norm="layer")
+
+
+# ------------------------------------------------------------------------------ against torch built-ins
+
+
+def complex_rope(x, theta):
+    """RoPE as complex multiplication of (x[2i] + i·x[2i+1]) by e^{i·pos·theta^(-2i/d)}."""
+    *_, seq, d = x.shape
+    freqs = theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    rot = torch.polar(
+        torch.ones(seq, d // 2, dtype=torch.float64),
+        torch.outer(torch.arange(seq, dtype=torch.float64), freqs),
+    )
+    z = torch.view_as_complex(x.double().reshape(*x.shape[:-1], d // 2, 2).contiguous())
+    return torch.view_as_real(z * rot).reshape(x.shape).to(x.dtype)
+
+
+def builtin_forward(sd, ids, *, num_layers, num_heads, rope_theta, **_):
+    """The default TransformerLM written with F.embedding, F.rms_norm, F.linear, F.silu, F.sdpa."""
+    x = F.embedding(ids, sd["token_embeddings.weight"])
+    b, n, d = x.shape
+    for i in range(num_layers):
+        p = f"layers.{i}."
+        h = F.rms_norm(x, (d,), sd[p + "ln1.weight"], eps=1e-5)
+        q, k, v = (
+            F.linear(h, sd[p + f"attn.{w}.weight"]).view(b, n, num_heads, -1).transpose(1, 2)
+            for w in ("q_proj", "k_proj", "v_proj")
+        )
+        a = F.scaled_dot_product_attention(
+            complex_rope(q, rope_theta), complex_rope(k, rope_theta), v, is_causal=True
+        )
+        x = x + F.linear(a.transpose(1, 2).reshape(b, n, d), sd[p + "attn.output_proj.weight"])
+        h = F.rms_norm(x, (d,), sd[p + "ln2.weight"], eps=1e-5)
+        x = x + F.linear(
+            F.silu(F.linear(h, sd[p + "ffn.w1.weight"])) * F.linear(h, sd[p + "ffn.w3.weight"]),
+            sd[p + "ffn.w2.weight"],
+        )
+    return F.linear(F.rms_norm(x, (d,), sd["ln_final.weight"], eps=1e-5), sd["lm_head.weight"])
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_logits_loss_and_gradients_match_torch_builtins(attention):
+    model = make(attention=attention)
+    x, y = ids(seed=1), ids(seed=2)
+    sd = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    want = builtin_forward(sd, x, **SHAPE)
+    logits = model(x)
+    torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-5)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    want_loss = F.cross_entropy(want.flatten(0, 1), y.flatten())
+    torch.testing.assert_close(loss, want_loss)
+    loss.backward()
+    want_loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, sd[n].grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_reference_and_sdpa_paths_agree_and_are_causal(variant):
+    ref, fast = make(**variant, attention="reference"), make(**variant, attention="sdpa")
+    fast.load_state_dict(ref.state_dict())
+    x = ids()
+    out = ref(x)
+    torch.testing.assert_close(fast(x), out, rtol=1e-4, atol=1e-5)
+    # changing the token at t changes nothing before t (float64, so rounding cannot hide a leak)
+    t = 7
+    x2 = x.clone()
+    x2[:, t] = (x2[:, t] + 1) % SHAPE["vocab_size"]
+    for attention in VARIANTS["attention"]:
+        m = make(**variant, attention=attention, dtype=torch.float64)
+        before, after = m(x), m(x2)
+        torch.testing.assert_close(after[:, :t], before[:, :t], rtol=0, atol=1e-12)
+        assert not torch.allclose(after[:, t:], before[:, t:])
+    # a shorter sequence gives the logits of the prefix
+    torch.testing.assert_close(ref(x[:, :5]), out[:, :5], rtol=1e-5, atol=1e-6)
+
+
+def test_post_norm_and_no_norm_blocks_compose_as_documented():
+    x = torch.randn(2, 5, 16)
+    post = TransformerBlock(16, 4, 24, 8, 100.0, norm="post")
+    h = post.ln1(x + post.attn(x))
+    torch.testing.assert_close(post(x), post.ln2(h + post.ffn(h)))
+    bare = TransformerBlock(16, 4, 24, 8, 100.0, norm="none", position="nope")
+    assert bare.attn.rope is None
+    h = x + bare.attn(x)
+    torch.testing.assert_close(bare(x), h + bare.ffn(h))
+
+
+# ------------------------------------------------------------------------------ input errors
+
+
+def test_longer_than_context_is_rejected_naming_both_lengths():
+    model = make()
+    with pytest.raises(ContextLengthError, match=r"13 tokens.*context_length=12") as e:
+        model(ids(seq=13))
+    assert isinstance(e.value, LMError) and isinstance(e.value, ValueError)
+    assert model(ids(seq=1)).shape == (2, 1, SHAPE["vocab_size"])
+
+
+def test_loading_a_differently_shaped_state_dict_names_the_tensor():
+    small = make()
+    wider = make(d_ff=32)
+    with pytest.raises(
+        LMError,
+        match=r"layers\.0\.ffn\.w1\.weight: \(32, 16\) in the state dict, \(24, 16\) in the model",
+    ) as e:
+        small.load_state_dict(wider.state_dict())
+    assert isinstance(e.value, RuntimeError)  # as nn.Module's own error is
+    deeper = make(num_layers=3)
+    with pytest.raises(LMError, match=r"(?s)unexpected: layers\.2\..*num_layers=3"):
+        small.load_state_dict(deeper.state_dict())
+    compiled_names = {f"_orig_mod.{k}": v for k, v in small.state_dict().items()}
+    with pytest.raises(LMError, match="_orig_mod"):
+        small.load_state_dict(compiled_names)
+
+
+# ------------------------------------------------------------------------------ generation, devices, dtypes
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_kv_cache_generation_matches_full_forward(attention):
+    model = make(attention=attention)
+    x = ids(batch=1)
+    full = model(x)
+    cache = model.new_kv_cache()
+    steps = [model(x[:, :4], kv_cache=cache)] + [
+        model(x[:, t : t + 1], kv_cache=cache) for t in range(4, 12)
+    ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ContextLengthError, match="12 cached"):
+        model(x[:, :1], kv_cache=cache)
+
+
+def test_bf16_autocast_on_cpu_runs_and_stays_close():
+    model = make(attention="sdpa")
+    x = ids()
+    want = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(x)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 0.1 * want.abs().max()
+    got.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_meta_device_and_dtype():
+    m = TransformerLM(**SHAPE, device="meta")
+    assert all(p.is_meta for p in m.parameters())
+    assert m(ids().to("meta")).shape == (2, 12, 37)
+    m64 = TransformerLM(**SHAPE, dtype=torch.float64)
+    assert m64(ids()).dtype == torch.float64
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals, inside torch.compile
+def test_torch_compile_fullgraph_forward_and_backward():
+    """Inductor on the sdpa path (a ~20 s cold compile); the reference path traced whole."""
+    torch._dynamo.reset()
+    fast = make(attention="sdpa", num_layers=1)
+    x = ids()
+    compiled = torch.compile(fast, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, fast(x), rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in fast.parameters())
+    ref = make(num_layers=1, norm="post", ffn="silu")
+    out = torch.compile(ref, fullgraph=True, backend="aot_eager")(x)
+    torch.testing.assert_close(out, ref(x), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ config and presets
+
+
+def test_model_config_builds_and_names_bad_keys():
+    cfg = ModelConfig.from_dict(SHAPE)
+    assert cfg.build().num_parameters() == make().num_parameters()
+    with pytest.raises(LMError, match=r"unknown model key 'd_mdoel' \(did you mean 'd_model'\?\)"):
+        ModelConfig.from_dict({**SHAPE, "d_mdoel": 3})
+    with pytest.raises(LMError, match="missing model key.*vocab_size"):
+        ModelConfig.from_dict({k: v for k, v in SHAPE.items() if k != "vocab_size"})
+    with pytest.raises(LMError, match="not divisible by num_heads=5"):
+        ModelConfig.from_dict({**SHAPE, "num_heads": 5})
+    with pytest.raises(LMError, match="ffn='gelu'"):
+        ModelConfig.from_dict({**SHAPE, "ffn": "gelu"})
+
+
+def test_presets_from_yaml_models_section(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {},
+                "models": {"tiny": {**SHAPE, "norm": "post"}, "partial": {"d_model": 8}},
+            }
+        )
+    )
+    presets = load_presets(path)
+    assert {"gpt2-small", "gpt2-xl", "tiny", "partial"} <= set(presets)
+    assert preset_config(presets, "tiny").norm == "post"
+    assert preset_config(presets, "gpt2-xl", context_length=16384).context_length == 16384
+    with pytest.raises(LMError, match="did you mean 'gpt2-xl'"):
+        preset_config(presets, "gpt2-xxl")
+    with pytest.raises(LMError, match="preset partial: missing model key"):
+        preset_config(presets, "partial")
+    path.write_text(yaml.safe_dump({"models": {"bad": {"layers": 2}}}))
+    with pytest.raises(LMError, match=r"models\.bad: unknown model key 'layers'"):
+        load_presets(path)

@@ -62,13 +62,17 @@ def check_arguments(vocab_size: int, special_tokens: Iterable[str]) -> list[str]
 def _inverted(token: bytes) -> str:
     """A string whose order is the reverse of the order of byte strings.
 
-    Byte ``x`` becomes ``chr(256 - x)`` and a terminator ``chr(257)``, greater than all of
-    those, ends the string; so a proper prefix sorts *after* its extensions. The key of a
-    pair is ``_inverted(a) + _inverted(b)``: as the terminator occurs only at the end of each
-    part, comparing these keys compares ``a`` first, then ``b``, both reversed. The smallest
-    key in a min-heap is then the lexicographically greatest pair.
+    Byte ``x`` becomes ``chr(256 - x)``, and a terminator ``chr(257)``, greater than all of
+    those, ends the string, so that a proper prefix sorts *after* its extensions. In the
+    min-heap of :func:`merge_loop`, ties on the count are then broken by
+    ``(_inverted(a), _inverted(b))``, whose smallest value is the lexicographically
+    greatest pair ``(a, b)``, as the CS336 rule wants.
     """
     return "".join([chr(256 - x) for x in token]) + "\u0101"
+
+
+#: Token ids are stored as the characters of Python strings, so ids must be code points.
+MAX_VOCAB_SIZE = 0x110000
 
 
 def merge_loop(
@@ -83,145 +87,183 @@ def merge_loop(
     no pair is left. ``on_merge(n)`` is called now and then with the number of merges done
     since the last call (for a progress bar).
 
-    Data structures (all keyed by integer ids; nothing is recounted):
+    Data structures:
 
-    - ``words[w]``: the token ids of distinct pre-token ``w`` (a list, edited in place),
-      and ``freqs[w]`` how often it occurs in the corpus.
-    - ``count[k]``: occurrences of pair ``k = a << shift | b``, weighted by ``freqs``.
-    - ``where[k]``: the words that contained pair ``k`` when it appeared. A pair only ever
+    - A token id is a character: token ``i`` is ``chr(i)``. A distinct pre-token ``w`` is the
+      ``str`` ``words[w]`` of its token ids (at first ``bytes.decode("latin-1")``), and
+      ``freqs[w]`` is how often it occurs. A pair is the 2-character string ``chr(a) + chr(b)``,
+      so merging it in a word is ``str.replace(pair, chr(new))``, which scans left to right
+      without overlaps: exactly the BPE rule, run in C.
+    - ``count[pair]``: occurrences of the pair, weighted by ``freqs``.
+    - ``where[pair]``: the words that contained the pair when it appeared. A pair only ever
       appears in the step that creates the newer of its two tokens (merging never splits
       tokens, so two existing tokens never become newly adjacent), so this list is built
       once and never grows; words that lost the pair since are skipped when it is merged.
-    - ``heap``: entries ``(-count, inverted(a), inverted(b), k)``, see :func:`_inverted`.
+    - ``heap``: entries ``(-count, inverted(a), inverted(b), pair)``, see :func:`_inverted`.
       Only a new pair pushes an entry; when a count drops, its entry is left as is and
       fixed when it reaches the top (pushed back with the current count). An entry at
       the top whose count is current is then the most frequent pair, ties broken right.
+      New pairs too rare to matter yet wait in a side list instead (``cold``, by count).
 
-    Merging ``(a, b)`` into ``new`` visits only the words in ``where[(a, b)]``. Each
-    occurrence, with ``p`` the token before it and ``q`` the one after, turns the pairs
-    ``(p, a)`` and ``(b, q)`` into ``(p, new)`` and ``(new, q)``. The word is appended to
-    ``left[p]`` and ``right[q]``; at the end of the step each list gives, through the
-    frequencies of its words, both the decrease of the old pair and the count and
-    ``where`` list of the new pair. Back-to-back occurrences (``... a b a b ...``) make
-    ``(new, new)`` instead of ``(new, a)``.
+    Merging ``(a, b)`` into ``N`` visits only the words in ``where[(a, b)]``. In a changed
+    word, each ``N`` with a left neighbour ``p`` turned the pair ``(p, a)`` into ``(p, N)``,
+    and each ``N`` with a right neighbour ``q`` turned ``(b, q)`` into ``(N, q)``; two
+    ``N`` side by side (from ``a b a b``) turned ``(b, a)`` into ``(N, N)``. The word is
+    appended to ``left[p]`` or ``right[q]`` per occurrence; at the end of the step each
+    list gives, through the frequencies of its words, both the decrease of the old pair and
+    the count and ``where`` list of the new pair.
     """
+    if 256 + num_merges > MAX_VOCAB_SIZE:
+        raise LMError(f"vocab_size can be at most {MAX_VOCAB_SIZE}, got {256 + num_merges} before special tokens")
     tokens: list[bytes] = [bytes([i]) for i in range(256)]
     inverted: list[str] = [_inverted(t) for t in tokens]
-    max_id = 256 + max(0, num_merges)
-    shift = max(16, max_id.bit_length())
-    mask = (1 << shift) - 1
 
-    words, freqs, count, where = _initial_pairs(word_counts, shift)
-    heap = [(-c, inverted[k >> shift], inverted[k & mask], k) for k, c in count.items()]
+    words, freqs, count, where = _initial_pairs(word_counts)
+    heap = [(-c, inverted[ord(k[0])], inverted[ord(k[1])], k) for k, c in count.items()]
     heapq.heapify(heap)
     heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
     count_get = count.get
     freq_of = freqs.__getitem__
+    # New pairs counted below 2**level wait in cold[j] (j = bit length - 1 of their count)
+    # instead of the heap: a count never grows after the pair appears, so such a pair
+    # cannot be the best while the heap top is at least 2**level. Most pairs are rare and
+    # stay there, which keeps the heap small.
+    level = max(count.values(), default=1).bit_length()
+    cold: list[list[str]] = [[] for _ in range(64)]
 
     merges: list[tuple[int, int]] = []
     pending_progress = 0
     while len(merges) < num_merges:
         # The most frequent pair: drop entries of vanished pairs, push back those whose count dropped.
-        best = None
-        while heap:
-            neg, inv_a, inv_b, k = heap[0]
-            c = count_get(k, 0)
-            if c == -neg:
-                best = k
+        while True:
+            while heap:
+                neg, inv_a, inv_b, k = heap[0]
+                c = count_get(k, 0)
+                if c == -neg:
+                    break
+                if c:
+                    heapreplace(heap, (-c, inv_a, inv_b, k))
+                else:
+                    heappop(heap)
+            top = -heap[0][0] if heap else 0
+            if top >> level or not level:
                 break
-            if c:
-                heapreplace(heap, (-c, inv_a, inv_b, k))
-            else:
-                heappop(heap)
-        if best is None:
+            # the heap top is below 2**level: bring in the cold pairs that might beat it
+            new_level = top.bit_length() - 1 if top else 0
+            for j in range(new_level, level):
+                for k in cold[j]:
+                    c = count_get(k)
+                    if c:
+                        heappush(heap, (-c, inverted[ord(k[0])], inverted[ord(k[1])], k))
+                cold[j] = []
+            level = new_level
+        if not heap:
             break
+        best = heap[0][3]
         heappop(heap)
-        a, b = best >> shift, best & mask
+        A, B = best
+        a, b = ord(A), ord(B)
         new = len(tokens)
+        N = chr(new)
         tokens.append(tokens[a] + tokens[b])
         inv_new = _inverted(tokens[new])
         inverted.append(inv_new)
         merges.append((a, b))
         del count[best]
 
-        left: dict[int, list[int]] = {}  # p -> words, one entry per occurrence of (p, a, b)
-        right: dict[int, list[int]] = {}  # q -> words, one entry per occurrence of (a, b, q)
-        both: list[int] = []  # words, one entry per (a, b, a, b) turned into (new, new)
-        left_get, right_get = left.get, right.get
         words_with = where.pop(best)
+        left: dict[str, list[int]] = {}  # p -> words, one entry per (p, N) made
+        right: dict[str, list[int]] = {}  # q -> words, one entry per (N, q) made
+        both: list[int] = []  # words, one entry per (N, N) made
+        left_get, right_get = left.get, right.get
         if type(words_with) is not list:
             words_with = words_with.tolist()
         for w in words_with:
-            ids = words[w]
-            m = ids.count(a)
-            if not m:
+            s = words[w]
+            if best not in s:
                 continue
-            n = len(ids)
-            i = -1
-            while m:
-                i = ids.index(a, i + 1)
-                m -= 1
-                if i + 1 < n and ids[i + 1] == b:
-                    if i:
-                        p = ids[i - 1]
-                        if p == new:
-                            both.append(w)
-                        else:
-                            lst = left_get(p)
-                            if lst is None:
-                                left[p] = [w]
-                            else:
-                                lst.append(w)
-                    if i + 2 < n:
-                        q = ids[i + 2]
-                        lst = right_get(q)
+            t = s.replace(best, N)
+            words[w] = t
+            n = len(t)
+            if n == 1:
+                continue
+            i = t.find(N)
+            while i >= 0:
+                if i:
+                    p = t[i - 1]
+                    if p == N:
+                        both.append(w)
+                    else:
+                        lst = left_get(p)
                         if lst is None:
-                            right[q] = [w]
+                            left[p] = [w]
                         else:
                             lst.append(w)
-                    ids[i] = new
-                    del ids[i + 1]
-                    n -= 1
-                    if a == b:
-                        m -= 1
+                i += 1
+                if i == n:
+                    break
+                q = t[i]
+                if q != N:
+                    lst = right_get(q)
+                    if lst is None:
+                        right[q] = [w]
+                    else:
+                        lst.append(w)
+                    i = t.find(N, i + 1)
 
-        b_shift, new_shift = b << shift, new << shift
         for p, lst in left.items():
-            c = sum(map(freq_of, lst))
-            k = p << shift | a
+            if len(lst) == 1:
+                c = freqs[lst[0]]
+            else:
+                c = sum(map(freq_of, lst))
+            k = p + A
             rest = count[k] - c
             if rest:
                 count[k] = rest
             else:
                 del count[k]
-            k = p << shift | new
+            k = p + N
             count[k] = c
             where[k] = lst
-            heappush(heap, (-c, inverted[p], inv_new, k))
-        # each (new, new) was first counted as (new, a) in right[a]
-        fix = sum(map(freq_of, both)) if both else 0
+            if c >> level:
+                heappush(heap, (-c, inverted[ord(p)], inv_new, k))
+            else:
+                cold[c.bit_length() - 1].append(k)
         for q, lst in right.items():
-            c = sum(map(freq_of, lst))
-            k = b_shift | q
-            if k != best:  # (a, a, a): the pair (b, q) is (a, b) itself, already gone
+            if len(lst) == 1:
+                c = freqs[lst[0]]
+            else:
+                c = sum(map(freq_of, lst))
+            k = B + q
+            if k != best:  # a == b, q == a: (b, q) is the merged pair, already gone
                 rest = count[k] - c
                 if rest:
                     count[k] = rest
                 else:
                     del count[k]
-            if q == a:
-                c -= fix
-                if not c:
-                    continue
-            k = new_shift | q
+            k = N + q
             count[k] = c
             where[k] = lst
-            heappush(heap, (-c, inv_new, inverted[q], k))
+            if c >> level:
+                heappush(heap, (-c, inv_new, inverted[ord(q)], k))
+            else:
+                cold[c.bit_length() - 1].append(k)
         if both:
-            k = new_shift | new
-            count[k] = fix
+            c = sum(map(freq_of, both))
+            k = B + A
+            if k != best:
+                rest = count[k] - c
+                if rest:
+                    count[k] = rest
+                else:
+                    del count[k]
+            k = N + N
+            count[k] = c
             where[k] = both
-            heappush(heap, (-fix, inv_new, inv_new, k))
+            if c >> level:
+                heappush(heap, (-c, inv_new, inv_new, k))
+            else:
+                cold[c.bit_length() - 1].append(k)
         if on_merge is not None:
             pending_progress += 1
             if pending_progress >= 256:
@@ -232,39 +274,40 @@ def merge_loop(
     return tokens, merges
 
 
-def _initial_pairs(word_counts: Mapping[bytes, int], shift: int):
-    """Words as id lists, their frequencies, and the count and ``where`` of every byte pair.
+def _initial_pairs(word_counts: Mapping[bytes, int]):
+    """Words as strings of ids, their frequencies, and the count and ``where`` of every byte pair.
 
     Computed with numpy over all words at once. ``where`` values are numpy slices here
-    (read-only views of one array); the merge loop turns one into a list when it needs it.
+    (views of one array); the merge loop turns one into a list when it merges that pair.
     """
-    kept = [(w, c) for w, c in word_counts.items() if len(w) >= 2]
-    words = [list(w) for w, _ in kept]
-    freqs = [c for _, c in kept]
-    if not kept:
+    words = [w.decode("latin-1") for w in word_counts]
+    freqs = list(word_counts.values())
+    if not words:
         return words, freqs, {}, {}
-    lens = np.fromiter((len(w) for w, _ in kept), dtype=np.int64, count=len(kept))
-    flat = np.frombuffer(b"".join(w for w, _ in kept), dtype=np.uint8).astype(np.int64)
+    lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    flat = np.frombuffer(b"".join(word_counts), dtype=np.uint8).astype(np.uint16)
     ends = np.cumsum(lens)
-    is_pair_start = np.ones(len(flat) - 1, dtype=bool)
-    is_pair_start[ends[:-1] - 1] = False  # the last byte of a word starts no pair
-    pair_key = (flat[:-1] * 256 + flat[1:])[is_pair_start]
-    word_of = np.repeat(np.arange(len(kept), dtype=np.int64), lens - 1)
-    freq_of = np.repeat(np.asarray(freqs, dtype=np.int64), lens - 1)
-    order = np.argsort(pair_key, kind="stable")  # by pair, then by word
-    pair_key, word_of, freq_of = pair_key[order], word_of[order], freq_of[order]
-    group = np.flatnonzero(np.r_[True, pair_key[1:] != pair_key[:-1]])
-    totals = np.add.reduceat(freq_of, group)
-    keys = pair_key[group]
-    # one entry per (pair, word): drop repeats of a word within its pair's group
-    first = np.r_[True, (pair_key[1:] != pair_key[:-1]) | (word_of[1:] != word_of[:-1])]
-    pair_key, word_of = pair_key[first], word_of[first]
-    bounds = np.searchsorted(pair_key, keys).tolist() + [len(pair_key)]
-    word_of = word_of.astype(np.int32)
-    count: dict[int, int] = {}
+    starts_pair = np.ones(len(flat), dtype=bool)
+    starts_pair[ends - 1] = False  # the last byte of a word starts no pair
+    starts_pair = starts_pair[:-1]
+    pair_id = (flat[:-1] << 8 | flat[1:])[starts_pair]
+    word_of = np.repeat(np.arange(len(words), dtype=np.int32), lens - 1)
+    order = np.argsort(pair_id, kind="stable")  # by pair, then by word (radix sort on uint16)
+    pair_id, word_of = pair_id[order], word_of[order]
+    freq_of = np.asarray(freqs, dtype=np.int64)[word_of]
+    new_pair = np.r_[True, pair_id[1:] != pair_id[:-1]]
+    group = np.flatnonzero(new_pair)
+    totals = np.add.reduceat(freq_of, group).tolist()
+    ids = pair_id[group].tolist()
+    # where: one entry per (pair, word), so drop a word repeated within its pair's group
+    keep = new_pair.copy()
+    keep[1:] |= word_of[1:] != word_of[:-1]
+    word_of = word_of[keep]
+    bounds = np.flatnonzero(new_pair[keep]).tolist() + [len(word_of)]
+    count: dict[str, int] = {}
     where: dict = {}
-    for j, (key2, total) in enumerate(zip(keys.tolist(), totals.tolist(), strict=True)):
-        k = (key2 >> 8) << shift | (key2 & 255)
+    for j, (pid, total) in enumerate(zip(ids, totals, strict=True)):
+        k = chr(pid >> 8) + chr(pid & 255)
         count[k] = total
         where[k] = word_of[bounds[j] : bounds[j + 1]]
     return words, freqs, count, where

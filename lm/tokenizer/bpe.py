@@ -313,6 +313,15 @@ def _initial_pairs(word_counts: Mapping[bytes, int]):
     return words, freqs, count, where
 
 
+def _current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux), to tell training apart from imports."""
+    try:
+        with open("/proc/self/statm") as f:
+            return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def train_bpe_with_stats(
     input_path: str | os.PathLike,
     vocab_size: int,
@@ -325,9 +334,11 @@ def train_bpe_with_stats(
 
     The stats hold the corpus size (bytes, documents, distinct pre-tokens), the time of
     pre-tokenization and of merging, the peak memory of this process and of the workers,
-    and whether training stopped early.
+    and whether training stopped early. ``rss_at_start_mb`` is the memory the process held
+    before training began (interpreter, imported libraries), part of ``peak_rss_mb``.
     """
     specials = check_arguments(vocab_size, special_tokens)
+    rss_start = _current_rss_mb()
     t0 = time.perf_counter()
     corpus = count_pretokens(input_path, specials, workers=workers, chunk_size=chunk_size, progress=progress)
     if corpus.n_bytes == 0:
@@ -379,6 +390,7 @@ def train_bpe_with_stats(
         "pretokenize_seconds": round(t1 - t0, 4),
         "merge_seconds": round(t2 - t1, 4),
         "total_seconds": round(t2 - t0, 4),
+        "rss_at_start_mb": rss_start,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_workers_mb": round(peak_rss_mb(children=True), 1),
     }

@@ -468,7 +468,8 @@ def test_caches_stay_bounded(trained, monkeypatch):
     for _ in range(3):
         ids = small.encode(text)
         assert small.decode(ids) == text
-        assert len(small._word_cache) <= 64 + 300 and len(small._pretoken_cache) <= 64 + 600
+        assert len(small._word_cache) <= len(small._seed_words) + 64 + 300
+        assert len(small._pretoken_cache) <= len(small._seed_pretokens) + 64 + 600
     monkeypatch.setattr(tokmod, "_BLOCK_CHARS", 1 << 20)
     assert ids == Tokenizer(vocab, merges, [EOT]).encode(text)
 

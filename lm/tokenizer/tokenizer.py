@@ -59,7 +59,8 @@ from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
 # never cuts where the pattern would not.
 _WORD_SPLIT = re.compile(r" (?=\S)")
 
-# Cache sizes (entries). When full, a cache is emptied (cheap, and bounds memory).
+# Cache sizes (entries, beyond the entries seeded from the vocabulary). When full, a
+# cache is emptied back to its seed (cheap, and bounds memory).
 WORD_CACHE_SIZE = 1 << 18
 PRETOKEN_CACHE_SIZE = 1 << 17
 # Longest text handed to the word path at once (characters); longer texts are cut.
@@ -132,9 +133,10 @@ class Tokenizer:
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
 
         self._build_merge_tables()
-        self._word_cache: dict[str, list[int]] = {}
-        self._head_cache: dict[str, list[int]] = {}
-        self._pretoken_cache: dict[str, list[int]] = {}
+        self._build_seed_caches()
+        self._word_cache: dict[str, list[int]] = dict(self._seed_words)
+        self._head_cache: dict[str, list[int]] = dict(self._seed_heads)
+        self._pretoken_cache: dict[str, list[int]] = dict(self._seed_pretokens)
 
     # ------------------------------------------------------------------ construction
 
@@ -218,11 +220,36 @@ class Tokenizer:
                 if len(ids) == 1:
                     self._whole[token] = ids[0]
 
+    def _build_seed_caches(self) -> None:
+        """Cache entries known from the vocabulary alone: every whole token is its own id list.
+
+        A text piece that is exactly one vocabulary token (" the", "ing", ",") then needs no
+        work even the first time it is seen. A word (" " + w) or a head enters the cache
+        only if the pattern makes it a single pre-token, since its ids are the ids of its
+        pre-tokens.
+        """
+        self._seed_pretokens: dict[str, list[int]] = {}
+        self._seed_words: dict[str, list[int]] = {}
+        self._seed_heads: dict[str, list[int]] = {}
+        findall = PRETOKEN_RE.findall
+        for token, token_id in self._whole.items():
+            try:
+                text = token.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            ids = [token_id]
+            self._seed_pretokens[text] = ids
+            if findall(text) != [text]:
+                continue
+            if len(text) > 1 and text[0] == " " and not text[1].isspace():
+                self._seed_words[text[1:]] = ids
+            self._seed_heads[text] = ids
+
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_word_cache"] = {}
-        state["_head_cache"] = {}
-        state["_pretoken_cache"] = {}
+        state["_word_cache"] = dict(self._seed_words)
+        state["_head_cache"] = dict(self._seed_heads)
+        state["_pretoken_cache"] = dict(self._seed_pretokens)
         return state
 
     @property
@@ -389,14 +416,17 @@ class Tokenizer:
         new_words.difference_update(words)
         new_heads.difference_update(heads)
         if new_words:
-            if len(words) + len(new_words) > WORD_CACHE_SIZE:
+            if len(words) + len(new_words) > WORD_CACHE_SIZE + len(self._seed_words):
                 words.clear()
+                words.update(self._seed_words)
                 new_words = set().union(*(islice(ws, 1, None) for ws in word_lists if ws))
+                new_words.difference_update(words)
             self._add_words(new_words)
         if new_heads:
-            if len(heads) + len(new_heads) > WORD_CACHE_SIZE:
+            if len(heads) + len(new_heads) > WORD_CACHE_SIZE + len(self._seed_heads):
                 heads.clear()
-                new_heads = {ws[0] for ws in word_lists if ws}
+                heads.update(self._seed_heads)
+                new_heads = {ws[0] for ws in word_lists if ws}.difference(heads)
             self._add_heads(new_heads)
         self._emit(word_lists, units, out)
 
@@ -456,9 +486,10 @@ class Tokenizer:
         cache = self._pretoken_cache
         new = set(pretokens).difference(cache)
         if new:
-            if len(cache) + len(new) > PRETOKEN_CACHE_SIZE:
+            if len(cache) + len(new) > PRETOKEN_CACHE_SIZE + len(self._seed_pretokens):
                 cache.clear()
-                new = set(pretokens)
+                cache.update(self._seed_pretokens)
+                new = set(pretokens).difference(cache)
             new = list(new)
             cache.update(zip(new, self._merge_many([t.encode("utf-8") for t in new]), strict=True))
         return list(map(cache.__getitem__, pretokens))

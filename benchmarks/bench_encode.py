@@ -1,0 +1,170 @@
+"""Encoding throughput: our Tokenizer vs tiktoken, same vocabulary, same text, same cores.
+
+    .venv/bin/python benchmarks/bench_encode.py            # both datasets
+    .venv/bin/python benchmarks/bench_encode.py --only tinystories
+
+For each dataset a tokenizer is trained with this project's ``train_bpe`` on the matching
+train file (cached in ``benchmarks/out/<name>/``); tiktoken's ``Encoding`` is built from
+the same vocabulary (our ids as its ranks, checked to be in merge order) and the same
+GPT-2 pattern; the ids of both are asserted identical. Each line is one run:
+
+- 1 core: ``Tokenizer.encode(text)`` on a freshly built tokenizer (cold caches: the first
+  megabyte a user encodes), then the same call again (warm caches: the steady state of a
+  long file) vs ``tiktoken.Encoding.encode``.
+- all cores: ``Tokenizer.encode_parallel`` (processes, pool start included, fresh tokenizer)
+  vs ``tiktoken.Encoding.encode_batch`` (threads) on the same pieces.
+
+Tokenizer construction is not timed for either library (it is printed). Results go to
+``benchmarks/out/bench_encode.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = Path("/work/shared/data")
+EOT = "<|endoftext|>"
+DATASETS = {
+    # name: (train file, vocab size, file to encode)
+    "web": (DATA / "web/train.txt", 32000, DATA / "web/valid.txt"),
+    "tinystories": (DATA / "tinystories/train.txt", 10000, DATA / "tinystories/train.txt"),
+}
+
+
+def trained_tokenizer(name: str, train: Path, vocab_size: int, out_root: Path) -> Path:
+    from lm.tokenizer import save_tokenizer, train_bpe
+
+    d = out_root / f"{name}-{vocab_size}"
+    if not (d / "vocab.json").exists():
+        t = time.perf_counter()
+        vocab, merges = train_bpe(train, vocab_size, [EOT], workers=os.cpu_count() or 1)
+        save_tokenizer(vocab, merges, d)
+        print(f"trained {name} {vocab_size} in {time.perf_counter() - t:.1f}s -> {d}", flush=True)
+    return d
+
+
+def tiktoken_encoding(tok):
+    import tiktoken
+
+    from lm.tokenizer.pretokenize import GPT2_PATTERN
+
+    specials = {s.encode() for s in tok.special_tokens}
+    ranks = {t: i for i, t in tok.vocab.items() if t not in specials}
+    made = [ranks[a + b] for a, b in tok.merges]
+    assert made == sorted(made), "tiktoken ranks must follow merge order"
+    assert max(ranks[bytes([b])] for b in range(256)) < min(made)
+    return tiktoken.Encoding(
+        "ours", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=dict(tok.special_ids)
+    )
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def bench(name: str, tok_dir: Path, text_path: Path, cores: int) -> list[dict]:
+    from lm.tokenizer import Tokenizer
+
+    text = text_path.read_bytes().decode("utf-8")
+    n_bytes = len(text.encode("utf-8"))
+    fresh = lambda: Tokenizer.from_dir(tok_dir, [EOT])  # noqa: E731
+    ours, build_s = timed(fresh)
+    enc, tik_build_s = timed(lambda: tiktoken_encoding(ours))
+    print(
+        f"{name}: {n_bytes / 1e6:.2f} MB, vocab {ours.vocab_size}; build: ours {build_s:.2f}s, tiktoken {tik_build_s:.2f}s"
+    )
+
+    rows = []
+
+    def row(impl, n_cores, seconds, ids, ref):
+        assert ids == ref, f"{impl}: ids differ from tiktoken's"
+        r = {
+            "dataset": name,
+            "impl": impl,
+            "cores": n_cores,
+            "seconds": round(seconds, 4),
+            "MB_per_s": round(n_bytes / 1e6 / seconds, 2),
+            "tokens_per_s": round(len(ids) / seconds),
+            "tokens": len(ids),
+        }
+        rows.append(r)
+        print(
+            f"  {impl:<24} {n_cores} core(s) {r['MB_per_s']:7.2f} MB/s {r['tokens_per_s']:>10,} tokens/s",
+            flush=True,
+        )
+        return r
+
+    ref, s = timed(lambda: enc.encode(text, allowed_special="all"))
+    row("tiktoken", 1, s, ref, ref)
+    ids, s = timed(lambda: ours.encode(text))
+    row("ours (cold cache)", 1, s, ids, ref)
+    ids, s = timed(lambda: ours.encode(text))
+    row("ours (warm cache)", 1, s, ids, ref)
+
+    if cores > 1:
+        chunk = max(1 << 16, len(text) // (4 * cores))
+        bounds = [0]
+        while bounds[-1] < len(text):
+            bounds.append(ours.safe_cut(text, bounds[-1] + chunk))
+        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        out, s = timed(lambda: enc.encode_batch(pieces, num_threads=cores, allowed_special="all"))
+        row("tiktoken encode_batch", cores, s, list(itertools.chain.from_iterable(out)), ref)
+        par = fresh()
+        ids, s = timed(lambda: par.encode_parallel(text, workers=cores, chunk_chars=chunk))
+        row("ours encode_parallel", cores, s, ids, ref)
+    return rows
+
+
+def ratio_table(rows: list[dict]) -> str:
+    lines = [
+        "| dataset | implementation | cores | MB/s | tokens/s | ours / tiktoken |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        base = next(
+            x
+            for x in rows
+            if x["dataset"] == r["dataset"]
+            and x["cores"] == r["cores"]
+            and x["impl"].startswith("tiktoken")
+        )
+        ratio = "" if r is base else f"{r['MB_per_s'] / base['MB_per_s']:.2f}"
+        lines.append(
+            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {r['tokens_per_s']:,} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=sorted(DATASETS), action="append")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    args = ap.parse_args()
+    rows = []
+    for name in args.only or list(DATASETS):
+        train, size, text = DATASETS[name]
+        tok_dir = trained_tokenizer(name, train, size, args.out)
+        rows += bench(name, tok_dir, text, args.cores)
+    table = ratio_table(rows)
+    print()
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_encode.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / "bench_encode.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

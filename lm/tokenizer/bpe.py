@@ -34,7 +34,9 @@ from lm.tokenizer.pretokenize import count_pretokens
 def check_arguments(vocab_size: int, special_tokens: Iterable[str]) -> list[str]:
     """Validate ``vocab_size`` and ``special_tokens``; return the special tokens, duplicates dropped."""
     if isinstance(special_tokens, str):
-        raise LMError(f"special_tokens must be a list of strings, got the string {special_tokens!r}")
+        raise LMError(
+            f"special_tokens must be a list of strings, got the string {special_tokens!r}"
+        )
     specials: list[str] = []
     for s in special_tokens or []:
         if not isinstance(s, str):
@@ -114,7 +116,9 @@ def merge_loop(
     the count and ``where`` list of the new pair.
     """
     if 256 + num_merges > MAX_VOCAB_SIZE:
-        raise LMError(f"vocab_size can be at most {MAX_VOCAB_SIZE}, got {256 + num_merges} before special tokens")
+        raise LMError(
+            f"vocab_size can be at most {MAX_VOCAB_SIZE}, got {256 + num_merges} before special tokens"
+        )
     tokens: list[bytes] = [bytes([i]) for i in range(256)]
     inverted: list[str] = [_inverted(t) for t in tokens]
 
@@ -291,6 +295,8 @@ def _initial_pairs(word_counts: Mapping[bytes, int]):
     starts_pair[ends - 1] = False  # the last byte of a word starts no pair
     starts_pair = starts_pair[:-1]
     pair_id = (flat[:-1] << 8 | flat[1:])[starts_pair]
+    if not len(pair_id):
+        return words, freqs, {}, {}
     word_of = np.repeat(np.arange(len(words), dtype=np.int32), lens - 1)
     order = np.argsort(pair_id, kind="stable")  # by pair, then by word (radix sort on uint16)
     pair_id, word_of = pair_id[order], word_of[order]
@@ -340,7 +346,9 @@ def train_bpe_with_stats(
     specials = check_arguments(vocab_size, special_tokens)
     rss_start = _current_rss_mb()
     t0 = time.perf_counter()
-    corpus = count_pretokens(input_path, specials, workers=workers, chunk_size=chunk_size, progress=progress)
+    corpus = count_pretokens(
+        input_path, specials, workers=workers, chunk_size=chunk_size, progress=progress
+    )
     if corpus.n_bytes == 0:
         raise LMError(f"input file {input_path} is empty; BPE needs some text to learn from")
     if not corpus.counts:
@@ -364,7 +372,9 @@ def train_bpe_with_stats(
 
         bar = tqdm(total=num_merges, unit="merge", desc="merge", file=sys.stderr)
     try:
-        tokens, id_merges = merge_loop(word_counts, num_merges, on_merge=bar.update if bar else None)
+        tokens, id_merges = merge_loop(
+            word_counts, num_merges, on_merge=bar.update if bar else None
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -428,6 +438,11 @@ def train_bpe(
         tokens, or invalid UTF-8 (with its byte offset and line).
     """
     vocab, merges, _ = train_bpe_with_stats(
-        input_path, vocab_size, special_tokens, workers=workers, chunk_size=chunk_size, progress=progress
+        input_path,
+        vocab_size,
+        special_tokens,
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=progress,
     )
     return vocab, merges

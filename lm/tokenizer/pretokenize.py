@@ -154,7 +154,8 @@ class _ChunkResult:
     index: int
     n_bytes: int
     n_special: int
-    tail_text: bool  # non-whitespace text after the chunk's last special token (or anywhere if none)
+    # non-whitespace text after the chunk's last special token (or anywhere if it has none)
+    tail_text: bool
 
 
 class _BadUTF8(Exception):
@@ -188,7 +189,9 @@ def _chunk_bounds(f, size: int, chunk_size: int, special_bytes: list[bytes], ind
             yield k, start, end
 
 
-def _count_chunks(path: str, size: int, chunk_size: int, special_tokens: list[str], indices, on_chunk=None):
+def _count_chunks(
+    path: str, size: int, chunk_size: int, special_tokens: list[str], indices, on_chunk=None
+):
     """Count the given chunks in this process. Returns (Counter, [_ChunkResult])."""
     special_re = special_split_re(special_tokens)
     special_bytes = [s.encode("utf-8") for s in special_tokens]
@@ -202,11 +205,17 @@ def _count_chunks(path: str, size: int, chunk_size: int, special_tokens: list[st
     return counts, results
 
 
-def _worker(rank: int, n_workers: int, path, size, chunk_size, special_tokens, n_chunks, out: mp.Queue):
+def _worker(
+    rank: int, n_workers: int, path, size, chunk_size, special_tokens, n_chunks, out: mp.Queue
+):
     """Count chunks rank, rank + n_workers, ...; send progress, then the counts (or the error)."""
     try:
         counts, results = _count_chunks(
-            path, size, chunk_size, special_tokens, range(rank, n_chunks, n_workers),
+            path,
+            size,
+            chunk_size,
+            special_tokens,
+            range(rank, n_chunks, n_workers),
             on_chunk=lambda n: out.put(("progress", n)),
         )
         out.put(("done", rank, counts, results))
@@ -270,13 +279,19 @@ def count_pretokens(
         if workers == 1:
             try:
                 counts, results = _count_chunks(
-                    path, size, chunk_size, special_tokens, range(n_chunks),
+                    path,
+                    size,
+                    chunk_size,
+                    special_tokens,
+                    range(n_chunks),
                     on_chunk=bar.update if bar is not None else None,
                 )
             except _BadUTF8 as e:
                 _raise_bad_utf8(path, e.offset, e.reason)
         else:
-            counts, results = _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, bar)
+            counts, results = _count_parallel(
+                path, size, chunk_size, special_tokens, n_chunks, workers, bar
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from lm.tokenizer.serialization import token_to_str
 
 
-def longest_tokens(vocab: dict[int, bytes], special_tokens: list[str], limit: int = 5) -> list[dict]:
+def longest_tokens(
+    vocab: dict[int, bytes], special_tokens: list[str], limit: int = 5
+) -> list[dict]:
     """The longest learned token(s) (special tokens excluded), as id, bytes and text."""
     specials = {s.encode("utf-8") for s in special_tokens}
     learned = [(i, t) for i, t in vocab.items() if t not in specials]

@@ -39,7 +39,11 @@ def bytes_to_unicode() -> dict[int, str]:
     map to themselves; the other 68 (control characters, space, ...) map, in byte
     order, to ``chr(256)``, ``chr(257)``, ... So space (0x20) becomes ``Ġ``.
     """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     kept = set(keep)
     table: dict[int, str] = {}
     extra = 0
@@ -117,7 +121,9 @@ def _read_text(path: Path, what: str) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise LMError(f"{what} {path} does not exist; train a tokenizer first (lm train-bpe)") from None
+        raise LMError(
+            f"{what} {path} does not exist; train a tokenizer first (lm train-bpe)"
+        ) from None
     except OSError as e:
         raise LMError(f"cannot read {what} {path}: {e.strerror}") from None
     try:
@@ -139,21 +145,29 @@ def load_vocab(vocab_path: str | os.PathLike) -> dict[int, bytes]:
         seen: dict = {}
         for k, v in pairs:
             if k in seen:
-                raise LMError(f"{path}:{_line_of(text, k)} token {k!r} appears twice; each token has one id")
+                raise LMError(
+                    f"{path}:{_line_of(text, k)} token {k!r} appears twice; each token has one id"
+                )
             seen[k] = v
         return seen
 
     try:
         raw = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
-        raise LMError(f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+        raise LMError(
+            f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})"
+        ) from None
     if not isinstance(raw, dict):
-        raise LMError(f"{path}: expected a JSON object mapping tokens to ids, got {type(raw).__name__}")
+        raise LMError(
+            f"{path}: expected a JSON object mapping tokens to ids, got {type(raw).__name__}"
+        )
     vocab: dict[int, bytes] = {}
     for key, token_id in raw.items():
         where = f"{path}:{_line_of(text, key)}"
         if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
-            raise LMError(f"{where} token {key!r} has id {token_id!r}; ids must be non-negative integers")
+            raise LMError(
+                f"{where} token {key!r} has id {token_id!r}; ids must be non-negative integers"
+            )
         try:
             token = str_to_token(key)
         except KeyError as e:
@@ -172,7 +186,9 @@ def load_vocab(vocab_path: str | os.PathLike) -> dict[int, bytes]:
     return vocab
 
 
-def load_merges(merges_path: str | os.PathLike, vocab: dict[int, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+def load_merges(
+    merges_path: str | os.PathLike, vocab: dict[int, bytes] | None = None
+) -> list[tuple[bytes, bytes]]:
     """Read a GPT-2 ``merges.txt``; if ``vocab`` is given, check every part is in it."""
     path = Path(merges_path)
     text = _read_text(path, "merges file")

@@ -36,8 +36,15 @@ def register(subparsers) -> None:
         help="special token: split out of the text, never merged, given the last ids "
         "(repeatable; default: <|endoftext|>)",
     )
-    p.add_argument("--no-special-tokens", action="store_true", help="train without any special token")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory, e.g. results/tinystories/tokenizer")
+    p.add_argument(
+        "--no-special-tokens", action="store_true", help="train without any special token"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory, e.g. results/tinystories/tokenizer",
+    )
     p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1,
         help="pre-tokenization processes (default: all CPUs); the result does not depend on it",
@@ -78,7 +85,12 @@ def train_to_dir(
     if workers < 1:
         raise LMError(f"--workers must be at least 1, got {workers}")
     vocab, merges, stats = train_bpe_with_stats(
-        input_path, vocab_size, special_tokens, workers=workers, chunk_size=chunk_size, progress=progress
+        input_path,
+        vocab_size,
+        special_tokens,
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=progress,
     )
     stats = build_stats(vocab, merges, stats)
     out_dir = Path(out_dir)
@@ -90,7 +102,9 @@ def train_to_dir(
         write_text(tmp / "report.md", render_markdown(stats))
         os.chmod(tmp, 0o755)
         if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            old = Path(
+                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
+            )
             os.replace(out_dir, old / "x")
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)

@@ -176,8 +176,26 @@ def test_resume_refuses_a_changed_config(tokens, tmp_path):
     changed["optimizer"]["lr"] = 0.5
     with pytest.raises(LMError, match=r"different config \(optimizer\.lr differ\).*--fresh"):
         train(changed, *tokens, out, progress=False)
-    result = train(changed, *tokens, out, progress=False, fresh=True)
+    with pytest.warns(UserWarning, match=r"different config \(optimizer\.lr differ\) discarded"):
+        result = train(changed, *tokens, out, progress=False, on_config_change="restart")
     assert result["resumed_at_step"] is None and result["steps"] == 12
+
+
+def test_wandb_is_optional(tokens, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    cfg = _run(steps=5)
+    cfg["wandb"]["enabled"] = True
+    with pytest.warns(UserWarning, match="wandb is not installed"):
+        assert train(cfg, *tokens, tmp_path / "run", progress=False)["status"] == "ok"
 
 
 def test_token_ids_beyond_vocab_fail_before_training(tokens, tmp_path, capsys):

@@ -34,6 +34,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="discard OUT/checkpoints/ and start over instead of resuming",
     )
+    p.add_argument(
+        "--on-config-change",
+        choices=["error", "restart"],
+        default="error",
+        help="OUT/checkpoints/ hold a run with a different config: stop with an error (default) or discard them and start over",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     p.set_defaults(func=_train)
 
@@ -95,6 +101,7 @@ def _train(args) -> int:
         progress=not args.no_progress,
         fresh=args.fresh,
         threads=args.threads,
+        on_config_change=args.on_config_change,
     )
     line = f"{result['run']}: {result['status']}"
     if result["status"] == "diverged":

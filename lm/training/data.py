@@ -8,6 +8,8 @@ whole file.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from pathlib import Path
 
@@ -36,6 +38,11 @@ def open_tokens(path: str | os.PathLike) -> np.ndarray:
         raise LMError(
             f"token file {path} has shape {tokens.shape}; expected a 1-D array of token ids, as written by the encode stage"
         )
+    # Batches read random windows: tell the kernel not to read around each one (its
+    # read-ahead would otherwise map megabytes per window into this process).
+    if isinstance(tokens.base, mmap.mmap) and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError):
+            tokens.base.madvise(mmap.MADV_RANDOM)
     if not np.issubdtype(tokens.dtype, np.integer):
         raise LMError(
             f"token file {path} has dtype {tokens.dtype}; token ids must be integers (uint16 or uint32) — re-encode it"
@@ -62,8 +69,7 @@ def check_tokens(
     if len(tokens) == 0:
         raise LMError(f"{name} is empty; encode a non-empty split")
     hi, lo = None, None
-    for start in range(0, len(tokens), chunk):
-        part = tokens[start : start + chunk]
+    for part in _chunks(tokens, chunk):
         phi, plo = int(part.max()), int(part.min())
         hi = phi if hi is None else max(hi, phi)
         lo = plo if lo is None else min(lo, plo)
@@ -78,6 +84,26 @@ def check_tokens(
             f"(or the dataset's tokenizer.vocab_size), or re-encode with the tokenizer the run is meant to use"
         )
     return hi
+
+
+def _chunks(tokens: np.ndarray, chunk: int):
+    """Successive pieces of ``tokens``. A file's memory map is read with plain file reads,
+    so scanning a multi-GB split neither holds it nor leaves it resident in this process."""
+    if isinstance(tokens, np.memmap) and isinstance(tokens.base, mmap.mmap) and tokens.filename:
+        with open(tokens.filename, "rb") as f:
+            f.seek(tokens.offset)
+            remaining = len(tokens)
+            while remaining:
+                part = np.fromfile(f, dtype=tokens.dtype, count=min(chunk, remaining))
+                if len(part) == 0:
+                    raise LMError(
+                        f"token file {tokens.filename} is shorter than its header says; re-encode it"
+                    )
+                remaining -= len(part)
+                yield part
+        return
+    for start in range(0, len(tokens), chunk):
+        yield tokens[start : start + chunk]
 
 
 def check_length(tokens: np.ndarray, context_length: int, *, name: str = "token file") -> None:

@@ -218,22 +218,19 @@ def train(
     fresh: bool = False,
     threads: int | None = None,
     sync_timing: bool = False,
+    on_config_change: str = "error",
 ) -> dict:
     """Train the run ``run_cfg`` (a resolved config, see ``resolve_runs``) into ``out``.
 
     Resumes from ``out/checkpoints/`` when it holds a checkpoint of the same run
-    (``fresh=True`` discards them instead). ``threads`` (default: the run's
+    (``fresh=True`` discards them instead). Checkpoints of a run whose config differs
+    (beyond bookkeeping keys such as device or log_every) raise an LMError, or with
+    ``on_config_change="restart"`` are discarded with a warning (what a pipeline wants
+    when it reruns a run because its config changed). ``threads`` (default: the run's
     ``threads``) bounds torch's CPU threads for the call. ``sync_timing`` synchronizes
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
     """
-    out = Path(out)
-    mcfg, ocfg, scfg, tcfg = (
-        run_cfg["model"],
-        run_cfg["optimizer"],
-        run_cfg["schedule"],
-        run_cfg["training"],
-    )
     threads = threads or run_cfg.get("threads")
     previous_threads = torch.get_num_threads()
     if threads:
@@ -241,24 +238,24 @@ def train(
     try:
         return _train(
             run_cfg,
-            mcfg,
-            ocfg,
-            scfg,
-            tcfg,
             Path(train_tokens),
             Path(valid_tokens),
-            out,
-            progress,
-            fresh,
-            sync_timing,
+            Path(out),
+            progress=progress,
+            fresh=fresh,
+            sync_timing=sync_timing,
+            on_config_change=on_config_change,
         )
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
-    run_cfg, mcfg, ocfg, scfg, tcfg, train_path, valid_path, out, progress, fresh, sync_timing
+    run_cfg, train_path, valid_path, out, *, progress, fresh, sync_timing, on_config_change
 ) -> dict:
+    if on_config_change not in ("error", "restart"):
+        raise LMError(f"on_config_change must be 'error' or 'restart', got {on_config_change!r}")
+    mcfg, ocfg, scfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "schedule", "training"))
     t_setup = time.perf_counter()
     device = pick_device(tcfg["device"])
     amp_dtype = autocast_dtype(tcfg["dtype"], device)
@@ -295,8 +292,16 @@ def _train(
     if resume_from is not None:
         payload = ckpt.read_checkpoint(resume_from, map_location=device)
         diffs = resume_differences(payload.get("config") or {}, run_cfg)
-        if diffs:
-            shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+        shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+        if diffs and on_config_change == "restart":
+            warnings.warn(
+                f"{ckpt_dir}: checkpoints of a run with a different config ({shown} differ) discarded; starting over",
+                stacklevel=3,
+            )
+            for p in ckpt_dir.glob("*.pt"):
+                p.unlink()
+            payload, resume_from = None, None
+        elif diffs:
             raise LMError(
                 f"{resume_from} was written by a run with a different config ({shown} differ), so "
                 f"continuing it would mix two runs. Restore the old config to resume, or discard the old "

@@ -31,10 +31,11 @@ def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``exp(x) / sum(exp(x))`` along ``dim``, with the maximum subtracted first.
 
     Subtracting the max keeps ``exp`` from overflowing and changes neither the value nor
-    the gradient (softmax is shift-invariant), so the max is detached: autograd need not
-    track it. A slice that is all ``-inf`` gives NaN, as ``torch.softmax`` does.
+    the gradient (softmax is shift-invariant), so the max is taken of ``x.detach()``:
+    autograd neither tracks it nor keeps a copy of ``x`` for it. A slice that is all
+    ``-inf`` gives NaN, as ``torch.softmax`` does.
     """
-    shifted = x - x.amax(dim=dim, keepdim=True).detach()
+    shifted = x - x.detach().amax(dim=dim, keepdim=True)
     exp = torch.exp(shifted)
     return exp / exp.sum(dim=dim, keepdim=True)
 

@@ -38,6 +38,7 @@ How it is made fast, in plain Python:
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import multiprocessing as mp
@@ -202,11 +203,7 @@ class Tokenizer:
         keys = np.fromiter((a * width + b for a, b in self._pair), dtype=np.int64, count=n)
         ranks = np.fromiter((r for r, _ in self._pair.values()), dtype=np.int64, count=n)
         merged = np.fromiter((m for _, m in self._pair.values()), dtype=np.int64, count=n)
-        order = np.argsort(keys, kind="stable")
-        # a sentinel key larger than any real one keeps searchsorted in range
-        self._pair_keys = np.append(keys[order], np.iinfo(np.int64).max)
-        self._pair_ranks = np.append(ranks[order], _NO_RANK)
-        self._pair_merged = np.append(merged[order], -1)
+        self._build_pair_table(keys, ranks, merged)
 
         # Whole-token shortcut: a pre-token whose bytes are one token that the merges
         # actually produce from those bytes encodes to that one id. (Checked here for
@@ -219,6 +216,55 @@ class Tokenizer:
             ):
                 if len(ids) == 1:
                     self._whole[token] = ids[0]
+
+    def _build_pair_table(self, keys: np.ndarray, ranks: np.ndarray, merged: np.ndarray) -> None:
+        """An open-addressing hash table (linear probing, load <= 1/4) of the merge pairs, in
+        numpy arrays, so :meth:`_pair_lookup` finds many pairs at once. The extra last slot
+        stands for "no such merge" (rank ``_NO_RANK``)."""
+        bits = max(4, int(len(keys)).bit_length() + 2)
+        size = 1 << bits
+        self._tab_shift = np.uint64(64 - bits)
+        self._tab_mask = size - 1
+        self._tab_keys = np.full(size + 1, -1, dtype=np.int64)
+        self._tab_keys[size] = -2
+        self._tab_ranks = np.full(size + 1, _NO_RANK, dtype=np.int64)
+        self._tab_merged = np.full(size + 1, -1, dtype=np.int64)
+        slot = self._home_slot(keys)
+        left = np.arange(len(keys))
+        while len(left):
+            s = slot[left]
+            free = self._tab_keys[s] == -1
+            _, first = np.unique(s[free], return_index=True)
+            win = left[free][first]
+            self._tab_keys[slot[win]] = keys[win]
+            self._tab_ranks[slot[win]] = ranks[win]
+            self._tab_merged[slot[win]] = merged[win]
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[win] = True
+            left = left[~placed[left]]
+            slot[left] = (slot[left] + 1) & self._tab_mask
+
+    def _home_slot(self, keys: np.ndarray) -> np.ndarray:
+        # Fibonacci hashing: the top bits of key * 2^64/phi (wrapping uint64 arithmetic)
+        return ((keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> self._tab_shift).astype(
+            np.int64
+        )
+
+    def _pair_lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Table slot of each pair key (left * width + right); the "no merge" slot if absent."""
+        tab = self._tab_keys
+        slot = self._home_slot(keys)
+        found = tab[slot]
+        out = np.where(found == keys, slot, len(tab) - 1)
+        todo = np.flatnonzero((found != keys) & (found != -1))
+        while len(todo):
+            s = (slot[todo] + 1) & self._tab_mask
+            slot[todo] = s
+            found = tab[s]
+            hit = found == keys[todo]
+            out[todo[hit]] = s[hit]
+            todo = todo[~hit & (found != -1)]
+        return out
 
     def _build_seed_caches(self) -> None:
         """Cache entries known from the vocabulary alone: every whole token is its own id list.
@@ -334,11 +380,12 @@ class Tokenizer:
         return np.concatenate(arrays).tolist() if arrays else []
 
     def _special_spans(self, text: str, p: int) -> bool:
-        """Whether some special-token occurrence starts before ``p`` and ends after it."""
+        """Whether cutting before the space at ``p`` could change the special-token split: a
+        special token starts before ``p`` and ends after it, or starts right after the space
+        (then the space ends a text piece instead of starting the word " X...")."""
         for s in self.special_tokens:
-            lo = max(0, p - len(s) + 1)
-            j = text.find(s, lo, p + len(s) - 1)
-            if 0 <= j < p:
+            j = text.find(s, max(0, p - len(s) + 1), p + len(s) - 1)
+            if 0 <= j < p or text.startswith(s, p + 1):
                 return True
         return False
 
@@ -347,7 +394,7 @@ class Tokenizer:
         n = len(buf)
         # (a) a cut before a space + non-space, far enough from the end that any special
         # token crossing it would lie inside buf (so _special_spans sees it).
-        limit = n - max(self._max_special, 2)
+        limit = n - self._max_special - 2
         while limit > 0:
             p = buf.rfind(" ", 0, limit + 1)
             if p <= 0:
@@ -403,6 +450,19 @@ class Tokenizer:
             return
         except KeyError:
             pass
+        # Filling the caches allocates ~10^5 small lists that hold no reference cycles; the
+        # cyclic GC would repeatedly walk every cached list meanwhile, so pause it.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._fill_caches(word_lists)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self._emit(word_lists, units, out)
+
+    def _fill_caches(self, word_lists) -> None:
+        """Compute and cache the ids of the words and heads of ``word_lists`` not cached yet."""
         islice = itertools.islice
         words = self._word_cache
         heads = self._head_cache
@@ -428,7 +488,6 @@ class Tokenizer:
                 heads.update(self._seed_heads)
                 new_heads = {ws[0] for ws in word_lists if ws}.difference(heads)
             self._add_heads(new_heads)
-        self._emit(word_lists, units, out)
 
     def _emit(self, word_lists, units, out: list[int]) -> None:
         """Append the cached ids of the words; raises KeyError (out unchanged) on a miss."""
@@ -594,18 +653,14 @@ class Tokenizer:
         lens = np.fromiter(map(len, words), dtype=np.int64, count=n)
         toks = self._byte_ids_np[np.frombuffer(b"".join(words), dtype=np.uint8)]
         wid = np.repeat(np.arange(n, dtype=np.int64), lens)
-        keys, ranks, merged, width = (
-            self._pair_keys,
-            self._pair_ranks,
-            self._pair_merged,
-            self._width,
-        )
+        ranks, merged, width = self._tab_ranks, self._tab_merged, self._width
+        no_merge = len(ranks) - 1
         done_t, done_w = [], []
         while len(toks):
-            pos = np.searchsorted(keys, toks[:-1] * width + toks[1:])
-            hit = (keys[pos] == toks[:-1] * width + toks[1:]) & (wid[:-1] == wid[1:])
-            rank = np.append(np.where(hit, ranks[pos], _NO_RANK), _NO_RANK)
-            pos = np.append(pos, len(keys) - 1)
+            pos = self._pair_lookup(toks[:-1] * width + toks[1:])
+            pos[wid[:-1] != wid[1:]] = no_merge
+            pos = np.append(pos, no_merge)
+            rank = ranks[pos]
             starts = np.flatnonzero(np.diff(wid, prepend=-1))
             wmin = np.minimum.reduceat(rank, starts)
             finished = wmin == _NO_RANK

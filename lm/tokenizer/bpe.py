@@ -414,7 +414,6 @@ def train_bpe(
     workers: int = 1,
     chunk_size: int | None = None,
     progress: bool = False,
-    **_ignored,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Train a byte-level BPE tokenizer on a UTF-8 text file.
 

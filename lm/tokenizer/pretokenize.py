@@ -270,31 +270,33 @@ def count_pretokens(
     n_chunks = max(1, math.ceil(size / chunk_size))
     workers = min(workers, n_chunks)
 
-    bar = None
-    if progress:
+    def make_bar():
+        if not progress:
+            return None
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", file=sys.stderr)
-    try:
-        if workers == 1:
-            try:
-                counts, results = _count_chunks(
-                    path,
-                    size,
-                    chunk_size,
-                    special_tokens,
-                    range(n_chunks),
-                    on_chunk=bar.update if bar is not None else None,
-                )
-            except _BadUTF8 as e:
-                _raise_bad_utf8(path, e.offset, e.reason)
-        else:
-            counts, results = _count_parallel(
-                path, size, chunk_size, special_tokens, n_chunks, workers, bar
+        return tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", file=sys.stderr)
+
+    if workers == 1:
+        bar = make_bar()
+        try:
+            counts, results = _count_chunks(
+                path,
+                size,
+                chunk_size,
+                special_tokens,
+                range(n_chunks),
+                on_chunk=bar.update if bar is not None else None,
             )
-    finally:
-        if bar is not None:
-            bar.close()
+        except _BadUTF8 as e:
+            _raise_bad_utf8(path, e.offset, e.reason)
+        finally:
+            if bar is not None:
+                bar.close()
+    else:
+        counts, results = _count_parallel(
+            path, size, chunk_size, special_tokens, n_chunks, workers, make_bar
+        )
 
     out = CorpusCounts(counts=counts, n_bytes=size, n_chunks=len(results))
     trailing = False
@@ -313,7 +315,7 @@ def _raise_bad_utf8(path: str, offset: int, reason: str):
     )
 
 
-def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, bar):
+def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, make_bar):
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     out = ctx.Queue()
     procs = [
@@ -326,6 +328,7 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, b
     ]
     for proc in procs:
         proc.start()
+    bar = make_bar()  # after the fork: tqdm may start a monitor thread
     counts: Counter | None = None
     results = []
     bad: list[tuple[int, str]] = []
@@ -363,6 +366,8 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, b
                 pending.discard(msg[1])
                 raise RuntimeError(f"pre-tokenization worker {msg[1]} failed:\n{msg[2]}")
     finally:
+        if bar is not None:
+            bar.close()
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

@@ -1,0 +1,303 @@
+"""Benchmark: BPE training time and memory, ``lm`` against HuggingFace ``tokenizers`` and ``rustbpe``.
+
+Each trainer runs in its own subprocess, on the same corpus, the same number of cores,
+one after the other (and round-robin when repeated, so that load from other programs hits
+all of them alike). Reported: training wall time (best of ``--repeat``, measured inside
+the subprocess around the training call, so interpreter start-up and imports are left
+out for everyone), ``lm``'s split into pre-tokenization and merging, and peak resident
+memory (``ru_maxrss``) of the process, and for ``lm`` also of its largest worker process.
+
+    python benchmarks/bench_bpe_train.py                      # tinystories 10K + web 32K + doubling
+    python benchmarks/bench_bpe_train.py --quick              # 5 MB of web, a minute or less
+
+The peers, configured like ``lm``:
+
+- HF ``tokenizers``: ``BpeTrainer(vocab_size, special_tokens=["<|endoftext|>"],
+  initial_alphabet=ByteLevel.alphabet())``, pre-tokenizer ``Split(GPT-2 pattern, isolated)``
+  then ``ByteLevel(use_regex=False)``; fed the documents between special tokens (HF would
+  otherwise pre-tokenize the special token's text), in batches, from a Python generator.
+- ``rustbpe``: ``Tokenizer().train_from_iterator(documents, vocab_size - 1, pattern=GPT-2)``
+  (it has no special tokens, so one fewer merge is asked of it is the same vocabulary size).
+
+Both use ``RAYON_NUM_THREADS=--workers`` threads; ``lm`` uses ``--workers`` processes.
+Prints Markdown tables and writes the numbers to ``benchmarks/out/bench_bpe_train.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+SPECIAL = "<|endoftext|>"
+TRAINERS = ["lm", "hf", "rustbpe"]
+
+
+# ---------------------------------------------------------------- child side
+
+
+def documents(path: str, block: int = 1 << 20):
+    """The text between special tokens, streamed (for the peers, which cannot split on it)."""
+    carry = ""
+    with open(path, encoding="utf-8", newline="") as f:
+        while True:
+            text = f.read(block)
+            if not text:
+                break
+            parts = (carry + text).split(SPECIAL)
+            carry = parts.pop()
+            yield from parts
+    if carry:
+        yield carry
+
+
+def batches(it, n: int = 256):
+    batch = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
+    import resource
+
+    out: dict = {}
+    if trainer == "lm":
+        from lm.tokenizer.bpe import train_bpe_with_stats
+
+        t0 = time.perf_counter()
+        vocab, merges, stats = train_bpe_with_stats(path, vocab_size, [SPECIAL], workers=workers)
+        out["seconds"] = time.perf_counter() - t0
+        out["pretokenize_seconds"] = stats["pretokenize_seconds"]
+        out["merge_seconds"] = stats["merge_seconds"]
+        out["merges"] = len(merges)
+        out["vocab_size"] = len(vocab)
+    elif trainer == "hf":
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+        t0 = time.perf_counter()
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        trainer_ = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[SPECIAL],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(batches(documents(path)), trainer_)
+        out["seconds"] = time.perf_counter() - t0
+        out["vocab_size"] = tok.get_vocab_size()
+        out["merges"] = out["vocab_size"] - 257
+    elif trainer == "rustbpe":
+        import rustbpe
+
+        t0 = time.perf_counter()
+        tok = rustbpe.Tokenizer()
+        tok.train_from_iterator(documents(path), vocab_size - 1, pattern=GPT2_PATTERN)
+        out["seconds"] = time.perf_counter() - t0
+        out["vocab_size"] = tok.vocab_size + 1
+        out["merges"] = tok.vocab_size - 256
+    else:
+        raise SystemExit(f"unknown trainer {trainer}")
+    kib = 1024 if sys.platform != "darwin" else 1024 * 1024
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
+    out["peak_rss_workers_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib
+    return out
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def run_child(trainer: str, path: Path, vocab_size: int, workers: int) -> dict:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(workers), TOKENIZERS_PARALLELISM="true")
+    cmd = [sys.executable, __file__, "--child", trainer, str(path), str(vocab_size), str(workers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{trainer} failed on {path}:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def best_of(trainers, path, vocab_size, workers, repeat) -> dict[str, dict]:
+    runs: dict[str, list[dict]] = {t: [] for t in trainers}
+    for _ in range(repeat):
+        for t in trainers:
+            r = run_child(t, path, vocab_size, workers)
+            print(
+                f"  {t:8s} {path.name:24s} {r['seconds']:7.2f} s  {r['peak_rss_mb']:6.0f} MiB",
+                file=sys.stderr,
+            )
+            runs[t].append(r)
+    best = {}
+    for t, rs in runs.items():
+        b = dict(min(rs, key=lambda r: r["seconds"]))
+        b["all_seconds"] = [round(r["seconds"], 3) for r in rs]
+        best[t] = b
+    return best
+
+
+def concat(src: Path, times: int, dst: Path) -> Path:
+    with open(dst, "wb") as out:
+        for _ in range(times):
+            with open(src, "rb") as f:
+                while block := f.read(1 << 24):
+                    out.write(block)
+    return dst
+
+
+def fmt_mb(r: dict) -> str:
+    s = f"{r['peak_rss_mb']:.0f}"
+    if r.get("peak_rss_workers_mb"):
+        s += f" (+ workers {r['peak_rss_workers_mb']:.0f} each)"
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", default="/work/shared/data", help="folder with tinystories/ and web/")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="runs per trainer; the fastest is reported"
+    )
+    ap.add_argument("--trainers", default=",".join(TRAINERS))
+    ap.add_argument(
+        "--quick", action="store_true", help="5 MB of web/train.txt at 8K instead of the full cases"
+    )
+    ap.add_argument("--no-double", action="store_true", help="skip the doubled-corpus runs")
+    ap.add_argument("--out", default=str(HERE / "out" / "bench_bpe_train.json"))
+    ap.add_argument(
+        "--child", nargs=4, metavar=("TRAINER", "PATH", "VOCAB", "WORKERS"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.child:
+        t, path, vocab, workers = args.child
+        print(json.dumps(child(t, path, int(vocab), int(workers))))
+        return
+
+    trainers = args.trainers.split(",")
+    data = Path(args.data)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_bpe_"))
+    try:
+        if args.quick:
+            quick = tmp / "web5mb.txt"
+            with open(data / "web" / "train.txt", "rb") as f:
+                block = f.read(5_000_000)
+            quick.write_bytes(block[: block.rfind(b"\n") + 1])
+            cases = [("web (5 MB)", quick, 8000)]
+        else:
+            cases = [
+                ("tinystories", data / "tinystories" / "train.txt", 10_000),
+                ("web", data / "web" / "train.txt", 32_000),
+            ]
+        results = []
+        for name, path, vocab in cases:
+            print(f"{name}: {path} at {vocab}", file=sys.stderr)
+            best = best_of(trainers, path, vocab, args.workers, args.repeat)
+            results.append(
+                {
+                    "corpus": name,
+                    "path": str(path),
+                    "bytes": path.stat().st_size,
+                    "vocab_size": vocab,
+                    "runs": best,
+                }
+            )
+
+        scaling = []
+        if not args.no_double:
+            for name, path, vocab in cases:
+                doubled = concat(path, 2, tmp / f"{path.stem}_x2.txt")
+                print(f"{name} x2: {doubled}", file=sys.stderr)
+                twice = best_of(["lm"], doubled, vocab, args.workers, args.repeat)["lm"]
+                once = next(r for r in results if r["corpus"] == name)["runs"]["lm"]
+                scaling.append(
+                    {
+                        "corpus": name,
+                        "vocab_size": vocab,
+                        "bytes": path.stat().st_size,
+                        "x1": once,
+                        "x2": twice,
+                    }
+                )
+                doubled.unlink()
+    finally:
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+
+    lines = [
+        f"BPE training, {args.workers} worker(s)/thread(s) each, best of {args.repeat}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "",
+        "| corpus | vocab | trainer | wall s | vs HF | pre-tokenize s | merge s | peak RSS MiB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        hf = r["runs"].get("hf")
+        for t, run in r["runs"].items():
+            ratio = f"{run['seconds'] / hf['seconds']:.2f}" if hf else ""
+            pre = f"{run['pretokenize_seconds']:.2f}" if "pretokenize_seconds" in run else ""
+            mer = f"{run['merge_seconds']:.2f}" if "merge_seconds" in run else ""
+            corpus = f"{r['corpus']} ({r['bytes'] / 1e6:.1f} MB)"
+            lines.append(
+                f"| {corpus} | {r['vocab_size']} | {t} | {run['seconds']:.2f} | {ratio} | {pre} | {mer} | {fmt_mb(run)} |"
+            )
+    if scaling:
+        lines += [
+            "",
+            "Doubling the corpus (the file concatenated with itself), `lm` only:",
+            "",
+            "| corpus | vocab | size | wall s | pre-tokenize s | merge s | peak RSS MiB |",
+            "| --- | ---: | --- | ---: | ---: | ---: | --- |",
+        ]
+        for s in scaling:
+            for label, run in (("x1", s["x1"]), ("x2", s["x2"])):
+                lines.append(
+                    f"| {s['corpus']} | {s['vocab_size']} | {label} | {run['seconds']:.2f} | "
+                    f"{run['pretokenize_seconds']:.2f} | {run['merge_seconds']:.2f} | {fmt_mb(run)} |"
+                )
+            a, b = s["x1"], s["x2"]
+            lines.append(
+                f"| {s['corpus']} | | x2 / x1 | {b['seconds'] / a['seconds']:.2f} | "
+                f"{b['pretokenize_seconds'] / a['pretokenize_seconds']:.2f} | "
+                f"{b['merge_seconds'] / a['merge_seconds']:.2f} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "repeat": args.repeat,
+                "results": results,
+                "scaling": scaling,
+                "markdown": table,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

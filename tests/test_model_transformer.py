@@ -16,6 +16,7 @@ from lm.model import (
     VARIANTS,
     ContextLengthError,
     ModelConfig,
+    RotaryPositionalEmbedding,
     TransformerBlock,
     load_presets,
     preset_config,
@@ -229,11 +230,17 @@ def test_meta_device_and_dtype():
     m = TransformerLM(**SHAPE, device="meta")
     assert all(p.is_meta for p in m.parameters())
     assert m(ids().to("meta")).shape == (2, 12, 37)
+    m.to_empty(device="cpu").reset_parameters()  # materialise, then initialise
+    rope = m.layers[0].attn.rope
+    torch.testing.assert_close(rope.cos, RotaryPositionalEmbedding(100.0, 4, 12).cos)
+    assert torch.isfinite(m(ids())).all() and m.ln_final.weight.eq(1).all()
     m64 = TransformerLM(**SHAPE, dtype=torch.float64)
     assert m64(ids()).dtype == torch.float64
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit internals, inside torch.compile
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # torch.jit internals, inside torch.compile
 def test_torch_compile_fullgraph_forward_and_backward():
     """Inductor on the sdpa path (a ~20 s cold compile); the reference path traced whole."""
     torch._dynamo.reset()

@@ -218,6 +218,16 @@ class TransformerLM(nn.Module):
             x = self.ln_final(x)
         return self.lm_head(x)
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise every weight afresh and recompute the RoPE tables: for a model built on
+        ``device="meta"`` and then materialised with ``to_empty(device=...)``."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_buffers"):
+                module.reset_buffers()
+
     def new_kv_cache(self) -> list[KVCache]:
         """An empty cache per layer, for ``forward(..., kv_cache=cache)`` one chunk at a time."""
         return [KVCache() for _ in self.layers]

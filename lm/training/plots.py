@@ -59,15 +59,21 @@ def plot_run(
     plt.close(fig)
 
 
-def plot_sweep(runs: list[dict], path: str | os.PathLike, title: str = "") -> None:
+def plot_sweep(
+    runs: list[dict], path: str | os.PathLike, title: str = "", swept: str | None = None
+) -> None:
     """Every run's train and val loss against steps, log-scaled; diverged runs marked with x.
 
-    ``runs`` items: ``{"label", "records", "status", "diverged_step"}``.
+    ``runs`` items: ``{"label", "records", "status", "diverged_step"}``, plus ``"value"``
+    (the swept number) when ``swept`` names a single numeric swept key: a fourth panel
+    then shows each run's best val loss against that value (the U of an lr sweep).
     """
     from lm.io import atomic_path
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, 4 if swept else 3, figsize=(21 if swept else 16, 4.6), constrained_layout=True
+    )
     panels = (
         (axes[0], "step", "train_loss", "train loss"),
         (axes[1], "step", "val_loss", "val loss"),
@@ -121,6 +127,27 @@ def plot_sweep(runs: list[dict], path: str | os.PathLike, title: str = "") -> No
         ax.set_ylabel(f"{ylabel} (log scale)")
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
+    if swept:
+        ax = axes[3]
+        ok = [
+            (r["value"], r["best_val_loss"])
+            for r in runs
+            if r.get("status") != "diverged" and r.get("best_val_loss") is not None
+        ]
+        bad = [r["value"] for r in runs if r.get("status") == "diverged"]
+        if ok:
+            xs, ys = zip(*sorted(ok), strict=True)
+            ax.plot(xs, ys, "o-", color="k")
+        for v in bad:
+            ax.plot([v], [top] if top else [1.0], "x", color="red", ms=10, mew=2.5)
+        if all(v > 0 for v, _ in ok) and all(v > 0 for v in bad):
+            ax.set_xscale("log")
+        if finite and bottom > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom, top)
+        ax.set_xlabel(swept)
+        ax.set_ylabel("best val loss (log scale); x = diverged")
+        ax.grid(alpha=0.3, which="both")
     fig.suptitle(title + "   (x: divergence detected)")
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

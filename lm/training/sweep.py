@@ -131,6 +131,12 @@ def sweep_report(
             params=res.get("params"),
         )
         rows.append(row)
+    numeric = bool(keys) and all(
+        isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows for k in keys
+    )
+    if numeric:  # grid order, whatever order the directories came in
+        order = sorted(range(len(rows)), key=lambda i: tuple(rows[i][k] for k in keys))
+        rows, runs = [rows[i] for i in order], [runs[i] for i in order]
     ok = [r for r in rows if r["status"] == "ok" and r["best_val_loss"] is not None]
     best = min(ok, key=lambda r: r["best_val_loss"]) if ok else None
     diverged = [r for r in rows if r["status"] == "diverged"]
@@ -155,11 +161,14 @@ def sweep_report(
                 "records": run["records"],
                 "status": row["status"],
                 "diverged_step": row["diverged_step"],
+                "best_val_loss": row["best_val_loss"],
+                "value": row[keys[0]] if numeric and len(keys) == 1 else None,
             }
             for row, run in zip(rows, runs, strict=True)
         ],
         out / "curves.png",
         title=title,
+        swept=keys[0] if numeric and len(keys) == 1 else None,
     )
 
     shown = [

@@ -2,6 +2,11 @@
 
     python benchmarks/bench_model.py                 # TinyStories 17M shape, CPU, eager + compiled
     python benchmarks/bench_model.py --no-compile --reps 5 --batch-size 2
+    python benchmarks/bench_model.py --threads 1      # on a machine other jobs share
+
+On a machine whose cores other processes also use, give ``--threads 1``: with more threads
+than free cores, each parallel region waits for a descheduled thread and step times swing
+by several times (seen here: 2 threads on 2 busy cores ran 3-8x slower than 1 thread).
 
 Candidates (same weights, same inputs, same cores, one process):
 

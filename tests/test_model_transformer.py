@@ -278,7 +278,10 @@ def test_presets_from_yaml_models_section(tmp_path):
         yaml.safe_dump(
             {
                 "datasets": {},
-                "models": {"tiny": {**SHAPE, "norm": "post"}, "partial": {"d_model": 8}},
+                "models": {
+                    "tiny": {**SHAPE, "norm": "post", "description": "a tiny one"},
+                    "partial": {"d_model": 8},
+                },
             }
         )
     )

@@ -20,6 +20,7 @@ from lm.errors import LMError
 from lm.model.transformer import VARIANTS
 
 ARCH_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
+IGNORED_KEYS = ("preset", "description")  # allowed in a preset or a run's model section
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class ModelConfig:
         if not isinstance(d, Mapping):
             raise LMError(f"{where} must be a mapping of model keys, got {type(d).__name__}")
         merged = {**d, **overrides}
-        merged.pop("preset", None)
+        for key in IGNORED_KEYS:
+            merged.pop(key, None)
         fields = [f.name for f in dataclasses.fields(cls)]
         for key in merged:
             if key not in fields:
@@ -171,7 +173,7 @@ def load_presets(
             )
     if "models" in source and isinstance(source["models"], Mapping):
         source, where = source["models"], f"{where}: models"
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} | {"description"}
     for name, preset in source.items():
         if not isinstance(preset, Mapping):
             raise LMError(f"{where}.{name} must be a mapping of model keys, got {preset!r}")

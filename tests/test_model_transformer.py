@@ -293,6 +293,10 @@ def test_presets_from_yaml_models_section(tmp_path):
         preset_config(presets, "gpt2-xxl")
     with pytest.raises(LMError, match="preset partial: missing model key"):
         preset_config(presets, "partial")
+    path.write_text(
+        yaml.safe_dump({"datasets": {"demo": {}}, "targets": {}})
+    )  # a config without models
+    assert load_presets(path).keys() == load_presets().keys()
     path.write_text(yaml.safe_dump({"models": {"bad": {"layers": 2}}}))
     with pytest.raises(LMError, match=r"models\.bad: unknown model key 'layers'"):
         load_presets(path)

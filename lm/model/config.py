@@ -21,6 +21,13 @@ from lm.model.transformer import VARIANTS
 
 ARCH_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
 IGNORED_KEYS = ("preset", "description")  # allowed in a preset or a run's model section
+PIPELINE_KEYS = (
+    "datasets",
+    "targets",
+    "training_defaults",
+    "runs",
+    "sweeps",
+)  # config.yaml's sections
 
 
 @dataclass(frozen=True)
@@ -171,8 +178,10 @@ def load_presets(
             raise LMError(
                 f"{path} must hold a mapping of preset name -> model keys (or a models: section)"
             )
-    if "models" in source and isinstance(source["models"], Mapping):
-        source, where = source["models"], f"{where}: models"
+    if "models" in source or any(key in source for key in PIPELINE_KEYS):  # a pipeline config
+        source, where = source.get("models") or {}, f"{where}: models"
+        if not isinstance(source, Mapping):
+            raise LMError(f"{where} must map preset names to model keys")
     fields = {f.name for f in dataclasses.fields(ModelConfig)} | {"description"}
     for name, preset in source.items():
         if not isinstance(preset, Mapping):

@@ -161,21 +161,31 @@ def test_cli_writes_the_four_reports(tmp_path, capsys):
     assert "missing model key(s) vocab_size" in capsys.readouterr().err
 
 
-def test_cli_long_context_of_a_user_preset(tmp_path):
+def test_cli_long_context_of_a_user_preset_given_as_json(tmp_path):
     out = tmp_path / "acct"
+    presets = json.dumps(
+        {"mine": {**TINY.to_dict(), "num_layers": 3}}
+    )  # as a Snakemake rule passes config
     args = [
         "accounting",
         "--out",
         str(out),
+        "--presets",
+        presets,
         "--models",
+        "mine",
         "tinystories-17m",
-        "--preset",
-        "tinystories-17m",
-        "--context-length",
-        "1024",
     ]
+    args += ["--preset", "tinystories-17m", "--context-length", "1024"]
     assert lm_main(args) == 0
     t = json.loads((out / "transformer.json").read_text())
-    assert [m["name"] for m in t["models"]] == ["tinystories-17m", "tinystories-17m @ context 1024"]
+    assert [m["name"] for m in t["models"]] == [
+        "mine",
+        "tinystories-17m",
+        "tinystories-17m @ context 1024",
+    ]
+    assert t["models"][0]["parameters"]["total"] == acc.count_parameters_of_model(
+        TINY.replace(num_layers=3)
+    )
     assert any("At context 1024 instead of 256" in f for f in t["findings"])
     assert json.loads((out / "adamw.json").read_text())["model"] == "tinystories-17m"

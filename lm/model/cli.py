@@ -18,9 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--presets",
-        metavar="FILE.yaml",
-        help="model presets (name -> keys, at the top level or under models:, so config.yaml works), "
-        "merged over the built-in GPT-2 ones",
+        metavar="FILE.yaml|JSON",
+        help="model presets (name -> keys, at the top level or under models:, so config.yaml works; "
+        "or the mapping itself as a JSON object), merged over the built-in ones",
     )
     p.add_argument(
         "--models",

@@ -155,14 +155,25 @@ def load_presets(
 ) -> dict[str, dict]:
     """Model presets by name: ``DEFAULT_PRESETS`` (unless ``defaults=False``) updated by ``source``.
 
-    ``source`` is a mapping ``name -> keys``, or a YAML file holding one, either at the top
-    level or under ``models:`` (so ``config.yaml`` itself works). Every key is checked;
+    ``source`` is a mapping ``name -> keys``, a JSON object as a string, or a YAML file holding
+    one, either at the top level or under ``models:`` (so ``config.yaml`` itself works). Every key is checked;
     ``vocab_size`` may be missing (see ``preset_config``).
     """
     presets = {name: dict(p) for name, p in DEFAULT_PRESETS.items()} if defaults else {}
     if source is None:
         return presets
     where = "presets"
+    if isinstance(source, str) and source.lstrip().startswith("{"):  # inline JSON (a rule's param)
+        import json
+
+        try:
+            source = json.loads(source)
+        except json.JSONDecodeError as e:
+            raise LMError(
+                f"presets given inline are not valid JSON ({e}): {source[:80]!r}"
+            ) from None
+        if not isinstance(source, Mapping):
+            raise LMError("inline presets must be a JSON object of preset name -> model keys")
     if not isinstance(source, Mapping):
         import yaml
 

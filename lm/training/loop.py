@@ -284,6 +284,9 @@ def _train(
         check_length(data, ctx, name=f"token file {path}")
 
     ckpt_dir = out / "checkpoints"
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
+            p.unlink(missing_ok=True)
     if fresh and ckpt_dir.is_dir():
         for p in ckpt_dir.glob("*.pt"):
             p.unlink()

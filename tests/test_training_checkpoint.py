@@ -38,7 +38,7 @@ def test_round_trip_restores_model_optimizer_iteration_and_rngs(tmp_path):
     torch.nn.init.zeros_(model2[0].weight)
     opt2 = AdamW(model2.parameters(), lr=1e-2)
     rng2 = np.random.default_rng(0)
-    assert load_checkpoint(path, model2, opt2, batch_rng=rng2) == 17
+    assert load_checkpoint(path, model2, opt2, batch_rng=rng2, restore_rng=True) == 17
     for a, b in zip(model.parameters(), model2.parameters(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(torch.rand(2), expected[0])
@@ -47,6 +47,17 @@ def test_round_trip_restores_model_optimizer_iteration_and_rngs(tmp_path):
     _step(model2, opt2)
     for a, b in zip(model.parameters(), model2.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_rng_left_alone_by_default(tmp_path):
+    model = _model()
+    save_checkpoint(model, AdamW(model.parameters()), 1, tmp_path / "c.pt")
+    target = _model()  # (seeds torch itself)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_checkpoint(tmp_path / "c.pt", target)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_file_object_round_trip():

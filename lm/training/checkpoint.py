@@ -164,12 +164,16 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     batch_rng: np.random.Generator | None = None,
-    restore_rng: bool = True,
+    restore_rng: bool = False,
 ) -> int:
-    """Restore ``model`` and ``optimizer`` (and by default the RNG states) and return the iteration.
+    """Restore ``model`` and ``optimizer`` (optional) and return the iteration.
 
+    ``restore_rng=True`` also restores the torch, numpy and python RNG states (and
+    ``batch_rng``'s), for continuing a training run exactly; off by default so that
+    loading a model to evaluate or sample does not reset the caller's random streams.
     Tensors are loaded onto the device of the model's parameters. A checkpoint from a
-    different model shape raises an LMError naming the mismatched tensor.
+    different model shape raises an LMError naming the mismatched tensor. The run's
+    resolved config is in ``read_checkpoint(src)["config"]``.
     """
     first = next(unwrap(model).parameters(), None)
     map_location = first.device if first is not None else "cpu"

@@ -113,7 +113,7 @@ def bench(name: str, tok_dir: Path, text_path: Path, cores: int) -> list[dict]:
     row("ours (warm cache)", 1, s, ids, ref)
 
     if cores > 1:
-        chunk = max(1 << 16, len(text) // (4 * cores))
+        chunk = max(1 << 16, len(text) // cores + 1)
         bounds = [0]
         while bounds[-1] < len(text):
             bounds.append(ours.safe_cut(text, bounds[-1] + chunk))

@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIAL = "<|endoftext|>"
 TRAINERS = ["lm", "hf", "rustbpe"]
+# The data folder: --data, else $LM_BENCH_DATA, else shared/data beside the repository.
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------- child side
@@ -168,11 +170,30 @@ def fmt_mb(r: dict) -> str:
     return s
 
 
+def data_dir(arg: Path | None) -> Path:
+    """The benchmark data folder (``--data``, else ``$LM_BENCH_DATA``, else the default);
+    exits with a clear message if it lacks the corpora."""
+    data = arg or Path(os.environ.get("LM_BENCH_DATA") or DEFAULT_DATA)
+    needed = [data / "tinystories" / "train.txt", data / "web" / "train.txt"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        sys.exit(
+            f"benchmark data not found: {', '.join(missing)}; pass --data DIR or set "
+            f"LM_BENCH_DATA to a folder holding tinystories/train.txt and web/train.txt"
+        )
+    return data
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data", default="/work/shared/data", help="folder with tinystories/ and web/")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"folder with tinystories/ and web/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
+    )
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs per trainer; the fastest is reported"
@@ -193,7 +214,7 @@ def main() -> None:
         return
 
     trainers = args.trainers.split(",")
-    data = Path(args.data)
+    data = data_dir(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="bench_bpe_"))
     try:
         if args.quick:

@@ -31,13 +31,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA = Path("/work/shared/data")
+# The data folder: --data, else $LM_BENCH_DATA, else shared/data beside the repository.
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
 EOT = "<|endoftext|>"
 DATASETS = {
-    # name: (train file, vocab size, file to encode)
-    "web": (DATA / "web/train.txt", 32000, DATA / "web/valid.txt"),
-    "tinystories": (DATA / "tinystories/train.txt", 10000, DATA / "tinystories/train.txt"),
+    # name: (train file, vocab size, file to encode), relative to the data folder
+    "web": ("web/train.txt", 32000, "web/valid.txt"),
+    "tinystories": ("tinystories/train.txt", 10000, "tinystories/train.txt"),
 }
+
+
+def data_dir(arg: Path | None, names: list[str]) -> Path:
+    """The data folder (``--data``, else ``$LM_BENCH_DATA``, else the default); exits with a
+    clear message if a file the chosen datasets need is not there."""
+    data = arg or Path(os.environ.get("LM_BENCH_DATA") or DEFAULT_DATA)
+    needed = dict.fromkeys(data / f for n in names for f in (DATASETS[n][0], DATASETS[n][2]))
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        sys.exit(
+            f"benchmark data not found: {', '.join(missing)}; pass --data DIR or set "
+            f"LM_BENCH_DATA to the folder holding them"
+        )
+    return data
 
 
 def trained_tokenizer(name: str, train: Path, vocab_size: int, out_root: Path) -> Path:
@@ -150,13 +165,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=sorted(DATASETS), action="append")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"folder with web/ and tinystories/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     args = ap.parse_args()
+    names = args.only or list(DATASETS)
+    data = data_dir(args.data, names)
     rows = []
-    for name in args.only or list(DATASETS):
+    for name in names:
         train, size, text = DATASETS[name]
-        tok_dir = trained_tokenizer(name, train, size, args.out)
-        rows += bench(name, tok_dir, text, args.cores)
+        tok_dir = trained_tokenizer(name, data / train, size, args.out)
+        rows += bench(name, tok_dir, data / text, args.cores)
     table = ratio_table(rows)
     print()
     print(table)

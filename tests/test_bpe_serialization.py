@@ -191,3 +191,17 @@ def test_save_rejects_duplicate_tokens(tmp_path):
     vocab[256] = b"a"
     with pytest.raises(LMError, match="ids 97 and 256 are the same token"):
         save_tokenizer(vocab, [], tmp_path)
+
+
+def test_vocab_line_numbers_only_for_errors(tmp_path, monkeypatch):
+    # Finding a token's line scans the file: doing it for every token made loading a 32K
+    # vocabulary take seconds. A well-formed file must never ask for a line number.
+    import lm.tokenizer.serialization as serialization
+
+    vocab_path, merges_path = saved(tmp_path)
+
+    def no_lines(text, key):
+        raise AssertionError(f"line number looked up for a well-formed token {key!r}")
+
+    monkeypatch.setattr(serialization, "_line_of", no_lines)
+    assert load_tokenizer(vocab_path, merges_path) == sample_tokenizer()

@@ -163,24 +163,27 @@ def load_vocab(vocab_path: str | os.PathLike) -> dict[int, bytes]:
         )
     vocab: dict[int, bytes] = {}
     for key, token_id in raw.items():
-        where = f"{path}:{_line_of(text, key)}"
+        # (the line number is looked up only for an error message: finding it for every
+        # token would make loading quadratic in the vocabulary size)
         if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 0:
             raise LMError(
-                f"{where} token {key!r} has id {token_id!r}; ids must be non-negative integers"
+                f"{path}:{_line_of(text, key)} token {key!r} has id {token_id!r}; ids must be "
+                f"non-negative integers"
             )
         try:
             token = str_to_token(key)
         except KeyError as e:
             raise LMError(
-                f"{where} token {key!r} contains {e.args[0]!r}, which is not a GPT-2 byte-to-unicode "
-                f"character; vocab.json must store tokens in that mapped form (space is 'Ġ')"
+                f"{path}:{_line_of(text, key)} token {key!r} contains {e.args[0]!r}, which is not a "
+                f"GPT-2 byte-to-unicode character; vocab.json must store tokens in that mapped form "
+                f"(space is 'Ġ')"
             ) from None
         if not token:
-            raise LMError(f"{where} the empty string is not a token")
+            raise LMError(f"{path}:{_line_of(text, key)} the empty string is not a token")
         if token_id in vocab:
             raise LMError(
-                f"{where} id {token_id} is given to both {token_to_str(vocab[token_id])!r} and {key!r}; "
-                f"ids must be unique"
+                f"{path}:{_line_of(text, key)} id {token_id} is given to both "
+                f"{token_to_str(vocab[token_id])!r} and {key!r}; ids must be unique"
             )
         vocab[token_id] = token
     return vocab

@@ -2,47 +2,48 @@
 
 One module per concept: ``linear``, ``embedding``, ``norm``, ``ffn``, ``rope``,
 ``attention`` and ``transformer``; ``config`` holds ``ModelConfig`` and the presets.
+Names are resolved lazily so that ``lm.model.cli`` (and ``lm --help``) do not import torch.
 """
 
-from lm.model.attention import (
-    KVCache,
-    MultiHeadSelfAttention,
-    scaled_dot_product_attention,
-    softmax,
-)
-from lm.model.config import DEFAULT_PRESETS, ModelConfig, load_presets, preset_config
-from lm.model.embedding import Embedding
-from lm.model.ffn import SiLUFFN, SwiGLU, silu
-from lm.model.linear import Linear
-from lm.model.norm import RMSNorm
-from lm.model.rope import RotaryPositionalEmbedding
-from lm.model.transformer import (
-    VARIANTS,
-    ContextLengthError,
-    StateDictMismatchError,
-    TransformerBlock,
-    TransformerLM,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_PRESETS",
-    "VARIANTS",
-    "ContextLengthError",
-    "Embedding",
-    "KVCache",
-    "Linear",
-    "ModelConfig",
-    "MultiHeadSelfAttention",
-    "RMSNorm",
-    "RotaryPositionalEmbedding",
-    "SiLUFFN",
-    "StateDictMismatchError",
-    "SwiGLU",
-    "TransformerBlock",
-    "TransformerLM",
-    "load_presets",
-    "preset_config",
-    "scaled_dot_product_attention",
-    "silu",
-    "softmax",
-]
+import importlib
+
+# public name -> module that defines it
+_EXPORTS = {
+    "KVCache": "lm.model.attention",
+    "MultiHeadSelfAttention": "lm.model.attention",
+    "scaled_dot_product_attention": "lm.model.attention",
+    "softmax": "lm.model.attention",
+    "DEFAULT_PRESETS": "lm.model.config",
+    "ModelConfig": "lm.model.config",
+    "load_presets": "lm.model.config",
+    "preset_config": "lm.model.config",
+    "Embedding": "lm.model.embedding",
+    "SiLUFFN": "lm.model.ffn",
+    "SwiGLU": "lm.model.ffn",
+    "silu": "lm.model.ffn",
+    "Linear": "lm.model.linear",
+    "RMSNorm": "lm.model.norm",
+    "RotaryPositionalEmbedding": "lm.model.rope",
+    "VARIANTS": "lm.model.transformer",
+    "ContextLengthError": "lm.model.transformer",
+    "StateDictMismatchError": "lm.model.transformer",
+    "TransformerBlock": "lm.model.transformer",
+    "TransformerLM": "lm.model.transformer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lm.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -19,25 +19,51 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     split="train|valid",
+    run=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    sweep=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    target="all|demo|train_all",
+
+
+# `snakemake --report results/report.html`: every table, curve and sample in one page.
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/tokenizer.smk"
+include: "workflow/rules/accounting.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/index.smk"
 
 
 rule all:
-    default_target: True
     """Everything for the datasets in config targets.all (downloads the real corpora)."""
+    default_target: True
     input:
         targets_for("all"),
+        "results/README.md",
 
 
 rule demo:
     """Everything for the built-in demo corpus, offline, in minutes."""
     input:
         targets_for("demo"),
+        "results/README.md",
+
+
+rule train_all:
+    """The training sweeps of config targets.train_all (the CS336 learning-rate sweep)."""
+    input:
+        targets_for("train_all"),
+        "results/README.md",
 
 
 rule data:
     """Raw text of every split of every configured target dataset, checked."""
     input:
         targets_for("all", stages=["data"]),
+
+
+rule tokenizers:
+    """The tokenizer of every dataset of config targets.all."""
+    input:
+        targets_for("all", stages=["tokenizer"]),

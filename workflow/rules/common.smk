@@ -11,6 +11,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from lm.errors import LMError
+from lm.io import write_json, write_text
+from lm.training.config import resolve_runs, sweep_members
+
 
 def _validate_config():
     """Validate config against the schema; say which key is wrong and how to fix it."""
@@ -54,19 +58,44 @@ def split_source(name, split):
     return dataset_config(name)[split]
 
 
-def raw_text(wildcards):
-    """The text file of a split: the user's own file for `path:`, else results/.../raw."""
-    source = split_source(wildcards.dataset, wildcards.split)
+def raw_text(wildcards, dataset=None, split=None):
+    """The text file of a split: the user's own file for `path:`, else results/.../raw.
+
+    Dataset and split come from the wildcards unless given."""
+    dataset = dataset or wildcards.dataset
+    split = split or wildcards.split
+    source = split_source(dataset, split)
     if "path" in source:
         path = Path(os.path.expandvars(os.path.expanduser(source["path"])))
         if not path.exists():
             raise WorkflowError(
-                f"datasets.{wildcards.dataset}.{wildcards.split}.path: file {path} does not "
+                f"datasets.{dataset}.{split}.path: file {path} does not "
                 f"exist. Fix the path in config.yaml (relative paths are relative to the "
                 f"directory you run snakemake in), or use url: to download it."
             )
         return str(path)
-    return f"results/{wildcards.dataset}/raw/{wildcards.split}.txt"
+    return f"results/{dataset}/raw/{split}.txt"
+
+
+def special_tokens(dataset):
+    return dataset_config(dataset)["tokenizer"].get("special_tokens", ["<|endoftext|>"])
+
+
+def special_token_args(dataset, none_flag="--no-special-tokens"):
+    """`--special-token T` for each of the dataset's special tokens (or none_flag)."""
+    tokens = special_tokens(dataset)
+    if not tokens:
+        return none_flag
+    return " ".join(f"--special-token {shlex.quote(t)}" for t in tokens)
+
+
+def section(name):
+    """A top-level config section that may be absent."""
+    return config.get(name) or {}
+
+
+def target_datasets(target):
+    return config["targets"][target].get("datasets", [])
 
 
 def code_version(*modules):
@@ -97,16 +126,114 @@ def as_json_arg(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-# Each rule file registers, per stage, a function datasets -> list of target files.
+# ---- training runs: resolved once from config by the library ----------------------------
+
+
+def _resolve_runs():
+    try:
+        return resolve_runs(config)
+    except LMError as e:
+        raise WorkflowError(f"config error: {e}") from None
+
+
+RUNS = _resolve_runs()
+
+
+def resolved_run(name):
+    """The fully resolved config of run ``name`` (a base run or a sweep member)."""
+    if name not in RUNS:
+        raise WorkflowError(
+            f"unknown run '{name}' in a target path. Configured runs: "
+            f"{', '.join(sorted(RUNS)) or '(none)'}. Add it under `runs:` or `sweeps:` "
+            f"in config.yaml, or list them with `lm runs --config config.yaml --names`."
+        )
+    return RUNS[name]
+
+
+def run_tokens(run, split):
+    return f"results/{resolved_run(run)['dataset']}/tokens/{split}.npy"
+
+
+def sweep_runs(sweep):
+    if sweep not in section("sweeps"):
+        raise WorkflowError(
+            f"unknown sweep '{sweep}'. Configured sweeps: "
+            f"{', '.join(sorted(section('sweeps'))) or '(none)'}. Add it under `sweeps:` "
+            f"in config.yaml."
+        )
+    return sweep_members(config, sweep)
+
+
+def _check_target_names():
+    runs_and_sweeps = {"sweeps": sweep_runs, "runs": resolved_run}
+    for target, wanted in config["targets"].items():
+        for key, check in runs_and_sweeps.items():
+            for name in wanted.get(key, []):
+                try:
+                    check(name)
+                except WorkflowError as e:
+                    raise WorkflowError(
+                        f"config error at `targets.{target}.{key}`: {e}"
+                    ) from None
+
+
+_check_target_names()
+
+
+GENERATION_DEFAULTS = {
+    "prompts": ["Once upon a time"],
+    "max_new_tokens": 128,
+    "temperature": 0.8,
+    "top_p": 0.9,
+    "seed": 0,
+}
+
+
+def generation_config():
+    return {**GENERATION_DEFAULTS, **section("generation")}
+
+
+# ---- targets ---------------------------------------------------------------------------
+
+# Each rule file registers, per stage, a function (target, datasets) -> list of files.
 STAGE_TARGETS = {}
 
 
 def targets_for(target, stages=None):
-    datasets = config["targets"][target].get("datasets", [])
+    """The files a target rule asks for, from config `targets.{target}`."""
+    if target not in config["targets"]:
+        return []
+    datasets = target_datasets(target)
     for name in datasets:
         dataset_config(name)
     files = []
     for stage, fn in STAGE_TARGETS.items():
         if stages is None or stage in stages:
-            files.extend(fn(datasets))
+            files.extend(fn(target, datasets))
+    return list(dict.fromkeys(files))
+
+
+def run_outputs(run):
+    return [f"results/runs/{run}/{f}" for f in ("eval.json", "samples.md")]
+
+
+def training_targets(target, datasets):
+    """Sweep reports, and eval.json + samples.md of every run a target names."""
+    wanted = config["targets"][target]
+    files = []
+    for sweep in wanted.get("sweeps", []):
+        files.append(f"results/sweeps/{sweep}/report.md")
+        for run in sweep_runs(sweep):
+            files.extend(run_outputs(run))
+    for run in wanted.get("runs", []):
+        files.extend(run_outputs(run))
+    if wanted.get("lr_tuning"):
+        files.append("results/lr_tuning/report.md")
     return files
+
+
+def requested_targets():
+    """The target rules named on the command line (`all` when none is)."""
+    settings = getattr(workflow, "dag_settings", None)
+    asked = set(getattr(settings, "targets", None) or ["all"])
+    return [t for t in config["targets"] if t in asked] or ["demo"]

@@ -48,6 +48,6 @@ rule inspect_split:
         "--out {output:q} 2>&1 | tee {log:q}"
 
 
-STAGE_TARGETS["data"] = lambda datasets: [
+STAGE_TARGETS["data"] = lambda target, datasets: [
     f"results/{d}/raw/{s}.stats.json" for d in datasets for s in SPLITS
 ]

@@ -1,0 +1,184 @@
+# Training runs and sweeps, evaluation and samples: results/runs/{run}/ (config.json,
+# checkpoints/, metrics.jsonl, curves.png, result.json, eval.json, samples.md),
+# results/sweeps/{sweep}/ (report.md, curves.png, summary.csv) and results/lr_tuning/.
+# Runs and sweeps are data in config.yaml, resolved by lm.training.config (RUNS).
+
+
+localrules:
+    run_config,
+
+
+rule run_config:
+    """The fully resolved config of one run; changes only when that run's settings change."""
+    output:
+        "results/runs/{run}/run.json",
+    log:
+        "results/runs/{run}/run_config.log",
+    params:
+        run=lambda wc: resolved_run(wc.run),
+    run:
+        write_json(output[0], params.run)
+        write_text(log[0], f"resolved run {wildcards.run} -> {output[0]}\n")
+
+
+rule train:
+    """Train one run; resumes from its checkpoints; a diverged run is a result, not a failure."""
+    input:
+        run="results/runs/{run}/run.json",
+        train=lambda wc: run_tokens(wc.run, "train"),
+        valid=lambda wc: run_tokens(wc.run, "valid"),
+    output:
+        result="results/runs/{run}/result.json",
+        config="results/runs/{run}/config.json",
+        metrics="results/runs/{run}/metrics.jsonl",
+        curves=report(
+            "results/runs/{run}/curves.png",
+            caption="../report/run_curves.rst",
+            category="Training",
+            subcategory="{run}",
+            labels={"run": "{run}", "file": "loss curves"},
+        ),
+    log:
+        "results/runs/{run}/train.log",
+    conda:
+        "../envs/lm.yaml"
+    threads: lambda wc: resolved_run(wc.run)["threads"]
+    resources:
+        mem_mb=lambda wc: resolved_run(wc.run)["resources"]["mem_mb"],
+        gpu=lambda wc: resolved_run(wc.run)["resources"]["gpu"],
+    params:
+        outdir=lambda wc: f"results/runs/{wc.run}",
+        code=code_version("lm/model", "lm/training"),
+    shell:
+        "lm train --config {input.run:q} --train-tokens {input.train:q} "
+        "--valid-tokens {input.valid:q} --out {params.outdir:q} --threads {threads} "
+        "--on-config-change restart --no-progress > {log:q} 2>&1"
+
+
+rule evaluate:
+    """Validation loss and perplexity over the whole validation split."""
+    input:
+        result="results/runs/{run}/result.json",
+        valid=lambda wc: run_tokens(wc.run, "valid"),
+    output:
+        "results/runs/{run}/eval.json",
+    log:
+        "results/runs/{run}/evaluate.log",
+    conda:
+        "../envs/lm.yaml"
+    threads: lambda wc: resolved_run(wc.run)["threads"]
+    params:
+        rundir=lambda wc: f"results/runs/{wc.run}",
+        batch_size=section("evaluation").get("batch_size", 16),
+        code=code_version("lm/model", "lm/evaluate.py"),
+    shell:
+        "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
+        "--batch-size {params.batch_size} --threads {threads} --out {output:q} "
+        "2>&1 | tee {log:q}"
+
+
+rule samples:
+    """Completions of the configured prompts by the trained model."""
+    input:
+        result="results/runs/{run}/result.json",
+        tokenizer=lambda wc: f"results/{resolved_run(wc.run)['dataset']}/tokenizer",
+    output:
+        md=report(
+            "results/runs/{run}/samples.md",
+            caption="../report/samples.rst",
+            category="Samples",
+            subcategory="{run}",
+            labels={"run": "{run}", "file": "samples"},
+        ),
+        json="results/runs/{run}/samples.json",
+    log:
+        "results/runs/{run}/samples.log",
+    conda:
+        "../envs/lm.yaml"
+    threads: 1
+    params:
+        rundir=lambda wc: f"results/runs/{wc.run}",
+        prompts=as_json_arg(generation_config()["prompts"]),
+        settings=" ".join(
+            f"--{key.replace('_', '-')} {generation_config()[key]}"
+            for key in ("max_new_tokens", "temperature", "top_p", "seed")
+        ),
+        code=code_version("lm/model", "lm/generate.py"),
+    shell:
+        "lm samples --run {params.rundir:q} --tokenizer {input.tokenizer:q} "
+        "--prompts {params.prompts} {params.settings} --out {output.md:q} "
+        "--json {output.json:q} 2>&1 | tee {log:q}"
+
+
+rule sweep_report:
+    """All runs of a sweep on one plot, with a table of final losses."""
+    input:
+        results=lambda wc: [
+            f"results/runs/{r}/result.json" for r in sweep_runs(wc.sweep)
+        ],
+    output:
+        md=report(
+            "results/sweeps/{sweep}/report.md",
+            caption="../report/sweep_report.rst",
+            category="Sweeps",
+            subcategory="{sweep}",
+            labels={"sweep": "{sweep}", "file": "report"},
+        ),
+        curves=report(
+            "results/sweeps/{sweep}/curves.png",
+            caption="../report/sweep_curves.rst",
+            category="Sweeps",
+            subcategory="{sweep}",
+            labels={"sweep": "{sweep}", "file": "curves"},
+        ),
+        csv=report(
+            "results/sweeps/{sweep}/summary.csv",
+            caption="../report/sweep_summary.rst",
+            category="Sweeps",
+            subcategory="{sweep}",
+            labels={"sweep": "{sweep}", "file": "summary.csv"},
+        ),
+    log:
+        "results/logs/sweep_{sweep}.log",
+    conda:
+        "../envs/lm.yaml"
+    params:
+        rundirs=lambda wc: " ".join(
+            shlex.quote(f"results/runs/{r}") for r in sweep_runs(wc.sweep)
+        ),
+        outdir=lambda wc: f"results/sweeps/{wc.sweep}",
+        code=code_version("lm/training/sweep.py", "lm/training/plots.py"),
+    shell:
+        "lm sweep-report --runs {params.rundirs} --out {params.outdir:q} "
+        "--title {wildcards.sweep:q} 2>&1 | tee {log:q}"
+
+
+rule lr_tuning:
+    """The CS336 learning-rate toy: SGD at lr 1e1, 1e2, 1e3 on mean(w^2)."""
+    output:
+        md=report(
+            "results/lr_tuning/report.md",
+            caption="../report/lr_tuning.rst",
+            category="Training",
+            subcategory="lr_tuning",
+            labels={"run": "lr_tuning", "file": "report"},
+        ),
+        curves=report(
+            "results/lr_tuning/curves.png",
+            caption="../report/lr_tuning.rst",
+            category="Training",
+            subcategory="lr_tuning",
+            labels={"run": "lr_tuning", "file": "curves"},
+        ),
+        json="results/lr_tuning/report.json",
+    log:
+        "results/logs/lr_tuning.log",
+    conda:
+        "../envs/lm.yaml"
+    params:
+        code=code_version("lm/training/lr_tuning.py"),
+    shell:
+        "lm lr-tuning --out results/lr_tuning 2>&1 | tee {log:q}"
+
+
+STAGE_TARGETS["training"] = training_targets

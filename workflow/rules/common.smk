@@ -40,6 +40,9 @@ os.environ.update(
 )
 REPO = Path(workflow.basedir)
 SPLITS = ["train", "valid"]
+# Threads of the parallel data steps (BPE pre-tokenization, encoding): every CPU of this
+# machine, capped by --cores; on a cluster choose with --set-threads RULE=N.
+ALL_CPUS = os.cpu_count() or 1
 
 
 def dataset_config(name):

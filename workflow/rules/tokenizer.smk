@@ -21,7 +21,7 @@ rule train_tokenizer:
         "results/{dataset}/logs/train_tokenizer.log",
     conda:
         "../envs/lm.yaml"
-    threads: workflow.cores
+    threads: ALL_CPUS
     resources:
         # memory is flat in the corpus size (counts of distinct pre-tokens); 8 GB covers OWT
         mem_mb=8000,
@@ -46,7 +46,7 @@ rule encode_split:
         "results/{dataset}/logs/encode_{split}.log",
     conda:
         "../envs/lm.yaml"
-    threads: workflow.cores
+    threads: ALL_CPUS
     params:
         specials=lambda wc: special_token_args(wc.dataset, none_flag=""),
         code=code_version("lm/tokenizer/tokenizer.py", "lm/tokenizer/encode_dataset.py"),

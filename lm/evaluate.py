@@ -1,0 +1,191 @@
+"""Evaluation: the loss and perplexity of a model over a whole token split.
+
+``evaluate(model, tokens, batch_size, context_length, device)`` predicts every token of
+the split after the first exactly once. The split is cut into windows of
+``context_length + 1`` tokens that share their boundary tokens: window ``i`` covers
+``tokens[i*C : i*C + C + 1]``, feeds its first ``C`` tokens and predicts its last ``C``.
+The last window is whatever remains (shorter, down to one prediction). So with ``N``
+tokens there are ``ceil((N - 1) / C)`` windows and ``N - 1`` predictions, and the loss is
+their mean negative log-likelihood (nats per token); perplexity is ``exp(loss)``.
+
+Each prediction sees the tokens since the start of its window only (between 0 and
+``C - 1`` of them), so this is the loss of the model used with non-overlapping contexts,
+slightly above what a sliding window would give; it is what CS336 and nanoGPT report.
+Windows go through the model a batch at a time, read from the memory-mapped file batch
+by batch (the split is never loaded whole), without autograd.
+
+``load_run(run_dir)`` rebuilds the model of a training run directory from its
+``config.json`` and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lm.errors import LMError
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``: ``inf`` when it overflows, NaN for a NaN loss."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def evaluate(
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    batch_size: int = 16,
+    context_length: int | None = None,
+    device: str | torch.device | None = None,
+    *,
+    progress: bool = False,
+) -> dict:
+    """Mean next-token loss of ``model`` over every token of ``tokens`` (a 1-D array,
+    typically ``np.load(path, mmap_mode="r")``), with windows of ``context_length``
+    (default: the model's) predictions, ``batch_size`` windows per forward.
+
+    Returns ``loss`` (nats per predicted token; NaN if the model's outputs are), ``perplexity``,
+    ``tokens_predicted`` (``len(tokens) - 1``), ``windows``, ``context_length``,
+    ``batch_size``, ``seconds`` and ``tokens_per_s``. Token ids outside the model's vocabulary
+    raise an ``LMError``. The model is put in eval mode.
+    """
+    from lm.training.functional import cross_entropy
+
+    if getattr(tokens, "ndim", 1) != 1:
+        raise LMError(f"tokens must be a 1-D array of token ids, got shape {tuple(tokens.shape)}")
+    n = len(tokens)
+    if n < 2:
+        raise LMError(
+            f"the split has {n} token(s); evaluation needs at least 2 (one to condition on, one to predict)"
+        )
+    context = int(context_length or model.context_length)
+    if not 1 <= context <= model.context_length:
+        raise LMError(
+            f"context_length must be in 1..{model.context_length} (the model's context), got {context}"
+        )
+    if batch_size < 1:
+        raise LMError(f"batch_size must be at least 1, got {batch_size}")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    vocab = model.vocab_size
+
+    full = (n - 1) // context  # windows with all C predictions
+    rest = (n - 1) - full * context  # predictions in the last, shorter window
+    batches = [(w, min(batch_size, full - w)) for w in range(0, full, batch_size)]
+    if rest:
+        batches.append((full, 0))  # (first window, 0) marks the partial window
+
+    def load(lo: int, hi: int) -> torch.Tensor:
+        chunk = np.asarray(tokens[lo:hi])
+        top, bottom = int(chunk.max()), int(chunk.min())
+        if top >= vocab or bottom < 0:
+            bad = top if top >= vocab else bottom
+            raise LMError(
+                f"token id {bad} (in tokens {lo}..{hi - 1}) is outside the model's vocabulary "
+                f"(0..{vocab - 1}); evaluate on a split encoded with the run's tokenizer"
+            )
+        return torch.from_numpy(chunk.astype(np.int64)).to(device)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n - 1, unit="tok", unit_scale=True, desc="evaluate")
+    model.eval()
+    total_nll = 0.0
+    t0 = time.perf_counter()
+    try:
+        for first, count in batches:
+            lo = first * context
+            if count:  # `count` full windows, consecutive: tokens lo .. lo + count*C
+                chunk = load(lo, lo + count * context + 1)
+                x = chunk[:-1].view(count, context)
+                y = chunk[1:].view(count, context)
+            else:
+                chunk = load(lo, n)
+                x, y = chunk[None, :-1], chunk[None, 1:]
+            with torch.inference_mode():
+                mean = cross_entropy(model(x), y)
+            total_nll += mean.item() * y.numel()  # float64 sum of per-batch sums
+            if bar is not None:
+                bar.update(y.numel())
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    loss = total_nll / (n - 1)
+    return {
+        "loss": loss,
+        "perplexity": perplexity(loss),
+        "tokens_predicted": n - 1,
+        "windows": full + (1 if rest else 0),
+        "context_length": context,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "tokens_per_s": (n - 1) / seconds if seconds > 0 else None,
+    }
+
+
+# ---------------------------------------------------------------------------- runs on disk
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[dict, dict | None]:
+    """``(config, result)`` of a run directory written by ``lm train``; ``result`` is None
+    when the run has no result.json yet. Raises an ``LMError`` for a missing directory or
+    config.json."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise LMError(
+            f"run directory {run} does not exist; pass a directory written by `lm train` (e.g. results/runs/NAME)"
+        )
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise LMError(
+            f"{run} has no config.json, so it is not a training run directory; pass the --out of `lm train`"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        result_path = run / "result.json"
+        result = (
+            json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
+        )
+    except json.JSONDecodeError as e:
+        raise LMError(f"{run}: a run file is not valid JSON ({e}); rerun the training") from e
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise LMError(f"{config_path} has no 'model' section; is it a run's resolved config.json?")
+    return config, result
+
+
+def load_run(
+    run_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict, int]:
+    """The trained model of a run: built from ``RUN/config.json``, weights from
+    ``checkpoint`` (default ``RUN/checkpoints/final.pt``), on ``device``, in eval mode.
+    Returns ``(model, config, checkpoint_step)``."""
+    from lm.training.checkpoint import read_checkpoint, restore
+    from lm.training.loop import build_model
+
+    config, _ = read_run(run_dir)
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
+    payload = read_checkpoint(path, map_location="cpu")
+    model = build_model(config["model"])
+    step = restore(payload, model, None, name=str(path))
+    model.to(device)
+    model.eval()
+    return model, config, step
+
+
+def default_checkpoint(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints" / "final.pt"

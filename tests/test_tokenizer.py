@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 EOT = "<|endoftext|>"
@@ -435,10 +436,88 @@ def test_word_split_never_moves_a_pretoken_boundary(text):
     assert parts == whole
 
 
+@HYP
+@given(text=st.one_of(text_strategy, mixed_text))
+def test_plain_space_split_is_the_word_split_when_every_space_starts_a_word(text):
+    # _encode_group uses text.split(" ") when no space is followed by white space or the end
+    if tokmod._SPACE_NOT_BEFORE_WORD.search(text) is None:
+        assert text.split(" ") == tokmod._WORD_SPLIT.split(text)
+    text = text.replace(" ", "")
+    for t in (text, " ".join(text)):
+        if tokmod._SPACE_NOT_BEFORE_WORD.search(t) is None:
+            assert t.split(" ") == tokmod._WORD_SPLIT.split(t)
+
+
 def test_python_whitespace_covers_the_pattern_whitespace():
     # _WORD_SPLIT relies on: every char the GPT-2 pattern's \s matches is str.isspace().
     space = regex.compile(r"\s")
     assert all(chr(c).isspace() for c in range(0x110000) if space.match(chr(c)))
+
+
+def test_ascii_pattern_classes_equal_the_gpt2_classes_on_every_ascii_char():
+    from lm.tokenizer.pretokenize import GPT2_ASCII_PATTERN
+
+    ours = {"letter": "[A-Za-z]", "number": "[0-9]", "space": r"[\t\n\x0b\x0c\r ]"}
+    theirs = {"letter": r"\p{L}", "number": r"\p{N}", "space": r"\s"}
+    for c in map(chr, range(128)):
+        for kind, cls in ours.items():
+            assert bool(re.fullmatch(cls, c)) == bool(regex.fullmatch(theirs[kind], c)), (kind, c)
+            assert cls in GPT2_ASCII_PATTERN
+
+
+def test_ascii_pattern_equals_gpt2_pattern_on_every_short_string():
+    from lm.tokenizer.pretokenize import PRETOKEN_ASCII_RE
+
+    # one character of each role the pattern gives a character: contraction letters, another
+    # letter (and an upper-case one), a digit, an apostrophe, other symbols, a space, other
+    # white space, and \x1c (white space to str.isspace, a symbol to the pattern)
+    alphabet = "'sdmtlverxS0. \n\t\x1c"
+    for n in range(5):
+        for chars in itertools.product(alphabet, repeat=n):
+            text = "".join(chars)
+            assert PRETOKEN_ASCII_RE.findall(text) == PRETOKEN_RE.findall(text), repr(text)
+
+
+@HYP
+@given(
+    text=st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=127), max_size=200),
+        st.lists(
+            st.sampled_from(
+                [
+                    "'s",
+                    "'ll",
+                    "'ve",
+                    "'re",
+                    "'d",
+                    "'m",
+                    "'t",
+                    "'x",
+                    "''",
+                    " ",
+                    "  ",
+                    "\n",
+                    "\t",
+                    "\r\n",
+                    "\x0b",
+                    "\x1c",
+                    "\x1f",
+                    "a",
+                    "Z",
+                    "9",
+                    ".",
+                    "!?",
+                    "_",
+                ]
+            ),
+            max_size=40,
+        ).map("".join),
+    )
+)
+def test_ascii_pattern_equals_gpt2_pattern_on_any_ascii_text(text):
+    from lm.tokenizer.pretokenize import PRETOKEN_ASCII_RE, find_pretokens
+
+    assert PRETOKEN_ASCII_RE.findall(text) == PRETOKEN_RE.findall(text) == find_pretokens(text)
 
 
 def test_merge_algorithms_agree(tok):
@@ -476,9 +555,43 @@ def test_caches_stay_bounded(trained, monkeypatch):
     assert ids == Tokenizer(vocab, merges, [EOT]).encode(text)
 
 
-def test_encode_parallel_equals_encode(tok):
+def test_caches_filled_a_window_at_a_time(trained, tik_ours, monkeypatch):
+    vocab, merges = trained
+    monkeypatch.setattr(tokmod, "_FILL_CHARS", 40)
+    monkeypatch.setattr(tokmod, "_BLOCK_CHARS", 500)
+    small = Tokenizer(vocab, merges, [EOT])
+    text = make_text(n_docs=30, seed=13)
+    assert small.encode(text) == tik_ours.encode(text, allowed_special="all")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_encode_parallel_equals_encode(trained, tik_ours, workers):
+    vocab, merges = trained
     text = make_text(n_docs=60, seed=12) + f"x  {EOT}  {EOT} y \n {EOT}" * 300
-    assert tok.encode_parallel(text, workers=2, chunk_chars=2000) == tok.encode(text)
+    expected = tik_ours.encode(text, allowed_special="all")
+    fresh = Tokenizer(vocab, merges, [EOT])  # cold caches in every process
+    assert fresh.encode_parallel(text, workers=workers, chunk_chars=2000) == expected
+    assert fresh.encode_parallel(text, workers=workers, chunk_chars=2000) == expected  # warm
+
+
+def test_encode_parallel_reports_a_worker_error(trained):
+    vocab, merges = trained
+
+    class Failing(Tokenizer):
+        def encode(self, text):
+            if "BOOM" in text:
+                raise ValueError("no BOOM allowed")
+            return super().encode(text)
+
+    tok = Failing(vocab, merges, [EOT])
+    text = "the cat sat. " * 400 + "the dog ran. " * 400
+    for boom_at in (0, len(text) // 2, len(text) - 5):  # in this process's share or a worker's
+        bad = text[:boom_at] + "BOOM " + text[boom_at:]
+        with pytest.raises((LMError, ValueError), match="no BOOM allowed"):
+            tok.encode_parallel(bad, workers=3, chunk_chars=1000)
+    assert tok.encode_parallel(text.replace("BOOM", "boom"), workers=3, chunk_chars=1000) == (
+        tok.encode(text.replace("BOOM", "boom"))
+    )
 
 
 def test_safe_cut_avoids_special_tokens(trained):

@@ -36,6 +36,26 @@ from lm.errors import LMError
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)
 
+#: :data:`GPT2_PATTERN` for ASCII-only text, in the stdlib ``re`` engine (about twice as fast
+#: as ``regex`` with ``\p{..}`` classes). Same alternatives in the same order, with each class
+#: spelled out over ASCII: ``\p{L}`` is ``[A-Za-z]``, ``\p{N}`` is ``[0-9]``, and the pattern's
+#: ``\s`` is ``[\t\n\x0b\x0c\r ]`` (``regex`` does not count ``\x1c``-``\x1f`` as white space,
+#: though ``str.isspace`` does); ``(?!\S)`` becomes "not followed by a non-space". On a string
+#: of ASCII characters it finds exactly the pre-tokens of ``PRETOKEN_RE`` (tested per
+#: character class for all 128 characters and on every short string over each kind of
+#: character); use it only on ASCII strings (:func:`find_pretokens` checks).
+GPT2_ASCII_PATTERN = (
+    r"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^\t\n\x0b\x0c\r A-Za-z0-9]+"
+    r"|[\t\n\x0b\x0c\r ]+(?![^\t\n\x0b\x0c\r ])|[\t\n\x0b\x0c\r ]+"
+)
+PRETOKEN_ASCII_RE = re.compile(GPT2_ASCII_PATTERN)
+
+
+def find_pretokens(text: str) -> list[str]:
+    """``PRETOKEN_RE.findall(text)``, with the faster ASCII pattern when ``text`` is ASCII."""
+    return (PRETOKEN_ASCII_RE if text.isascii() else PRETOKEN_RE).findall(text)
+
+
 #: Upper bound on the bytes one task reads at once (a chunk may run past it only
 #: to reach the next safe boundary).
 MAX_CHUNK_SIZE = 4 << 20

@@ -19,29 +19,36 @@ What ``encode`` computes (and what every speed-up below preserves exactly):
 
 How it is made fast, in plain Python:
 
-- *Words*. A text is first cut at every space followed by a non-space character with
-  the C ``re`` engine (``text.split``-like speed). Such a position is always a pre-token
-  boundary of the GPT-2 pattern (see :data:`_WORD_SPLIT`), so each piece between two cuts,
-  a "word" such as ``" world,"``, has ids that do not depend on its context. Words repeat a
-  lot (a few tens of thousands of distinct words per megabyte of text), so their ids are
-  kept in a bounded cache and the hot path is: one ``re`` split, one dict lookup per word,
-  and a C-level concatenation of the cached id lists.
-- *Cache misses* are handled in bulk: the new words of a call are joined and pre-tokenized
-  with one regex pass; pre-tokens that are whole vocabulary tokens (checked once, at
-  construction, to be reachable by the merges) need no merging; the rest are merged all
-  at once with numpy (:meth:`Tokenizer._merge_many`).
+- *Words*. A text is first cut at every space followed by a non-space character
+  (``text.split(" ")`` when every space of the text is so followed, else one ``re`` split).
+  Such a position is always a pre-token boundary of the GPT-2 pattern (see
+  :data:`_WORD_SPLIT`), so each piece between two cuts, a "word" such as ``" world,"``, has
+  ids that do not depend on its context. Words repeat a lot (a few tens of thousands of
+  distinct words per megabyte of text), so their ids are kept in a bounded cache and the
+  hot path is: one split, one dict lookup per word, and C-level list extensions
+  (``functools.reduce(operator.iadd, ...)``) with the cached id lists.
+- *Cache misses* are handled in bulk, a window of text at a time (from the first unit of
+  text with a word not cached yet): the new words are joined and pre-tokenized with one
+  regex pass (the stdlib ``re`` form of the pattern for ASCII text, about twice as fast as
+  ``regex``: :data:`lm.tokenizer.pretokenize.GPT2_ASCII_PATTERN`); pre-tokens that are whole
+  vocabulary tokens (checked once, at construction, to be reachable by the merges) need no
+  merging; the rest are merged all at once with numpy (:meth:`Tokenizer._merge_many`).
 - Long pre-tokens (a run of thousands of spaces, a CJK paragraph) use a heap, so merging
   is O(n log n) instead of O(n^2).
-- :meth:`Tokenizer.encode_parallel` and :mod:`lm.tokenizer.encode_dataset` spread a
-  large input over processes, cut at safe points.
+- :meth:`Tokenizer.encode_parallel` spreads a large text over forked processes that
+  inherit the tokenizer and the text (nothing is pickled but the ids coming back, as one
+  ``uint16``/``uint32`` array per process); :mod:`lm.tokenizer.encode_dataset` spreads a
+  file over processes by byte offsets. Both cut at safe points.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import heapq
 import itertools
 import multiprocessing as mp
+import operator
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -49,7 +56,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from lm.errors import LMError
-from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
+from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE, find_pretokens
 
 # A space followed by a character that is not whitespace is always where a GPT-2
 # pre-token starts: no alternative of the pattern has a space anywhere but at its very
@@ -59,6 +66,9 @@ from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE
 # subset of the `regex` module's / Unicode's non-White_Space characters (tested), so this
 # never cuts where the pattern would not.
 _WORD_SPLIT = re.compile(r" (?=\S)")
+# A space followed by white space or by the end: where _WORD_SPLIT does not cut. A text
+# without one is cut by _WORD_SPLIT at every space, so ``text.split(" ")`` (faster) is the same.
+_SPACE_NOT_BEFORE_WORD = re.compile(r" (?!\S)")
 
 # Cache sizes (entries, beyond the entries seeded from the vocabulary). When full, a
 # cache is emptied back to its seed (cheap, and bounds memory).
@@ -66,6 +76,8 @@ WORD_CACHE_SIZE = 1 << 18
 PRETOKEN_CACHE_SIZE = 1 << 17
 # Longest text handed to the word path at once (characters); longer texts are cut.
 _BLOCK_CHARS = 1 << 20
+# Characters of text whose new words are cached at once, when a word is missing.
+_FILL_CHARS = 1 << 18
 # Pre-tokens longer than this (bytes) are merged with the O(n log n) heap algorithm.
 _LONG_PRETOKEN = 48
 # Fewer pre-tokens than this are merged one by one (numpy set-up costs more).
@@ -374,10 +386,47 @@ class Tokenizer:
         bounds = [0]
         while bounds[-1] < len(text):
             bounds.append(self.safe_cut(text, bounds[-1] + chunk_chars))
-        pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
-        with _pool(self, min(workers, len(pieces))) as pool:
-            arrays = pool.map(_encode_to_array, pieces)
+        spans = list(itertools.pairwise(bounds))
+        workers = min(workers, len(spans))
+        if hasattr(os, "fork"):
+            return self._encode_forked(text, spans, workers)
+        with _pool(self, workers) as pool:
+            arrays = pool.map(_encode_to_array, [text[a:b] for a, b in spans])
         return np.concatenate(arrays).tolist() if arrays else []
+
+    def _encode_forked(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
+        """The ids of ``text``, cut at ``spans``, encoded by this process and ``workers - 1``
+        forked children. The children inherit this tokenizer (caches included) and the text,
+        so nothing is sent to them; each encodes every ``workers``-th piece and sends its ids
+        back as one array. This process encodes its own share meanwhile."""
+        dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
+        shares = [spans[k::workers] for k in range(workers)]
+
+        def share_ids(k: int) -> list[list[int]]:
+            return [self.encode(text[a:b]) for a, b in shares[k]]
+
+        def share_array(k: int) -> bytes:
+            per_piece = share_ids(k)
+            lengths = np.array([len(ids) for ids in per_piece], dtype=np.int64)
+            flat = np.fromiter(itertools.chain.from_iterable(per_piece), dtype=dtype)
+            return lengths.tobytes() + flat.tobytes()
+
+        children = [_fork_call(share_array, k) for k in range(1, workers)]
+        try:
+            per_share = [share_ids(0)]
+        finally:
+            results = [_fork_result(child) for child in children]  # every child waited for
+        for k, result in enumerate(results, start=1):
+            if isinstance(result, LMError):
+                raise result
+            lengths = np.frombuffer(result, dtype=np.int64, count=len(shares[k])).tolist()
+            flat = np.frombuffer(result, dtype=dtype, offset=8 * len(shares[k])).tolist()
+            ends = list(itertools.accumulate(lengths))
+            per_share.append([flat[e - n : e] for e, n in zip(ends, lengths, strict=True)])
+        out: list[int] = []
+        for i in range(len(spans)):
+            out += per_share[i % workers][i // workers]
+        return out
 
     def _special_spans(self, text: str, p: int) -> bool:
         """Whether cutting before the space at ``p`` could change the special-token split: a
@@ -444,22 +493,32 @@ class Tokenizer:
     def _encode_group(self, units: list[tuple[str, int | None]], out: list[int]) -> None:
         """Append to ``out`` the ids of each (text, special id after it) in ``units``."""
         split = _WORD_SPLIT.split
-        word_lists = [split(text) if text else None for text, _ in units]
-        try:  # optimistic: every word already cached (the steady state of a long input)
-            self._emit(word_lists, units, out)
+        other_space = _SPACE_NOT_BEFORE_WORD.search
+        word_lists = [
+            (text.split(" ") if other_space(text) is None else split(text)) if text else None
+            for text, _ in units
+        ]
+        # Optimistic: emit the cached ids of unit after unit (the steady state of a long
+        # input). At a unit with a word not cached yet, fill the caches for the words of the
+        # next _FILL_CHARS characters of units, and go on from that unit.
+        k = self._emit(word_lists, units, out, 0)
+        if k == len(units):
             return
-        except KeyError:
-            pass
         # Filling the caches allocates ~10^5 small lists that hold no reference cycles; the
         # cyclic GC would repeatedly walk every cached list meanwhile, so pause it.
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            self._fill_caches(word_lists)
+            while k < len(units):
+                end, size = k, 0
+                while end < len(units) and size < _FILL_CHARS:
+                    size += len(units[end][0])
+                    end += 1
+                self._fill_caches(word_lists[k:end])
+                k = self._emit(word_lists, units, out, k)
         finally:
             if gc_was_on:
                 gc.enable()
-        self._emit(word_lists, units, out)
 
     def _fill_caches(self, word_lists) -> None:
         """Compute and cache the ids of the words and heads of ``word_lists`` not cached yet."""
@@ -473,14 +532,15 @@ class Tokenizer:
                 new_heads.add(ws[0])
                 if len(ws) > 1:
                     new_words.update(islice(ws, 1, None))
-        new_words.difference_update(words)
-        new_heads.difference_update(heads)
+        # (set.difference with a dict walks the set; difference_update would walk the dict)
+        new_words = new_words.difference(words)
+        new_heads = new_heads.difference(heads)
         if new_words:
             if len(words) + len(new_words) > WORD_CACHE_SIZE + len(self._seed_words):
                 words.clear()
                 words.update(self._seed_words)
                 new_words = set().union(*(islice(ws, 1, None) for ws in word_lists if ws))
-                new_words.difference_update(words)
+                new_words = new_words.difference(words)
             self._add_words(new_words)
         if new_heads:
             if len(heads) + len(new_heads) > WORD_CACHE_SIZE + len(self._seed_heads):
@@ -489,29 +549,35 @@ class Tokenizer:
                 new_heads = {ws[0] for ws in word_lists if ws}.difference(heads)
             self._add_heads(new_heads)
 
-    def _emit(self, word_lists, units, out: list[int]) -> None:
-        """Append the cached ids of the words; raises KeyError (out unchanged) on a miss."""
-        n = len(out)
+    def _emit(self, word_lists, units, out: list[int], start: int) -> int:
+        """Append the cached ids of the units from ``start`` on, up to the first unit with a
+        word not in the cache; return that unit's index (``len(units)`` if none)."""
         get = self._word_cache.__getitem__
         heads = self._head_cache
-        chain = itertools.chain
+        extend_all = functools.partial(functools.reduce, operator.iadd)  # out += ids, each word
         islice = itertools.islice
+        k = start
+        n = len(out)
         try:
-            for ws, (_, after) in zip(word_lists, units, strict=True):
+            for k in range(start, len(units)):
+                n = len(out)
+                ws = word_lists[k]
                 if ws:
                     out += heads[ws[0]]
                     if len(ws) > 1:
-                        out += chain(*map(get, islice(ws, 1, None)))
+                        extend_all(map(get, islice(ws, 1, None)), out)
+                after = units[k][1]
                 if after is not None:
                     out.append(after)
         except KeyError:
             del out[n:]
-            raise
+            return k
+        return len(units)
 
     def _add_heads(self, new: set[str]) -> None:
         """Cache the ids of texts that open a piece (no implied leading space)."""
         heads = list(new)
-        per_head = [PRETOKEN_RE.findall(h) for h in heads]
+        per_head = [find_pretokens(h) for h in heads]
         ids = iter(self._pretoken_ids(list(itertools.chain.from_iterable(per_head))))
         chain, islice = itertools.chain.from_iterable, itertools.islice
         self._head_cache.update(
@@ -520,9 +586,16 @@ class Tokenizer:
 
     def _add_words(self, new: set[str]) -> None:
         """Compute and cache the ids of each word in ``new`` (each meaning " " + word)."""
-        words = list(new)
+        # ASCII words are pre-tokenized apart, with the faster ASCII pattern
+        ascii_words = list(filter(str.isascii, new))
+        if len(ascii_words) < len(new):
+            self._add_words_of(list(new.difference(ascii_words)))
+        if ascii_words:
+            self._add_words_of(ascii_words)
+
+    def _add_words_of(self, words: list[str]) -> None:
         joined = " " + " ".join(words)
-        pretokens = PRETOKEN_RE.findall(joined)
+        pretokens = find_pretokens(joined)
         ids = self._pretoken_ids(pretokens)
         if len(pretokens) == len(words):  # common case: one pre-token per word
             self._word_cache.update(zip(words, ids, strict=True))
@@ -735,6 +808,48 @@ def _init_worker(tokenizer: Tokenizer) -> None:
 def _encode_to_array(text: str) -> np.ndarray:
     ids = _WORKER_TOKENIZER.encode(text)  # type: ignore[union-attr]
     return np.array(ids, dtype=np.uint32 if _WORKER_TOKENIZER.vocab_size > 65536 else np.uint16)  # type: ignore[union-attr]
+
+
+def _fork_call(fn, arg) -> tuple[int, int]:
+    """Run ``fn(arg)`` (returning bytes) in a forked child; returns (pid, read end of its pipe).
+    Collect the result with :func:`_fork_result`."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(r)
+            gc.disable()  # short-lived: a collection would only copy shared pages
+            try:
+                msg = b"R" + fn(arg)
+            except BaseException as e:  # sent to the parent, which raises it
+                import traceback
+
+                msg = b"E" + "".join(traceback.format_exception(e)).encode("utf-8", "replace")
+            with open(w, "wb") as f:
+                f.write(msg)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _fork_result(child: tuple[int, int]) -> bytes | LMError:
+    """The bytes returned by the function a :func:`_fork_call` child ran, or an ``LMError``
+    that tells its error (returned, so that the caller can wait for every child first)."""
+    pid, r = child
+    try:
+        with open(r, "rb") as f:
+            data = f.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if data[:1] == b"R":
+        return data[1:]
+    if data[:1] == b"E":
+        return LMError("an encoding worker process failed:\n" + data[1:].decode("utf-8"))
+    return LMError(f"an encoding worker process died (wait status {status}) without a result")
 
 
 def _pool(tokenizer: Tokenizer, workers: int):

@@ -252,6 +252,7 @@ def _evaluate(args) -> int:
     if args.batch_size < 1:
         raise LMError(f"--batch-size must be at least 1, got {args.batch_size}")
     tokens = open_tokens(args.valid_tokens)
+    _advise_sequential(tokens)  # read front to back (open_tokens advises random access)
     device = pick_device(args.device)
     with _threads(args.threads):
         model, _, step = load_run(args.run, ckpt, device)
@@ -287,6 +288,14 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _advise_sequential(tokens) -> None:
+    import mmap
+
+    if isinstance(getattr(tokens, "base", None), mmap.mmap) and hasattr(mmap, "MADV_SEQUENTIAL"):
+        with contextlib.suppress(OSError):
+            tokens.base.madvise(mmap.MADV_SEQUENTIAL)
+
+
 # ---------------------------------------------------------------------------- lm generate
 
 
@@ -318,15 +327,20 @@ def _generate(args) -> int:
                 yield tokenizer.vocab[i]
 
         out = sys.stdout
-        out.write(args.prompt)
-        out.flush()
         t0 = time.perf_counter()
-        for piece in stream_text(token_bytes()):
-            out.write(piece)
+        try:
+            out.write(args.prompt)
             out.flush()
+            for piece in stream_text(token_bytes()):
+                out.write(piece)
+                out.flush()
+            out.write("\n")
+            out.flush()
+        except BrokenPipeError:  # `lm generate ... | head`: the reader has gone; so do we
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
         seconds = time.perf_counter() - t0
-        out.write("\n")
-        out.flush()
     why = "max-new-tokens" if count == args.max_new_tokens else "a special token"
     rate = f", {count / seconds:.1f} tokens/s" if seconds > 0 and count else ""
     print(f"[{count} new tokens{rate}; stopped at {why}]", file=sys.stderr)

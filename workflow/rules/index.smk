@@ -14,10 +14,6 @@ rule results_index:
     conda:
         "../envs/lm.yaml"
     params:
-        code=(
-            code_version("lm/eval_cli.py")
-            if (REPO / "lm/eval_cli.py").exists()
-            else ""
-        ),
+        code=code_version("lm/results_index.py"),
     shell:
         "lm results-index --results results --out {output:q} 2>&1 | tee {log:q}"

@@ -70,11 +70,11 @@ rule evaluate:
     params:
         rundir=lambda wc: f"results/runs/{wc.run}",
         batch_size=section("evaluation").get("batch_size", 16),
-        code=code_version("lm/model", "lm/evaluate.py"),
+        code=code_version("lm/model", "lm/evaluate.py", "lm/eval_cli.py"),
     shell:
         "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
         "--batch-size {params.batch_size} --threads {threads} --out {output:q} "
-        "2>&1 | tee {log:q}"
+        "--no-progress 2>&1 | tee {log:q}"
 
 
 rule samples:
@@ -103,7 +103,9 @@ rule samples:
             f"--{key.replace('_', '-')} {generation_config()[key]}"
             for key in ("max_new_tokens", "temperature", "top_p", "seed")
         ),
-        code=code_version("lm/model", "lm/generate.py"),
+        code=code_version(
+            "lm/model", "lm/generate.py", "lm/eval_cli.py", "lm/tokenizer"
+        ),
     shell:
         "lm samples --run {params.rundir:q} --tokenizer {input.tokenizer:q} "
         "--prompts {params.prompts} {params.settings} --out {output.md:q} "

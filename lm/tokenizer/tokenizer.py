@@ -606,9 +606,12 @@ class Tokenizer:
         word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 1
         word_start = np.cumsum(word_len) - word_len
         first_tok = np.searchsorted(tok_start, word_start)
-        n_ids = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        ends = np.cumsum(np.add.reduceat(n_ids, first_tok)).tolist()
         flat = list(itertools.chain.from_iterable(ids))
+        if len(flat) == len(ids):  # one id per pre-token (the usual case)
+            ends = np.append(first_tok[1:], len(ids)).tolist()
+        else:
+            n_ids = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            ends = np.cumsum(np.add.reduceat(n_ids, first_tok)).tolist()
         self._word_cache.update(
             zip(words, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)), strict=True)
         )

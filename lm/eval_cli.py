@@ -317,6 +317,7 @@ def _generate(args) -> int:
             eot_id=stop_ids,
             seed=args.seed,
             use_cache=not args.no_cache,
+            vocab_limit=len(tokenizer.vocab),
         )
         count = 0
 
@@ -509,6 +510,7 @@ def _samples(args) -> int:
                     top_p=args.top_p,
                     eot_id=stop_ids,
                     seed=args.seed,
+                    vocab_limit=len(tokenizer.vocab),
                 )
                 record["samples"].append(
                     {

@@ -146,6 +146,7 @@ def iter_generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_slide: int = 1,
+    vocab_limit: int | None = None,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new token ids continuing ``prompt_ids``.
 
@@ -153,6 +154,9 @@ def iter_generate(
     of your own (with neither, torch's global RNG is used). A stop token (``eot_id``) ends
     the generation and is not yielded. The model is put in eval mode; no gradients are
     kept. Settings and the prompt are checked before the first token (an ``LMError``).
+    ``vocab_limit`` restricts the draw to ids below it: a model's embedding table may be
+    larger than its tokenizer's vocabulary (BPE training stops early when no pair is
+    left), and ids past the tokenizer's have no text.
     """
     vocab_size = model.vocab_size
     context = model.context_length
@@ -172,15 +176,35 @@ def iter_generate(
         raise LMError(
             f"window_slide must be an integer in 1..context_length ({context}), got {window_slide!r}"
         )
+    if vocab_limit is not None and not (
+        isinstance(vocab_limit, int) and not isinstance(vocab_limit, bool) and 1 <= vocab_limit
+    ):
+        raise LMError(f"vocab_limit must be a positive integer, got {vocab_limit!r}")
+    if vocab_limit is not None and vocab_limit > vocab_size:
+        raise LMError(
+            f"the tokenizer has {vocab_limit} tokens but the model only {vocab_size}: "
+            "they do not belong together; use the tokenizer the run was trained with"
+        )
     stop = _stop_set(eot_id)
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     return _generate(
-        model, ids, max_new_tokens, temperature, top_p, stop, generator, use_cache, window_slide
+        model,
+        ids,
+        max_new_tokens,
+        temperature,
+        top_p,
+        stop,
+        generator,
+        use_cache,
+        window_slide,
+        vocab_limit,
     )
 
 
-def _generate(model, ids, max_new_tokens, temperature, top_p, stop, generator, use_cache, slide):
+def _generate(
+    model, ids, max_new_tokens, temperature, top_p, stop, generator, use_cache, slide, limit
+):
     # A generator function of its own, so that the checks above run at the call, not at
     # the first next(). Grad mode is thread-local state: it is switched off around each
     # step only, never across a yield (which would leak it into the caller).
@@ -201,7 +225,7 @@ def _generate(model, ids, max_new_tokens, temperature, top_p, stop, generator, u
             else:
                 last = torch.tensor([ids[-1]], device=device)
                 logits = model(last[None], kv_cache=cache)[0, -1]
-            token = sample_next(logits, temperature, top_p, generator)
+            token = sample_next(logits[:limit], temperature, top_p, generator)
         if token in stop:
             return
         yield token
@@ -222,6 +246,7 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     window_slide: int = 1,
+    vocab_limit: int | None = None,
 ) -> list[int]:
     """The new token ids continuing ``prompt_ids`` (the prompt not included); see ``iter_generate``."""
     return list(
@@ -236,6 +261,7 @@ def generate(
             generator=generator,
             use_cache=use_cache,
             window_slide=window_slide,
+            vocab_limit=vocab_limit,
         )
     )
 

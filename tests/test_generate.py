@@ -1,6 +1,7 @@
 """Generation: cached == uncached (also past the context), greedy == argmax, seeded sampling,
 the nucleus, stop tokens, streaming text, bad input."""
 
+import copy
 import math
 
 import pytest
@@ -219,3 +220,17 @@ def test_stream_text_holds_back_split_characters():
         assert all(pieces) and "\ufffd" not in "".join(pieces)
     broken = [b"ab", b"\xe6\x97", b"c", b"\xff", b"\xe6"]
     assert "".join(stream_text(broken)) == b"".join(broken).decode("utf-8", errors="replace")
+
+
+def test_vocab_limit_keeps_draws_inside_the_tokenizer_vocabulary(model):
+    # the tokenizer stopped early: ids >= limit exist in the model but have no text
+    limit = 7
+    model = copy.deepcopy(model)  # the fixture is shared: change a copy
+    with torch.no_grad():
+        model.lm_head.weight[limit:] += 5.0  # make the forbidden ids the likeliest
+    ids = generate(model, _prompt(4), 40, temperature=1.0, seed=0, vocab_limit=limit)
+    assert ids and max(ids) < limit
+    greedy = generate(model, _prompt(4), 10, temperature=0.0, vocab_limit=limit)
+    assert max(greedy) < limit
+    with pytest.raises(LMError, match="do not belong together"):
+        generate(model, _prompt(4), 1, vocab_limit=model.vocab_size + 1)

@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import Workflow, tiny_config
 
 
@@ -138,7 +137,9 @@ def test_html_report_gathers_every_stage(built):
     }
     assert "results/lr_tuning/report.md" in files["Training"]
     assert {f"results/runs/{run}/curves.png" for run in RUNS} <= files["Training"]
-    assert {f"results/sweeps/micro-lr/{f}" for f in ("report.md", "curves.png", "summary.csv")} == files["Sweeps"]
+    assert {
+        f"results/sweeps/micro-lr/{f}" for f in ("report.md", "curves.png", "summary.csv")
+    } == files["Sweeps"]
     assert {f"results/runs/{run}/samples.md" for run in RUNS} == files["Samples"]
 
 

@@ -7,7 +7,7 @@ resolved lazily, so ``import lm`` stays cheap (no torch import) and
 
 from __future__ import annotations
 
-import importlib
+from lm._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -41,14 +41,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

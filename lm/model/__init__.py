@@ -7,7 +7,7 @@ Names are resolved lazily so that ``lm.model.cli`` (and ``lm --help``) do not im
 
 from __future__ import annotations
 
-import importlib
+from lm._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -36,14 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lm.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

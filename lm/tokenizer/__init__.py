@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from lm._lazy import lazy_exports
 
 _EXPORTS = {
     "train_bpe": "lm.tokenizer.bpe",
@@ -14,10 +14,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lm.tokenizer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

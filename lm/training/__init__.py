@@ -6,7 +6,7 @@ Public names follow the CS336 assignment-1 interface; they are resolved lazily s
 
 from __future__ import annotations
 
-import importlib
+from lm._lazy import lazy_exports
 
 _EXPORTS = {
     "AdamW": "lm.training.optim",
@@ -30,14 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lm.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

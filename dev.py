@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set everything up and run the pipeline or the tests: the README's two commands.
 
-    python3 dev.py demo   # venv + install, then the whole pipeline on the built-in demo corpus
+    python3 dev.py demo   # venv + install, the whole pipeline on the built-in demo corpus,
+                          # then its HTML report (results/report.html)
     python3 dev.py test   # venv + install with the dev extra, then the test suite
 
 Extra arguments go to snakemake or pytest. The virtual environment is .venv/ in the
@@ -59,6 +60,11 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         ensure_env("")
         cmd = [str(BIN / "snakemake"), "--cores", "all", "demo", *rest]
+        print("dev.py: " + " ".join(cmd), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+        if code != 0 or {"-n", "--dry-run", "--dryrun"} & set(rest):
+            return code
+        cmd = [str(BIN / "snakemake"), "demo", "--report", "results/report.html"]
     else:
         ensure_env("dev")
         cmd = [str(BIN / "pytest"), "-n", "auto", *rest]  # pytest-xdist: one worker per core

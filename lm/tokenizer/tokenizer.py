@@ -147,9 +147,11 @@ class Tokenizer:
 
         self._build_merge_tables()
         self._build_seed_caches()
-        self._word_cache: dict[str, list[int]] = dict(self._seed_words)
-        self._head_cache: dict[str, list[int]] = dict(self._seed_heads)
-        self._pretoken_cache: dict[str, list[int]] = dict(self._seed_pretokens)
+        # Cached ids are tuples: the cyclic GC stops tracking a tuple of ints, so that a
+        # full collection does not walk the (up to ~10^6) cached id sequences.
+        self._word_cache: dict[str, tuple[int, ...]] = dict(self._seed_words)
+        self._head_cache: dict[str, tuple[int, ...]] = dict(self._seed_heads)
+        self._pretoken_cache: dict[str, tuple[int, ...]] = dict(self._seed_pretokens)
 
     # ------------------------------------------------------------------ construction
 
@@ -286,16 +288,16 @@ class Tokenizer:
         only if the pattern makes it a single pre-token, since its ids are the ids of its
         pre-tokens.
         """
-        self._seed_pretokens: dict[str, list[int]] = {}
-        self._seed_words: dict[str, list[int]] = {}
-        self._seed_heads: dict[str, list[int]] = {}
+        self._seed_pretokens: dict[str, tuple[int, ...]] = {}
+        self._seed_words: dict[str, tuple[int, ...]] = {}
+        self._seed_heads: dict[str, tuple[int, ...]] = {}
         findall = PRETOKEN_RE.findall
         for token, token_id in self._whole.items():
             try:
                 text = token.decode("utf-8")
             except UnicodeDecodeError:
                 continue
-            ids = [token_id]
+            ids = (token_id,)
             self._seed_pretokens[text] = ids
             if findall(text) != [text]:
                 continue
@@ -323,11 +325,20 @@ class Tokenizer:
             raise LMError(f"encode expects a str, got {type(text).__name__}")
         if not text:
             return []
-        if self._special_re is None:
-            return self._encode_units(self._units([text], []))
-        parts = self._special_re.split(text)
-        special_ids = self.special_ids
-        return self._encode_units(self._units(parts[0::2], [special_ids[s] for s in parts[1::2]]))
+        # Encoding makes no reference cycles, but it allocates enough containers (word
+        # lists, and ~10^5 cache entries when filling) to set off collections that walk the
+        # whole heap, caches included, several times per megabyte: pause the cyclic GC.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            if self._special_re is None:
+                return self._encode_units(self._units([text], []))
+            parts = self._special_re.split(text)
+            special_ids = [self.special_ids[s] for s in parts[1::2]]
+            return self._encode_units(self._units(parts[0::2], special_ids))
+        finally:
+            if gc_was_on:
+                gc.enable()
 
     def encode_iterable(self, iterable: Iterable[str], chunk_chars: int = 1 << 20) -> Iterator[int]:
         """Lazily yield the ids of the concatenation of the strings in ``iterable``.
@@ -502,23 +513,13 @@ class Tokenizer:
         # input). At a unit with a word not cached yet, fill the caches for the words of the
         # next _FILL_CHARS characters of units, and go on from that unit.
         k = self._emit(word_lists, units, out, 0)
-        if k == len(units):
-            return
-        # Filling the caches allocates ~10^5 small lists that hold no reference cycles; the
-        # cyclic GC would repeatedly walk every cached list meanwhile, so pause it.
-        gc_was_on = gc.isenabled()
-        gc.disable()
-        try:
-            while k < len(units):
-                end, size = k, 0
-                while end < len(units) and size < _FILL_CHARS:
-                    size += len(units[end][0])
-                    end += 1
-                self._fill_caches(word_lists[k:end])
-                k = self._emit(word_lists, units, out, k)
-        finally:
-            if gc_was_on:
-                gc.enable()
+        while k < len(units):
+            end, size = k, 0
+            while end < len(units) and size < _FILL_CHARS:
+                size += len(units[end][0])
+                end += 1
+            self._fill_caches(word_lists[k:end])
+            k = self._emit(word_lists, units, out, k)
 
     def _fill_caches(self, word_lists) -> None:
         """Compute and cache the ids of the words and heads of ``word_lists`` not cached yet."""
@@ -581,7 +582,7 @@ class Tokenizer:
         ids = iter(self._pretoken_ids(list(itertools.chain.from_iterable(per_head))))
         chain, islice = itertools.chain.from_iterable, itertools.islice
         self._head_cache.update(
-            (h, list(chain(islice(ids, len(t))))) for h, t in zip(heads, per_head, strict=True)
+            (h, tuple(chain(islice(ids, len(t))))) for h, t in zip(heads, per_head, strict=True)
         )
 
     def _add_words(self, new: set[str]) -> None:
@@ -606,7 +607,7 @@ class Tokenizer:
         word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 1
         word_start = np.cumsum(word_len) - word_len
         first_tok = np.searchsorted(tok_start, word_start)
-        flat = list(itertools.chain.from_iterable(ids))
+        flat = tuple(itertools.chain.from_iterable(ids))  # (slices of a tuple are tuples)
         if len(flat) == len(ids):  # one id per pre-token (the usual case)
             ends = np.append(first_tok[1:], len(ids)).tolist()
         else:
@@ -616,8 +617,8 @@ class Tokenizer:
             zip(words, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)), strict=True)
         )
 
-    def _pretoken_ids(self, pretokens: list[str]) -> list[list[int]]:
-        """The id list of each pre-token (cached)."""
+    def _pretoken_ids(self, pretokens: list[str]) -> list[tuple[int, ...]]:
+        """The ids of each pre-token (cached)."""
         cache = self._pretoken_cache
         new = set(pretokens).difference(cache)
         if new:
@@ -626,7 +627,8 @@ class Tokenizer:
                 cache.update(self._seed_pretokens)
                 new = set(pretokens).difference(cache)
             new = list(new)
-            cache.update(zip(new, self._merge_many([t.encode("utf-8") for t in new]), strict=True))
+            merged = self._merge_many([t.encode("utf-8") for t in new])
+            cache.update(zip(new, map(tuple, merged), strict=True))
         return list(map(cache.__getitem__, pretokens))
 
     # ------------------------------------------------------------------ merging

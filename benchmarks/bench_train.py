@@ -21,6 +21,8 @@ file as the loop does adds no private memory (the file is memory-mapped and read
 windows; the scan reads it in chunks), only shared page-cache pages the kernel maps.
 
     .venv/bin/python benchmarks/bench_train.py                  # 30 steps, batch 8
+    .venv/bin/python benchmarks/bench_train.py --steps 300 --eval-every 100 --checkpoint-every 150
+                                   # a measured run at a real run's eval cost per step
     .venv/bin/python benchmarks/bench_train.py --steps 10 --tokens 2000000   # quicker
 """
 
@@ -127,6 +129,18 @@ def main(argv=None) -> int:
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "reference"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="validate every N steps in the timed run (default: only at step 0 and the last step)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="step checkpoints every N steps in the timed run (default: one mid-run), plus final.pt",
+    )
     p.add_argument("--cadence-eval-every", type=int, default=500)
     p.add_argument("--cadence-eval-batches", type=int, default=20)
     p.add_argument("--cadence-checkpoint-every", type=int, default=1000)
@@ -140,6 +154,7 @@ def main(argv=None) -> int:
     make_tokens(out / "valid.npy", 1_000_000, SHAPE["vocab_size"], 1)
     print(f"token files ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
+    checkpoint_every = args.checkpoint_every or max(1, args.steps // 2)  # default: one mid-run
     run = resolve_run(
         "bench-17m",
         {
@@ -149,9 +164,9 @@ def main(argv=None) -> int:
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "log_every": 10,
-                "eval_every": args.steps,  # step 0 and the last step
+                "eval_every": args.eval_every or args.steps,  # default: step 0 and the last
                 "eval_batches": args.eval_batches,
-                "checkpoint_every": max(1, args.steps // 2),  # one mid-run + final.pt
+                "checkpoint_every": checkpoint_every,
                 "device": args.device,
                 "compile": args.compile,
             },
@@ -179,7 +194,7 @@ def main(argv=None) -> int:
         for r in map(json.loads, (out / "run" / "metrics.jsonl").read_text().splitlines())
         if r["val_loss"] is not None
     )
-    n_ckpts = 2  # mid-run step checkpoint + final.pt
+    n_ckpts = len(range(checkpoint_every, steps, checkpoint_every)) + 1  # step files + final.pt
     per_step = {k: tb[k] / steps for k in ("data", "compute", "log")}
     eval_cost, ckpt_cost = tb["eval"] / n_evals, tb["checkpoint"] / n_ckpts
     eval_at_cadence = eval_cost * args.cadence_eval_batches / args.eval_batches
@@ -228,7 +243,8 @@ def main(argv=None) -> int:
         print(f"{k:<12}{tb[k]:>10.3f}{tb[k] / wall:>9.2%}")
     print(f"{'(untimed)':<12}{other:>10.3f}{other / wall:>9.2%}")
     print(
-        f"outside forward/backward/step, measured in this short run: {result['overhead_share']:.2%}"
+        f"outside forward/backward/step, measured in this run ({n_evals} evals, {n_ckpts} checkpoints"
+        f" in {steps} steps): {result['overhead_share']:.2%}"
     )
     print(
         f"  per step: data {per_step['data'] * 1e3:.2f} ms, log {per_step['log'] * 1e3:.2f} ms vs compute {per_step['compute'] * 1e3:.0f} ms;"

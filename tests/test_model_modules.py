@@ -109,6 +109,30 @@ def test_embedding_matches_f_embedding():
     ids = torch.randint(0, 11, (3, 7))
     torch.testing.assert_close(emb(ids), F.embedding(ids, emb.weight))
     assert emb(ids).shape == (3, 7, 5)
+    assert emb(torch.tensor(4)).shape == (5,)  # a scalar id gives one row
+
+
+def test_embedding_gradient_matches_f_embedding_and_is_deterministic_on_threads():
+    # many repeats of few ids: the accumulation order of their gradients is what varies
+    # between runs when the backward adds them from several threads in any order
+    emb = Embedding(50, 256)
+    ids = torch.randint(0, 50, (32, 256), generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(32, 256, 256, generator=torch.Generator().manual_seed(1))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(8):
+            emb.weight.grad = None
+            emb(ids).backward(upstream)
+            grads.append(emb.weight.grad.clone())
+    finally:
+        torch.set_num_threads(previous)
+    w = emb.weight.detach().clone().requires_grad_()
+    F.embedding(ids, w).backward(upstream)
+    torch.testing.assert_close(grads[0], w.grad)
+    for g in grads[1:]:
+        assert torch.equal(g, grads[0])  # bit for bit, every time
 
 
 # ------------------------------------------------------------------------------ RMSNorm, SiLU, FFN

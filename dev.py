@@ -24,7 +24,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 
 def ensure_env(extra: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 -- dev.py runs under any python3 on PATH
         sys.exit(f"dev.py: Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
     if not (BIN / "python").exists():
         print(f"dev.py: creating {VENV.relative_to(ROOT)}/", flush=True)

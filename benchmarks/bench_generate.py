@@ -31,16 +31,9 @@ import torch
 from lm.generate import generate
 from lm.io import write_json
 from lm.model import TransformerLM
+from lm.model.config import DEFAULT_PRESETS
 
-SHAPE = dict(
-    vocab_size=10000,
-    context_length=256,
-    d_model=512,
-    num_layers=4,
-    num_heads=16,
-    d_ff=1344,
-    rope_theta=10000.0,
-)
+SHAPE = dict(DEFAULT_PRESETS["tinystories-17m"])  # the CS336 TinyStories 17M model
 BAR = 3.0
 
 

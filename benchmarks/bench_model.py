@@ -38,16 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm.model import RotaryPositionalEmbedding, TransformerLM
+from lm.model.config import DEFAULT_PRESETS
 
-SHAPE = dict(
-    vocab_size=10000,
-    context_length=256,
-    d_model=512,
-    num_layers=4,
-    num_heads=16,
-    d_ff=1344,
-    rope_theta=10000.0,
-)
+SHAPE = dict(DEFAULT_PRESETS["tinystories-17m"])  # the CS336 TinyStories 17M model
 
 
 class BuiltinBlock(nn.Module):

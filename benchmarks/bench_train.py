@@ -38,18 +38,11 @@ import numpy as np
 import torch
 
 from lm.io import peak_rss_mb, write_json
+from lm.model.config import DEFAULT_PRESETS
 from lm.training.config import resolve_run
 from lm.training.loop import train
 
-SHAPE = {
-    "vocab_size": 10000,
-    "context_length": 256,
-    "d_model": 512,
-    "num_layers": 4,
-    "num_heads": 16,
-    "d_ff": 1344,
-    "rope_theta": 10000.0,
-}
+SHAPE = dict(DEFAULT_PRESETS["tinystories-17m"])  # the CS336 TinyStories 17M model
 
 
 def mapping_rss_mb(path: Path) -> float | None:

@@ -35,18 +35,18 @@ rule accounting:
             if section("accounting").get("models")
             else ""
         ),
-        options=" ".join(
-            f"--{key.replace('_', '-')} {shlex.quote(str(section('accounting')[name]))}"
-            for name, key in [
-                ("preset", "preset"),
-                ("long_context", "context_length"),
-                ("memory_budget_gb", "memory_budget_gb"),
-                ("batch_size", "batch_size"),
-                ("steps", "steps"),
-                ("peak_tflops", "peak_tflops"),
-                ("mfu", "mfu"),
-            ]
-            if name in section("accounting")
+        options=cli_options(
+            section("accounting"),
+            [
+                "preset",
+                "long_context",
+                "memory_budget_gb",
+                "batch_size",
+                "steps",
+                "peak_tflops",
+                "mfu",
+            ],
+            rename={"long_context": "context_length"},
         ),
         outdir=lambda wc, output: os.path.dirname(output.transformer),
         code=code_version("lm/accounting.py", "lm/model"),

@@ -183,17 +183,24 @@ def _check_target_names():
 _check_target_names()
 
 
-GENERATION_DEFAULTS = {
-    "prompts": ["Once upon a time"],
-    "max_new_tokens": 128,
-    "temperature": 0.8,
-    "top_p": 0.9,
-    "seed": 0,
-}
+# What samples.md uses where `generation:` is silent and the `lm samples` defaults differ.
+GENERATION_DEFAULTS = {"prompts": ["Once upon a time"], "max_new_tokens": 128}
 
 
 def generation_config():
     return {**GENERATION_DEFAULTS, **section("generation")}
+
+
+def cli_options(values, keys, rename=None):
+    """`--key value` for each of ``keys`` set in ``values`` (a config section); a key
+    left out keeps the CLI's default. ``rename`` maps a config key to its option name.
+    """
+    rename = rename or {}
+    return " ".join(
+        f"--{rename.get(key, key).replace('_', '-')} {shlex.quote(str(values[key]))}"
+        for key in keys
+        if key in values
+    )
 
 
 # ---- targets ---------------------------------------------------------------------------

@@ -37,10 +37,7 @@ rule inspect_split:
     params:
         what=lambda wc: f"datasets.{wc.dataset}.{wc.split}",
         separator=lambda wc: shlex.quote(
-            (
-                dataset_config(wc.dataset)["tokenizer"]["special_tokens"]
-                or ["<|endoftext|>"]
-            )[0]
+            (special_tokens(wc.dataset) or ["<|endoftext|>"])[0]
         ),
         code=code_version("lm/data/text.py"),
     shell:

@@ -86,10 +86,8 @@ rule tokenizer_experiments:
                 target_datasets(wc.target), input.texts, input.tokenizers
             )
         ),
-        settings=lambda wc: (
-            f"--documents {section('tokenizer_experiments').get('documents', 10)} "
-            f"--seed {section('tokenizer_experiments').get('seed', 0)} "
-            f"--throughput-mb {section('tokenizer_experiments').get('throughput_mb', 4)}"
+        settings=cli_options(
+            section("tokenizer_experiments"), ["documents", "seed", "throughput_mb"]
         ),
         outdir=lambda wc: f"results/tokenizer_experiments/{wc.target}",
         code=code_version("lm/tokenizer/experiments.py"),

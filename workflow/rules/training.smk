@@ -69,11 +69,11 @@ rule evaluate:
     threads: lambda wc: resolved_run(wc.run)["threads"]
     params:
         rundir=lambda wc: f"results/runs/{wc.run}",
-        batch_size=section("evaluation").get("batch_size", 16),
+        settings=cli_options(section("evaluation"), ["batch_size"]),
         code=code_version("lm/model", "lm/evaluate.py", "lm/eval_cli.py"),
     shell:
         "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
-        "--batch-size {params.batch_size} --threads {threads} --out {output:q} "
+        "{params.settings} --threads {threads} --out {output:q} "
         "--no-progress 2>&1 | tee {log:q}"
 
 
@@ -99,9 +99,8 @@ rule samples:
     params:
         rundir=lambda wc: f"results/runs/{wc.run}",
         prompts=as_json_arg(generation_config()["prompts"]),
-        settings=" ".join(
-            f"--{key.replace('_', '-')} {generation_config()[key]}"
-            for key in ("max_new_tokens", "temperature", "top_p", "seed")
+        settings=cli_options(
+            generation_config(), ["max_new_tokens", "temperature", "top_p", "seed"]
         ),
         code=code_version(
             "lm/model", "lm/generate.py", "lm/eval_cli.py", "lm/tokenizer"

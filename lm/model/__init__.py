@@ -26,7 +26,7 @@ _EXPORTS = {
     "Linear": "lm.model.linear",
     "RMSNorm": "lm.model.norm",
     "RotaryPositionalEmbedding": "lm.model.rope",
-    "VARIANTS": "lm.model.transformer",
+    "VARIANTS": "lm.model.variants",
     "ContextLengthError": "lm.model.transformer",
     "StateDictMismatchError": "lm.model.transformer",
     "TransformerBlock": "lm.model.transformer",

@@ -23,8 +23,7 @@ from torch import nn
 from lm.errors import LMError
 from lm.model.linear import Linear
 from lm.model.rope import RotaryPositionalEmbedding
-
-ATTENTION_KINDS = ("reference", "sdpa")
+from lm.model.variants import ATTENTION_KINDS
 
 
 def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.errors import LMError
-from lm.model.transformer import VARIANTS
+from lm.model.variants import VARIANTS
 
 ARCH_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
 IGNORED_KEYS = ("preset", "description")  # allowed in a preset or a run's model section

@@ -24,20 +24,13 @@ import torch
 from torch import nn
 
 from lm.errors import LMError
-from lm.model.attention import ATTENTION_KINDS, KVCache, MultiHeadSelfAttention
+from lm.model.attention import KVCache, MultiHeadSelfAttention
 from lm.model.embedding import Embedding
 from lm.model.ffn import SiLUFFN, SwiGLU, silu_ffn_width
 from lm.model.linear import Linear
 from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
-
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "norm": ("pre", "post", "none"),
-    "position": ("rope", "nope"),
-    "ffn": ("swiglu", "silu"),
-    "attention": ATTENTION_KINDS,
-}
-DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}
+from lm.model.variants import VARIANTS
 
 
 class ContextLengthError(LMError, ValueError):

@@ -33,15 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from lm.errors import LMError
+from lm.model.variants import VARIANTS
 
 # ---------------------------------------------------------------------------- the schema
 
-VARIANTS = {
-    "norm": ("pre", "post", "none"),
-    "position": ("rope", "nope"),
-    "ffn": ("swiglu", "silu"),
-    "attention": ("reference", "sdpa"),
-}
 ARCH_KEYS = (
     "vocab_size",
     "context_length",

@@ -11,10 +11,9 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lm.errors import LMError
 from lm.io import atomic_open
+from lm.progress import progress_bar
 
 CHUNK = 1 << 20
 
@@ -44,6 +43,19 @@ class _Gunzip:
         return b"".join(out)
 
 
+def local_copy_hint(what: str) -> str:
+    """How to use a copy of the file already on disk instead of downloading it."""
+    parts = what.split(".")
+    if len(parts) == 3 and parts[0] == "datasets":
+        override = f"datasets: {{{parts[1]}: {{{parts[2]}: {{path: /path/to/file}}}}}}"
+        return (
+            f"If you have a copy of the file, use it without editing config.yaml: put "
+            f"`{override}` in a file of your own, say local.yaml, and add "
+            f"`--configfile local.yaml` to the snakemake command (its path: replaces the url:)."
+        )
+    return f"If you have a copy of the file, point {what} at it with `path: /path/to/file`."
+
+
 def download(
     url: str,
     out: str | Path,
@@ -59,10 +71,7 @@ def download(
     decompression). ``what`` names the config key in error messages, e.g.
     ``datasets.owt.train``.
     """
-    hint = (
-        f"If you have a copy of the file, point {what} at it instead: "
-        f"replace its `url:` with `path: /path/to/file` in config.yaml."
-    )
+    hint = local_copy_hint(what)
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -83,13 +92,8 @@ def download(
         with (
             response,
             atomic_open(out, "wb") as f,
-            tqdm(
-                total=expected,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=f"download {Path(out).name}",
-                disable=not progress,
+            progress_bar(
+                expected, f"download {Path(out).name}", "B", progress, unit_scale=True
             ) as bar,
         ):
             while True:

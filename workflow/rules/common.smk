@@ -8,12 +8,32 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from lm.config_layers import merge_layers
 from lm.errors import LMError
 from lm.io import write_json, write_text
 from lm.training.config import resolve_runs, sweep_members
+
+
+def _layered_config():
+    """config.yaml, each --configfile, then --config, merged by lm.config_layers.
+
+    Snakemake merges them key by key; merged again here so that alternatives given in a
+    later layer (a split's `path:` over the shipped `url:`, `steps` over `total_tokens`)
+    replace those of the layers below instead of sitting beside them.
+    """
+    settings = workflow.config_settings
+    layers = []
+    if not settings.replace_workflow_config:
+        layers.append(load_configfile(Path(workflow.basedir) / "config.yaml"))
+    layers.extend(load_configfile(f) for f in settings.configfiles)
+    layers.append(dict(settings.config))
+    merged = merge_layers(layers)
+    config.clear()
+    config.update(merged)
 
 
 def _validate_config():
@@ -31,6 +51,7 @@ def _validate_config():
         ) from None
 
 
+_layered_config()
 _validate_config()
 
 # Jobs call the `lm` command. Put the environment that runs snakemake first on PATH,

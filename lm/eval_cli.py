@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from lm.errors import LMError
+from lm.progress import add_progress_argument
 
 DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
 
@@ -35,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output JSON, e.g. results/runs/NAME/eval.json")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward (default 16)")
     _add_common(p)
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser(
@@ -256,9 +257,7 @@ def _evaluate(args) -> int:
     device = pick_device(args.device)
     with _threads(args.threads):
         model, _, step = load_run(args.run, ckpt, device)
-        metrics = evaluate(
-            model, tokens, args.batch_size, device=device, progress=not args.no_progress
-        )
+        metrics = evaluate(model, tokens, args.batch_size, device=device, progress=args.progress)
     loss, ppl = metrics["loss"], metrics["perplexity"]
     record.update(
         checkpoint_step=step,

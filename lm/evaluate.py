@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from lm.errors import LMError
+from lm.progress import progress_bar
 
 
 def perplexity(loss: float) -> float:
@@ -96,11 +97,7 @@ def evaluate(
             )
         return torch.from_numpy(chunk.astype(np.int64)).to(device)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n - 1, unit="tok", unit_scale=True, desc="evaluate")
+    bar = progress_bar(n - 1, "evaluate", "tokens", progress)
     model.eval()
     total_nll = 0.0
     t0 = time.perf_counter()
@@ -117,11 +114,9 @@ def evaluate(
             with torch.inference_mode():
                 mean = cross_entropy(model(x), y)
             total_nll += mean.item() * y.numel()  # float64 sum of per-batch sums
-            if bar is not None:
-                bar.update(y.numel())
+            bar.update(y.numel())
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
     loss = total_nll / (n - 1)
     return {

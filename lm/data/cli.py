@@ -5,6 +5,14 @@ from __future__ import annotations
 import json
 
 from lm.io import write_json
+from lm.progress import add_progress_argument
+
+
+def _progress_arguments(p) -> None:
+    add_progress_argument(p)
+    p.add_argument(
+        "--quiet", dest="progress", action="store_const", const="none", help="no progress"
+    )
 
 
 def _fetch(args) -> int:
@@ -16,7 +24,7 @@ def _fetch(args) -> int:
         from lm.errors import LMError
 
         raise LMError(f"--source is not valid JSON ({e}): {args.source!r}") from None
-    summary = fetch(source, args.out, what=args.what, progress=not args.quiet)
+    summary = fetch(source, args.out, what=args.what, progress=args.progress)
     print(json.dumps(summary))
     return 0
 
@@ -24,7 +32,7 @@ def _fetch(args) -> int:
 def _download(args) -> int:
     from lm.data.download import download
 
-    summary = download(args.url, args.out, args.sha256, what=args.url, progress=not args.quiet)
+    summary = download(args.url, args.out, args.sha256, what=args.url, progress=args.progress)
     print(json.dumps(summary))
     return 0
 
@@ -43,7 +51,7 @@ def _inspect(args) -> int:
         args.path,
         separator=args.separator,
         what=args.what or str(args.path),
-        progress=not args.quiet,
+        progress=args.progress,
     )
     if args.out:
         write_json(args.out, stats)
@@ -60,7 +68,7 @@ def register(sub) -> None:
     )
     p.add_argument("--what", default="the split", help="config key to name in errors")
     p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _progress_arguments(p)
     p.set_defaults(func=_fetch)
 
     p = sub.add_parser(
@@ -69,7 +77,7 @@ def register(sub) -> None:
     p.add_argument("url")
     p.add_argument("--out", required=True)
     p.add_argument("--sha256")
-    p.add_argument("--quiet", action="store_true")
+    _progress_arguments(p)
     p.set_defaults(func=_download)
 
     p = sub.add_parser("generate-demo", help="write the built-in demo corpus of short stories")
@@ -85,5 +93,5 @@ def register(sub) -> None:
     p.add_argument("--separator", default="<|endoftext|>")
     p.add_argument("--what", help="config key to name in errors")
     p.add_argument("--out", help="write the counts as JSON here")
-    p.add_argument("--quiet", action="store_true")
+    _progress_arguments(p)
     p.set_defaults(func=_inspect)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
 from lm.errors import LMError
+from lm.progress import progress_bar
 
 CHUNK = 4 << 20
 
@@ -51,9 +50,7 @@ def inspect_text(
     trailing_text = False
     with (
         open(path, "rb") as f,
-        tqdm(
-            total=size, unit="B", unit_scale=True, desc=f"check {path.name}", disable=not progress
-        ) as bar,
+        progress_bar(size, f"check {path.name}", "B", progress, unit_scale=True) as bar,
     ):
         while True:
             chunk = f.read(CHUNK)

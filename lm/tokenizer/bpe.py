@@ -28,6 +28,7 @@ import numpy as np
 
 from lm.errors import LMError
 from lm.io import peak_rss_mb
+from lm.progress import progress_bar
 from lm.tokenizer.pretokenize import count_pretokens
 
 
@@ -364,20 +365,8 @@ def train_bpe_with_stats(
     t1 = time.perf_counter()
 
     num_merges = vocab_size - 256 - len(specials)
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_merges, unit="merge", desc="merge", file=sys.stderr)
-    try:
-        tokens, id_merges = merge_loop(
-            word_counts, num_merges, on_merge=bar.update if bar else None
-        )
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_bar(num_merges, "merge", "merges", progress) as bar:
+        tokens, id_merges = merge_loop(word_counts, num_merges, on_merge=bar.update)
     t2 = time.perf_counter()
 
     vocab = dict(enumerate(tokens))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from lm.progress import add_progress_argument
 from lm.tokenizer.encode_dataset import DEFAULT_SPECIAL_TOKENS
 
 
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
         metavar="BYTES",
         help="bytes per task (default: auto)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=_encode)
 
     q = subparsers.add_parser(
@@ -96,7 +97,7 @@ def _encode(args: argparse.Namespace) -> int:
         workers=args.workers,
         chunk_size=args.chunk_size,
         stats_path=args.stats,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     print(
         f"{stats['output']}: {stats['tokens']} tokens ({stats['dtype']}), {stats['bytes_per_token']} bytes/token, "

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import multiprocessing as mp
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from lm.errors import LMError
 from lm.io import atomic_path, peak_rss_mb, write_json
+from lm.progress import progress_bar
 from lm.tokenizer.pretokenize import chunk_size_for, find_boundary
 from lm.tokenizer.tokenizer import Tokenizer
 
@@ -212,11 +212,7 @@ def encode_file(
     t0 = time.perf_counter()
     bounds = chunk_bounds(path, specials, chunk_size)
     workers = max(1, min(workers, len(bounds)))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"encode {p.name}", file=sys.stderr)
+    bar = progress_bar(size, f"encode {p.name}", "B", progress, unit_scale=True)
     special_counts = dict.fromkeys(specials, 0)
     special_by_id = {tok.special_ids[s]: s for s in specials}
 
@@ -236,15 +232,13 @@ def encode_file(
                 )
                 for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
                     special_counts[special_by_id[i]] += c
-            if bar is not None:
-                bar.update(end - start)
+            bar.update(end - start)
             yield result
 
     try:
         n_tokens = write_npy_streaming(out_path, dtype, arrays())
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
     stats = {
         "input": path,

@@ -22,7 +22,6 @@ import multiprocessing as mp
 import os
 import queue
 import re
-import sys
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 import regex
 
 from lm.errors import LMError
+from lm.progress import progress_bar
 
 #: The GPT-2 pre-tokenization pattern (contractions, letters, numbers, other symbols, whitespace).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -291,11 +291,7 @@ def count_pretokens(
     workers = min(workers, n_chunks)
 
     def make_bar():
-        if not progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=size, unit="B", unit_scale=True, desc="pre-tokenize", file=sys.stderr)
+        return progress_bar(size, "pre-tokenize", "B", progress, unit_scale=True)
 
     if workers == 1:
         bar = make_bar()

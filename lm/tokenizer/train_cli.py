@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.progress import add_progress_argument
 
 DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
 
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="bytes per pre-tokenization task (default: auto, at most 4 MiB)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(p)
     p.set_defaults(func=_train)
 
 
@@ -124,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         _special_tokens(args),
         workers=args.workers,
         chunk_size=args.chunk_size,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     early = " (stopped early: no pair left)" if stats["stopped_early"] else ""
     print(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lm.progress import add_progress_argument
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
         default="error",
         help="OUT/checkpoints/ hold a run with a different config: stop with an error (default) or discard them and start over",
     )
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    add_progress_argument(p)
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("runs", help="list the resolved training runs of a config (JSON)")
@@ -98,7 +100,7 @@ def _train(args) -> int:
         args.train_tokens,
         args.valid_tokens,
         args.out,
-        progress=not args.no_progress,
+        progress=args.progress,
         fresh=args.fresh,
         threads=args.threads,
         on_config_change=args.on_config_change,

@@ -36,6 +36,7 @@ import torch
 
 from lm.errors import LMError
 from lm.io import atomic_open, peak_rss_mb, write_json
+from lm.progress import progress_bar
 from lm.training import checkpoint as ckpt
 from lm.training.config import resume_differences
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
@@ -214,7 +215,7 @@ def train(
     valid_tokens: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    progress: bool = True,
+    progress: bool | str = True,
     fresh: bool = False,
     threads: int | None = None,
     sync_timing: bool = False,
@@ -440,17 +441,7 @@ def _train(
         if state.step == 0 and not state.records:
             record(0, None, do_eval())
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=steps,
-            initial=state.step,
-            desc=run_cfg["name"],
-            unit="step",
-            disable=not progress,
-            mininterval=1.0,
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(steps, run_cfg["name"], "steps", progress, initial=state.step)
         while state.status == "running" and state.step < steps:
             step = state.step + 1
             lr = get_lr_cosine_schedule(
@@ -486,6 +477,8 @@ def _train(
                 rec = record(step, lr, val_loss)
                 bar.set_postfix(
                     loss=f"{rec['train_loss']:.3f}" if rec["train_loss"] is not None else "nan",
+                    **({"val_loss": f"{val_loss:.3f}"} if val_loss is not None else {}),
+                    **{"tokens/s": f"{rec['tokens_per_s']:,.0f}" if rec["tokens_per_s"] else "-"},
                     refresh=False,
                 )
                 timings["log"] += time.perf_counter() - t3

@@ -21,7 +21,7 @@ rule fetch_split:
         ),
     shell:
         "lm fetch --source {params.source} --what {params.what} --out {output:q} "
-        "2>&1 | tee {log:q}"
+        "--progress log 2>&1 | tee {log:q}"
 
 
 rule inspect_split:
@@ -42,7 +42,7 @@ rule inspect_split:
         code=code_version("lm/data/text.py"),
     shell:
         "lm inspect-text {input:q} --what {params.what} --separator {params.separator} "
-        "--out {output:q} 2>&1 | tee {log:q}"
+        "--out {output:q} --progress log 2>&1 | tee {log:q}"
 
 
 STAGE_TARGETS["data"] = lambda target, datasets: [

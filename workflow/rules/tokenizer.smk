@@ -31,7 +31,7 @@ rule train_tokenizer:
         code=code_version("lm/tokenizer/bpe.py", "lm/tokenizer/pretokenize.py"),
     shell:
         "lm train-bpe {input.text:q} --vocab-size {params.vocab_size} {params.specials} "
-        "--out {output:q} --workers {threads} --no-progress 2>&1 | tee {log:q}"
+        "--out {output:q} --workers {threads} --progress log 2>&1 | tee {log:q}"
 
 
 rule encode_split:
@@ -53,7 +53,7 @@ rule encode_split:
     shell:
         "lm encode {input.text:q} --tokenizer {input.tokenizer:q} {params.specials} "
         "--out {output.tokens:q} --stats {output.stats:q} --workers {threads} "
-        "--no-progress 2>&1 | tee {log:q}"
+        "--progress log 2>&1 | tee {log:q}"
 
 
 rule tokenizer_experiments:

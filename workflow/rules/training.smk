@@ -52,7 +52,7 @@ rule train:
     shell:
         "lm train --config {input.run:q} --train-tokens {input.train:q} "
         "--valid-tokens {input.valid:q} --out {params.outdir:q} --threads {threads} "
-        "--on-config-change restart --no-progress > {log:q} 2>&1"
+        "--on-config-change restart --progress log 2>&1 | tee {log:q}"
 
 
 rule evaluate:
@@ -74,7 +74,7 @@ rule evaluate:
     shell:
         "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
         "{params.settings} --threads {threads} --out {output:q} "
-        "--no-progress 2>&1 | tee {log:q}"
+        "--progress log 2>&1 | tee {log:q}"
 
 
 rule samples:

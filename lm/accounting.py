@@ -815,8 +815,7 @@ def _render_measured(m: dict[str, Any], scale: str = "") -> list[str]:
     return lines
 
 
-def write_reports(
-    out_dir: str | Path,
+def build_reports(
     presets: Mapping[str, Mapping] | str | Path | None = None,
     models: Sequence[str] | None = None,
     preset: str = "gpt2-xl",
@@ -826,34 +825,47 @@ def write_reports(
     train_steps: int = 400_000,
     peak_tflops: float = 19.5,
     mfu: float = 0.5,
-) -> list[Path]:
-    """Write transformer.md/.json and adamw.md/.json under ``out_dir``; return their paths.
-
-    ``presets``: a mapping or a YAML file of presets (merged over the built-in GPT-2 ones);
-    ``models``: which to tabulate (default: GPT-2 family + every complete user preset);
-    ``preset`` @ ``context_length``: the long-context row, and the model of the AdamW report.
-    """
-    from lm.io import write_json, write_text
-
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The transformer and AdamW reports (dicts; see :func:`write_reports` for the arguments)."""
     loaded = load_presets(presets)
     if preset not in loaded:
         preset_config(loaded, preset)  # raises with a suggestion
     cfg = preset_config(loaded, preset)
-    out = Path(out_dir)
     t = transformer_report(loaded, models, (preset, context_length) if context_length else None)
     a = adamw_report(cfg, preset, memory_budget_gb, train_batch, train_steps, peak_tflops, mfu)
+    return t, a
+
+
+def check_reports(transformer: dict[str, Any], where: str) -> None:
+    """Raise if a model's counted parameters or FLOPs disagree with the built model."""
+    bad = [
+        e["name"]
+        for e in transformer["models"]
+        if "checks" in e and not (e["checks"]["parameters_match"] and e["checks"]["flops_match"])
+    ]
+    if bad:
+        raise LMError(
+            f"accounting disagrees with the model for {', '.join(bad)}; see {where} (a bug: please report it)"
+        )
+
+
+def write_reports(out_dir: str | Path, **settings: Any) -> list[Path]:
+    """Write transformer.md/.json and adamw.md/.json under ``out_dir``; return their paths.
+
+    Settings (all optional): ``presets``, a mapping or a YAML file of presets (merged over
+    the built-in GPT-2 ones); ``models``, which to tabulate (default: GPT-2 family + every
+    complete user preset); ``preset`` at ``context_length``: the long-context row, and the
+    model of the AdamW report; ``memory_budget_gb``, ``train_batch``, ``train_steps``,
+    ``peak_tflops`` and ``mfu`` for the AdamW report.
+    """
+    from lm.io import write_json, write_text
+
+    t, a = build_reports(**settings)
+    out = Path(out_dir)
     paths = [out / "transformer.json", out / "transformer.md", out / "adamw.json", out / "adamw.md"]
     write_json(paths[0], t)
     write_text(paths[1], render_transformer_md(t))
     write_json(paths[2], a)
     write_text(paths[3], render_adamw_md(a))
-    bad = [
-        e["name"]
-        for e in t["models"]
-        if "checks" in e and not (e["checks"]["parameters_match"] and e["checks"]["flops_match"])
-    ]
-    if bad:
-        raise LMError(
-            f"accounting disagrees with the model for {', '.join(bad)}; see {paths[1]} (a bug: please report it)"
-        )
+    check_reports(t, str(paths[1]))
     return paths

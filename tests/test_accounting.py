@@ -189,3 +189,20 @@ def test_cli_long_context_of_a_user_preset_given_as_json(tmp_path):
     )
     assert any("At context 1024 instead of 256" in f for f in t["findings"])
     assert json.loads((out / "adamw.json").read_text())["model"] == "tinystories-17m"
+
+
+def test_cli_without_out_prints_both_reports(tmp_path, capsys):
+    """`lm accounting` with no --out answers on stdout: the two Markdown reports, the same
+    text that --out writes, and no files."""
+    presets = json.dumps({"mine": {**TINY.to_dict(), "num_layers": 3}})
+    args = ["accounting", "--presets", presets, "--models", "mine", "--preset", "mine"]
+    args += ["--context-length", "64"]
+    assert lm_main(args) == 0
+    printed = capsys.readouterr().out
+    out = tmp_path / "acct"
+    assert lm_main([*args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    transformer, adamw = (out / "transformer.md").read_text(), (out / "adamw.md").read_text()
+    assert printed == transformer + "\n" + adamw
+    assert printed.startswith("# Transformer accounting") and "# AdamW accounting: mine" in printed
+    assert "mine @ context 64" in printed

@@ -15,7 +15,11 @@ def register(subparsers) -> None:
             "budget, FLOPs per step, days to train) for PRESET. Every number is checked against the model."
         ),
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--out",
+        help="write the reports (.md and .json) into this directory; without it, print both "
+        "reports as Markdown",
+    )
     p.add_argument(
         "--presets",
         metavar="FILE.yaml|JSON",
@@ -70,7 +74,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lm.accounting import write_reports
+    from lm.accounting import (
+        build_reports,
+        check_reports,
+        render_adamw_md,
+        render_transformer_md,
+        write_reports,
+    )
     from lm.errors import LMError
 
     for name in ("memory_budget_gb", "batch_size", "steps", "peak_tflops", "mfu"):
@@ -80,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise LMError(
             f"--context-length must be positive (or 0 for none), got {args.context_length}"
         )
-    paths = write_reports(
-        args.out,
+    settings = dict(
         presets=args.presets,
         models=args.models,
         preset=args.preset,
@@ -92,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
         peak_tflops=args.peak_tflops,
         mfu=args.mfu,
     )
-    for path in paths:
+    if args.out is None:
+        transformer, adamw = build_reports(**settings)
+        print(render_transformer_md(transformer))
+        print(render_adamw_md(adamw), end="")
+        check_reports(transformer, "the transformer report above")
+        return 0
+    for path in write_reports(args.out, **settings):
         print(path)
     return 0

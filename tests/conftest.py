@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,20 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+#: The files of a checkout that `snakemake` reads (lm/ for the code versions of the rules).
+CHECKOUT_FILES = ("Snakefile", "config.yaml", "README.md")
+CHECKOUT_DIRS = ("workflow", "profiles", "lm")
+
+
+def copy_checkout(root: Path) -> Path:
+    """A copy of the repository's workflow files in ``root``, to run `snakemake` in as a
+    user does in a clone (from its root, no flags), without touching the real checkout."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in CHECKOUT_FILES:
+        shutil.copy2(REPO / name, root / name)
+    for name in CHECKOUT_DIRS:
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
 
 
 class Workflow:

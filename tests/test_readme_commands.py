@@ -1,0 +1,141 @@
+"""The commands of README.md work exactly as typed: no `--cores`, no `--configfile`.
+
+Every `snakemake ...` command of the README (code blocks and inline code) is planned with
+`-n` in a copy of the checkout, from its root, and must pick up the default profile
+(profiles/default: all cores, rerun incomplete jobs). Every `lm ...` line of a code block
+must parse. A few cheap ones also run for real, with no flags, on a tiny config.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, copy_checkout, tiny_config
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+BIN = Path(sys.executable).parent
+PROFILE_NOTICE = "workflow specific profile"
+
+# What a {placeholder} of a README command stands for in the shipped config.yaml.
+PLACEHOLDERS = {"{dataset}": "demo", "{split}": "valid", "{run}": "demo", "{sweep}": "demo-lr"}
+
+
+def readme_commands(program: str, inline: bool) -> list[str]:
+    """``program ...`` commands of README.md: lines of fenced code blocks (with their
+    backslash continuations, without comments), and with ``inline`` the inline code spans."""
+    found = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            line = re.sub(r"^(\.venv/bin/)", "", line)
+            if line.startswith(f"{program} "):
+                found.append(line)
+    if inline:
+        for span in re.findall(r"`([^`\n]+)`", README):
+            if span.startswith(f"{program} "):
+                found.append(span)
+    out = []
+    for cmd in found:
+        for key, value in PLACEHOLDERS.items():
+            cmd = cmd.replace(key, value)
+        cmd = re.sub(r"\s+", " ", cmd)
+        if cmd not in out:
+            out.append(cmd)
+    return out
+
+
+def illustrative(cmd: str) -> str | None:
+    """Why a README command cannot be planned as it stands, or None when it can."""
+    if "..." in cmd:
+        return "an elided example"
+    if "--profile workflow/profiles/slurm" in cmd:
+        return "needs the SLURM executor plugin and a cluster"
+    if "--report" in cmd:
+        return "a report of built results (run by tests/test_workflow_pipeline.py)"
+    return None
+
+
+SNAKEMAKE = readme_commands("snakemake", inline=True)
+LM = readme_commands("lm", inline=False)
+
+
+def test_the_readme_has_the_commands_users_type():
+    for cmd in (
+        "snakemake demo",
+        "snakemake train_all",
+        "snakemake --cores 8 results/owt/tokenizer",
+        "snakemake accounting",
+        "snakemake --unlock",
+    ):
+        assert cmd in SNAKEMAKE, cmd
+    plannable = [c for c in SNAKEMAKE if illustrative(c) is None]
+    assert len(plannable) >= 12, plannable
+    assert any(c.startswith("lm generate") for c in LM)
+    assert any(c.startswith("lm accounting") for c in LM)
+
+
+def snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("cmd", SNAKEMAKE)
+def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
+    why = illustrative(cmd)
+    if why:
+        pytest.skip(why)
+    root = copy_checkout(tmp_path / "repo")
+    args = shlex.split(cmd)[1:]
+    proc = snakemake([*args, "-n"], cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"`{cmd} -n` failed:\n{out}"
+    assert PROFILE_NOTICE in out and "profiles/default" in out, out
+
+
+@pytest.mark.parametrize("cmd", LM)
+def test_readme_lm_command_parses(cmd):
+    from lm.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(cmd)[1:])
+    assert callable(args.func)
+
+
+def tiny_checkout(root: Path) -> Path:
+    """A copy of the checkout whose config.yaml is a tiny demo config (so real runs take seconds)."""
+    copy_checkout(root)
+    (root / "config.yaml").write_text(yaml.safe_dump(tiny_config(demo=20), sort_keys=False))
+    return root
+
+
+def test_a_plain_snakemake_runs_without_cores(tmp_path):
+    """`snakemake TARGET` with no flag: the default profile supplies the cores."""
+    root = tiny_checkout(tmp_path / "repo")
+    proc = snakemake(["results/demo/raw/valid.stats.json"], cwd=root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "cores have to be specified" not in out
+    assert PROFILE_NOTICE in out
+    assert (root / "results/demo/raw/valid.stats.json").is_file()
+
+
+def test_snakefile_given_with_s_from_another_directory(tmp_path):
+    """`snakemake -s path/to/Snakefile TARGET` from elsewhere: same profile, results in the cwd."""
+    root = tiny_checkout(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    snakefile = str(root / "Snakefile")
+    planned = snakemake(["-s", snakefile, "-n", "train_all"], cwd=elsewhere)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    proc = snakemake(["-s", snakefile, "results/demo/raw/train.stats.json"], cwd=elsewhere)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert PROFILE_NOTICE in out
+    assert (elsewhere / "results/demo/raw/train.stats.json").is_file()
+    assert not (root / "results").exists()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +23,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=temporary_prefix(path), suffix=suffix + ".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -33,6 +38,43 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def temporary_prefix(path: Path) -> str:
+    """The name prefix of the temporaries of ``path``: hidden, with this process's id."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of ``path`` (files or directories) left by processes that died.
+
+    A process killed with SIGKILL (or a machine that lost power) cannot clean up after
+    itself, so the next writer of the same artifact does. Only temporaries whose process
+    is gone are removed: a concurrent writer's are left alone. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = leftover.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        removed.append(leftover)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -35,3 +35,29 @@ def test_replaces_existing_file_only_on_success(tmp_path):
         f.write("new")
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+def test_temporaries_of_dead_writers_are_removed_by_the_next_writer(tmp_path):
+    import subprocess
+    import sys
+
+    from lm.io import remove_stale_temporaries, write_text
+
+    target = tmp_path / "train.npy"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(dead.stdout)
+    stale_file = tmp_path / f".train.npy.{dead_pid}.abc.npy.tmp"
+    stale_dir = tmp_path / f".train.npy.{dead_pid}.def.tmp"
+    mine = tmp_path / f".train.npy.{os.getpid()}.ghi.tmp"  # a live writer's: kept
+    other = tmp_path / f".other.npy.{dead_pid}.jkl.tmp"  # another artifact's: kept
+    stale_file.write_text("half")
+    stale_dir.mkdir()
+    (stale_dir / "vocab.json").write_text("{")
+    mine.write_text("busy")
+    other.write_text("x")
+    assert sorted(remove_stale_temporaries(target)) == sorted([stale_file, stale_dir])
+    assert mine.exists() and other.exists() and not stale_file.exists()
+    stale_file.write_text("half")
+    write_text(target, "done")  # every atomic write cleans up first
+    assert target.read_text() == "done" and not stale_file.exists() and mine.exists()

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from lm.errors import LMError
-from lm.io import write_json, write_text
+from lm.io import remove_stale_temporaries, temporary_prefix, write_json, write_text
 from lm.progress import add_progress_argument
 
 DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
@@ -96,7 +96,10 @@ def train_to_dir(
     stats = build_stats(vocab, merges, stats)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=temporary_prefix(out_dir), suffix=".tmp", dir=out_dir.parent)
+    )
     try:
         save_tokenizer(vocab, merges, tmp)
         write_json(tmp / "stats.json", stats)
@@ -104,7 +107,9 @@ def train_to_dir(
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             old = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
+                tempfile.mkdtemp(
+                    prefix=temporary_prefix(out_dir), suffix=".old.tmp", dir=out_dir.parent
+                )
             )
             os.replace(out_dir, old / "x")
             os.replace(tmp, out_dir)

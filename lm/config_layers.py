@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from lm.data.sources import KINDS as SOURCE_KINDS
 from lm.training.config import ALTERNATIVES as RUN_ALTERNATIVES
 from lm.training.config import SECTIONS as RUN_SECTIONS
@@ -78,6 +80,31 @@ def _config_alternatives() -> list[Alternatives]:
 CONFIG_ALTERNATIVES: list[Alternatives] = _config_alternatives()
 
 
+def typed_command_line_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``--config KEY=VALUE`` values with YAML types all the way down.
+
+    Snakemake parses a top-level value as a number or a boolean, but reads a mapping's
+    leaves as strings (``generation={max_new_tokens: 64}`` gives ``'64'``); here a leaf that
+    YAML reads as a number, boolean or null gets that type, as it would in a config file.
+    """
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, str):
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+            if parsed is None or isinstance(parsed, bool | int | float):
+                return parsed
+        return value
+
+    return {key: typed(value) for key, value in dict(values).items()}
+
+
 def merge_layers(
     layers: Iterable[Mapping[str, Any]],
     alternatives: Iterable[Alternatives] = CONFIG_ALTERNATIVES,
@@ -101,10 +128,8 @@ def _merge_into(
     for rule in rules:
         if rule.matches(path):
             chosen = [key for key in overlay if key in rule.choices]
-            keep: set[str] = set()
-            for key in chosen:
-                keep |= {k for k in rule.owned(key) if k in overlay}
-            for key in chosen:
+            if chosen:  # this layer picks: drop every alternative below but what it gives
+                keep = {k for key in chosen for k in rule.owned(key) if k in overlay}
                 for other in rule.choices:
                     for k in rule.owned(other) - keep:
                         acc.pop(k, None)

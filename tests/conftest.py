@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,19 @@ def tiny_config(**datasets) -> dict:
         },
         "targets": {"all": {"datasets": list(datasets)}, "demo": {"datasets": list(datasets)}},
     }
+
+
+def write_readme_local_yaml(root: Path, data: Path) -> Path:
+    """The README's `local.yaml` example, written into ``root`` as typed there, its
+    /data/ files made real (small demo corpora under ``data``)."""
+    from lm.data.demo import write_corpus
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "# local.yaml" in b]
+    assert len(blocks) == 1, "README.md has no (or several) `# local.yaml` example"
+    text = blocks[0]
+    for name in re.findall(r"/data/([\w.]+)", text):
+        write_corpus(data / name, documents=40 if "train" in name else 5, seed=0)
+    path = root / "local.yaml"
+    path.write_text(text.replace("/data/", f"{data}/"))
+    return path

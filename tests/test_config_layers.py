@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_checkout, tiny_config
+from conftest import copy_checkout, tiny_config, write_readme_local_yaml
 
 from lm.config_layers import merge_layers
 from lm.data.demo import write_corpus
@@ -44,7 +44,9 @@ def test_path_replaces_url_and_its_checksum():
 
 def test_a_new_url_drops_the_old_checksum_unless_given_with_it():
     new = {"datasets": {"owt": {"train": {"url": "https://mirror/t.txt"}}}}
-    assert merge_layers([SHIPPED, new])["datasets"]["owt"]["train"] == {"url": "https://mirror/t.txt"}
+    assert merge_layers([SHIPPED, new])["datasets"]["owt"]["train"] == {
+        "url": "https://mirror/t.txt"
+    }
     both = {"datasets": {"owt": {"train": {"url": "https://mirror/t.txt", "sha256": "cd" * 32}}}}
     assert merge_layers([SHIPPED, both])["datasets"]["owt"]["train"]["sha256"] == "cd" * 32
     only_sum = {"datasets": {"owt": {"valid": {"sha256": "ef" * 32}}}}
@@ -98,21 +100,7 @@ def test_configfile_points_owt_at_local_files_and_builds_its_tokenizer(tmp_path)
     """The README's recipe: local.yaml gives path: for owt; the shipped url: is not used."""
     root = copy_checkout(tmp_path / "repo")
     data = tmp_path / "data"
-    write_corpus(data / "owt_train.txt", documents=40, seed=0)
-    write_corpus(data / "owt_valid.txt", documents=5, seed=1)
-    local = root / "local.yaml"
-    local.write_text(
-        yaml.safe_dump(
-            {
-                "datasets": {
-                    "owt": {
-                        "train": {"path": str(data / "owt_train.txt")},
-                        "valid": {"path": str(data / "owt_valid.txt")},
-                    }
-                }
-            }
-        )
-    )
+    write_readme_local_yaml(root, data)
     proc = snakemake(root, "--cores", "8", "results/owt/tokenizer", "--configfile", "local.yaml")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -178,3 +166,19 @@ def test_config_on_the_command_line_is_a_layer_too(tmp_path):
     assert proc.returncode != 0
     assert "datasets.owt.train.path: file x.txt does not exist" in out
     assert "valid under each of" not in out
+
+
+def test_command_line_values_get_yaml_types_at_every_depth():
+    from lm.config_layers import typed_command_line_config
+
+    # what snakemake hands over for --config 'generation={max_new_tokens: 64, ...}' x=3
+    given = {
+        "generation": {"max_new_tokens": "64", "temperature": "0.8", "prompts": ["A dog", "3"]},
+        "training_defaults": {"training": {"compile": "true", "device": "cuda"}},
+        "x": 3,
+    }
+    assert typed_command_line_config(given) == {
+        "generation": {"max_new_tokens": 64, "temperature": 0.8, "prompts": ["A dog", 3]},
+        "training_defaults": {"training": {"compile": True, "device": "cuda"}},
+        "x": 3,
+    }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout, tiny_config
+from conftest import REPO, copy_checkout, tiny_config, write_readme_local_yaml
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 BIN = Path(sys.executable).parent
@@ -92,6 +92,8 @@ def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
     if why:
         pytest.skip(why)
     root = copy_checkout(tmp_path / "repo")
+    if "local.yaml" in cmd:  # the README's example file, its /data/ files made real
+        write_readme_local_yaml(root, tmp_path / "data")
     args = shlex.split(cmd)[1:]
     proc = snakemake([*args, "-n"], cwd=root)
     out = proc.stdout + proc.stderr

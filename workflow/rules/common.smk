@@ -12,7 +12,7 @@ from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lm.config_layers import merge_layers
+from lm.config_layers import merge_layers, typed_command_line_config
 from lm.errors import LMError
 from lm.io import write_json, write_text
 from lm.training.config import resolve_runs, sweep_members
@@ -30,7 +30,7 @@ def _layered_config():
     if not settings.replace_workflow_config:
         layers.append(load_configfile(Path(workflow.basedir) / "config.yaml"))
     layers.extend(load_configfile(f) for f in settings.configfiles)
-    layers.append(dict(settings.config))
+    layers.append(typed_command_line_config(settings.config))
     merged = merge_layers(layers)
     config.clear()
     config.update(merged)

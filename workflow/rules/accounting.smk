@@ -49,7 +49,7 @@ rule accounting:
             rename={"long_context": "context_length"},
         ),
         outdir=lambda wc, output: os.path.dirname(output.transformer),
-        code=code_version("lm/accounting.py", "lm/model"),
+        code=code_version("accounting"),
     shell:
         "lm accounting --out {params.outdir} --presets {params.presets} {params.models} "
         "{params.options} 2>&1 | tee {log:q}"

@@ -1,7 +1,6 @@
 # Shared helpers of the workflow: config validation, paths of each dataset split,
 # the command that runs the library, and the list of targets per stage.
 
-import hashlib
 import json
 import os
 import shlex
@@ -12,6 +11,7 @@ from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from lm.codeversion import command_version
 from lm.config_layers import merge_layers, typed_command_line_config
 from lm.errors import LMError
 from lm.io import write_json, write_text
@@ -122,16 +122,11 @@ def target_datasets(target):
     return config["targets"][target].get("datasets", [])
 
 
-def code_version(*modules):
-    """A hash of library source files, passed as a param so that editing them reruns the rules using them."""
-    h = hashlib.sha256()
-    for module in modules:
-        root = REPO / module
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
-        for f in files:
-            h.update(str(f.relative_to(REPO)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+def code_version(command):
+    """The version of the code `lm COMMAND` runs (lm.codeversion: its modules found from the
+    import graph, hashed without comments and docstrings), a param of the rule running it,
+    so that a code change reruns exactly the steps whose code it touched."""
+    return command_version(command, root=REPO / "lm")
 
 
 def fetchable_source(wildcards):

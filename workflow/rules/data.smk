@@ -15,7 +15,7 @@ rule fetch_split:
         source=lambda wc: as_json_arg(fetchable_source(wc)),
         what=lambda wc: f"datasets.{wc.dataset}.{wc.split}",
         code=lambda wc: (
-            code_version("lm/data/demo.py")
+            code_version("fetch")
             if "generate" in split_source(wc.dataset, wc.split)
             else ""
         ),
@@ -39,7 +39,7 @@ rule inspect_split:
         separator=lambda wc: shlex.quote(
             (special_tokens(wc.dataset) or ["<|endoftext|>"])[0]
         ),
-        code=code_version("lm/data/text.py"),
+        code=code_version("inspect-text"),
     shell:
         "lm inspect-text {input:q} --what {params.what} --separator {params.separator} "
         "--out {output:q} --progress log 2>&1 | tee {log:q}"

@@ -14,6 +14,6 @@ rule results_index:
     conda:
         "../envs/lm.yaml"
     params:
-        code=code_version("lm/results_index.py"),
+        code=code_version("results-index"),
     shell:
         "lm results-index --results results --out {output:q} 2>&1 | tee {log:q}"

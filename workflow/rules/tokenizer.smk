@@ -28,7 +28,7 @@ rule train_tokenizer:
     params:
         vocab_size=lambda wc: dataset_config(wc.dataset)["tokenizer"]["vocab_size"],
         specials=lambda wc: special_token_args(wc.dataset),
-        code=code_version("lm/tokenizer/bpe.py", "lm/tokenizer/pretokenize.py"),
+        code=code_version("train-bpe"),
     shell:
         "lm train-bpe {input.text:q} --vocab-size {params.vocab_size} {params.specials} "
         "--out {output:q} --workers {threads} --progress log 2>&1 | tee {log:q}"
@@ -49,7 +49,7 @@ rule encode_split:
     threads: ALL_CPUS
     params:
         specials=lambda wc: special_token_args(wc.dataset, none_flag=""),
-        code=code_version("lm/tokenizer/tokenizer.py", "lm/tokenizer/encode_dataset.py"),
+        code=code_version("encode"),
     shell:
         "lm encode {input.text:q} --tokenizer {input.tokenizer:q} {params.specials} "
         "--out {output.tokens:q} --stats {output.stats:q} --workers {threads} "
@@ -90,7 +90,7 @@ rule tokenizer_experiments:
             section("tokenizer_experiments"), ["documents", "seed", "throughput_mb"]
         ),
         outdir=lambda wc: f"results/tokenizer_experiments/{wc.target}",
-        code=code_version("lm/tokenizer/experiments.py"),
+        code=code_version("tokenizer-experiments"),
     shell:
         "lm tokenizer-experiments {params.datasets} {params.settings} "
         "--out {params.outdir:q} 2>&1 | tee {log:q}"

@@ -48,7 +48,7 @@ rule train:
         gpu=lambda wc: resolved_run(wc.run)["resources"]["gpu"],
     params:
         outdir=lambda wc: f"results/runs/{wc.run}",
-        code=code_version("lm/model", "lm/training"),
+        code=code_version("train"),
     shell:
         "lm train --config {input.run:q} --train-tokens {input.train:q} "
         "--valid-tokens {input.valid:q} --out {params.outdir:q} --threads {threads} "
@@ -70,7 +70,7 @@ rule evaluate:
     params:
         rundir=lambda wc: f"results/runs/{wc.run}",
         settings=cli_options(section("evaluation"), ["batch_size"]),
-        code=code_version("lm/model", "lm/evaluate.py", "lm/eval_cli.py"),
+        code=code_version("evaluate"),
     shell:
         "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
         "{params.settings} --threads {threads} --out {output:q} "
@@ -102,9 +102,7 @@ rule samples:
         settings=cli_options(
             generation_config(), ["max_new_tokens", "temperature", "top_p", "seed"]
         ),
-        code=code_version(
-            "lm/model", "lm/generate.py", "lm/eval_cli.py", "lm/tokenizer"
-        ),
+        code=code_version("samples"),
     shell:
         "lm samples --run {params.rundir:q} --tokenizer {input.tokenizer:q} "
         "--prompts {params.prompts} {params.settings} --out {output.md:q} "
@@ -148,7 +146,7 @@ rule sweep_report:
             shlex.quote(f"results/runs/{r}") for r in sweep_runs(wc.sweep)
         ),
         outdir=lambda wc: f"results/sweeps/{wc.sweep}",
-        code=code_version("lm/training/sweep.py", "lm/training/plots.py"),
+        code=code_version("sweep-report"),
     shell:
         "lm sweep-report --runs {params.rundirs} --out {params.outdir:q} "
         "--title {wildcards.sweep:q} 2>&1 | tee {log:q}"
@@ -177,7 +175,7 @@ rule lr_tuning:
     conda:
         "../envs/lm.yaml"
     params:
-        code=code_version("lm/training/lr_tuning.py"),
+        code=code_version("lr-tuning"),
     shell:
         "lm lr-tuning --out results/lr_tuning 2>&1 | tee {log:q}"
 

@@ -1,0 +1,83 @@
+"""Code versions from the import graph, blind to comments and docstrings (lm.codeversion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lm.codeversion import (
+    code_fingerprint,
+    code_version,
+    command_modules,
+    direct_imports,
+    module_closure,
+)
+
+
+def make_package(root: Path, files: dict[str, str]) -> Path:
+    """A fake `lm` package under ``root`` from {relative path: source}."""
+    pkg = root / "lm"
+    for rel, text in files.items():
+        path = pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return pkg
+
+
+FILES = {
+    "__init__.py": '_EXPORTS = {"Thing": "lm.things"}\n',
+    "cli.py": "import argparse\n",
+    "things.py": '"""Things."""\nfrom lm.util import helper\n\nThing = helper\n',
+    "util.py": "def helper():\n    from .deep import value  # lazy, inside a function\n    return value\n",
+    "deep.py": "value = 1\n",
+    "unrelated.py": "x = 2\n",
+    "stage/__init__.py": '_EXPORTS = {"run": "lm.stage.runner"}\n',
+    "stage/runner.py": "from lm import Thing\n\ndef run():\n    return Thing\n",
+    "stage/cli.py": "def main():\n    from lm.stage import run\n    return run()\n",
+}
+
+
+def test_closure_follows_lazy_exports_relative_and_function_level_imports(tmp_path):
+    pkg = make_package(tmp_path, FILES)
+    assert module_closure(["lm.stage.cli"], pkg) == [
+        "lm", "lm.deep", "lm.stage", "lm.stage.cli", "lm.stage.runner", "lm.things", "lm.util",
+    ]  # fmt: skip
+    assert direct_imports("lm.util", pkg) == {"lm", "lm.deep"}
+    with pytest.raises(ValueError, match="no module lm.nope"):
+        module_closure(["lm.nope"], pkg)
+
+
+def test_version_ignores_docs_and_comments_but_not_code(tmp_path):
+    pkg = make_package(tmp_path, FILES)
+    before = code_version(["lm.stage.cli"], pkg)
+    deep = pkg / "deep.py"
+    deep.write_text('"""The deep value."""\n# a comment\nvalue = (\n    1\n)\n')
+    assert code_version(["lm.stage.cli"], pkg) == before
+    (pkg / "unrelated.py").write_text("x = 3\n")
+    assert code_version(["lm.stage.cli"], pkg) == before
+    deep.write_text("value = 2\n")
+    assert code_version(["lm.stage.cli"], pkg) != before
+
+
+def test_fingerprint_strips_docstrings_of_functions_and_classes_only(tmp_path):
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('def f():\n    """Doc."""\n    return "text"\n\nclass K:\n    """Doc."""\n')
+    b.write_text('def f():\n    return "text"  # same code\n\nclass K:\n    pass\n')
+    c.write_text('def f():\n    return "other"\n\nclass K:\n    pass\n')
+    assert code_fingerprint(a) == code_fingerprint(b) != code_fingerprint(c)
+
+
+def test_real_commands_cover_the_modules_they_run():
+    train = module_closure(command_modules("train"))
+    assert {"lm.training.loop", "lm.training.checkpoint", "lm.model.transformer"} <= set(train)
+    assert not any(m.startswith("lm.tokenizer") for m in train)
+    bpe = module_closure(command_modules("train-bpe"))
+    assert {"lm.tokenizer.bpe", "lm.tokenizer.pretokenize", "lm.tokenizer.serialization"} <= set(
+        bpe
+    )
+    assert not any(m.startswith(("lm.model", "lm.training")) for m in bpe)
+    evaluate = module_closure(command_modules("evaluate"))
+    assert {"lm.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
+    with pytest.raises(ValueError, match="no lm command 'nope'"):
+        command_modules("nope")

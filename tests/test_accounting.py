@@ -100,6 +100,7 @@ def test_handout_formula_symbols_match_its_terms():
     )
 
 
+@pytest.mark.slow
 def test_cli_writes_the_four_reports(tmp_path, capsys):
     presets = tmp_path / "config.yaml"
     presets.write_text(

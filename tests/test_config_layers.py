@@ -145,6 +145,7 @@ def test_configfile_url_replaces_a_path_split(tmp_path, http_dir):
     assert fetched.read_bytes() == (served / "valid.txt").read_bytes()
 
 
+@pytest.mark.slow
 def test_configfile_with_an_unknown_dataset_key_is_named(tmp_path):
     root = copy_checkout(tmp_path / "repo")
     (root / "local.yaml").write_text(
@@ -156,6 +157,7 @@ def test_configfile_with_an_unknown_dataset_key_is_named(tmp_path):
     assert "config error at `datasets.owt`" in out and "'trian' was unexpected" in out
 
 
+@pytest.mark.slow
 def test_config_on_the_command_line_is_a_layer_too(tmp_path):
     root = copy_checkout(tmp_path / "repo")
     proc = snakemake(

@@ -241,6 +241,7 @@ def test_meta_device_and_dtype():
 @pytest.mark.filterwarnings(
     "ignore::DeprecationWarning"
 )  # torch.jit internals, inside torch.compile
+@pytest.mark.slow
 def test_torch_compile_fullgraph_forward_and_backward():
     """Inductor on the sdpa path (a ~20 s cold compile); the reference path traced whole."""
     torch._dynamo.reset()

@@ -86,6 +86,7 @@ def snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd", SNAKEMAKE)
 def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
     why = illustrative(cmd)
@@ -116,6 +117,7 @@ def tiny_checkout(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_plain_snakemake_runs_without_cores(tmp_path):
     """`snakemake TARGET` with no flag: the default profile supplies the cores."""
     root = tiny_checkout(tmp_path / "repo")
@@ -127,6 +129,7 @@ def test_a_plain_snakemake_runs_without_cores(tmp_path):
     assert (root / "results/demo/raw/valid.stats.json").is_file()
 
 
+@pytest.mark.slow
 def test_snakefile_given_with_s_from_another_directory(tmp_path):
     """`snakemake -s path/to/Snakefile TARGET` from elsewhere: same profile, results in the cwd."""
     root = tiny_checkout(tmp_path / "repo")

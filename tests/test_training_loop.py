@@ -134,6 +134,7 @@ def _cli(out, cfg_path, tokens):
     ]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
     # checkpoint_every is not a multiple of log_every: the partial log window must survive too
     cfg = _run("r", steps=400, checkpoint_every=45, log_every=10, eval_every=50)

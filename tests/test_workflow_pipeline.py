@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from conftest import Workflow, tiny_config
 
+pytestmark = pytest.mark.slow
+
 
 def pipeline_config() -> dict:
     cfg = tiny_config(demo=40)

@@ -184,7 +184,7 @@ def load_tokenizer(tokenizer_dir: str | os.PathLike):
 
 def _model_and_tokenizer(args, config):
     from lm.evaluate import load_run
-    from lm.training.loop import pick_device
+    from lm.runtime import pick_device
 
     tok_dir = Path(args.tokenizer) if args.tokenizer else tokenizer_dir_for_run(args.run, config)
     tokenizer = load_tokenizer(tok_dir)
@@ -214,8 +214,8 @@ def _check_sampling(args) -> None:
 def _evaluate(args) -> int:
     from lm.evaluate import evaluate, load_run, read_run
     from lm.io import write_json
+    from lm.runtime import pick_device
     from lm.training.data import open_tokens
-    from lm.training.loop import pick_device
 
     config, result = read_run(args.run)
     status = (result or {}).get("status", "unfinished")

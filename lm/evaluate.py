@@ -169,13 +169,13 @@ def load_run(
     """The trained model of a run: built from ``RUN/config.json``, weights from
     ``checkpoint`` (default ``RUN/checkpoints/final.pt``), on ``device``, in eval mode.
     Returns ``(model, config, checkpoint_step)``."""
+    from lm.model.config import ModelConfig
     from lm.training.checkpoint import read_checkpoint, restore
-    from lm.training.loop import build_model
 
     config, _ = read_run(run_dir)
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     payload = read_checkpoint(path, map_location="cpu")
-    model = build_model(config["model"])
+    model = ModelConfig.from_dict(config["model"], where=f"{run_dir}/config.json model").build()
     step = restore(payload, model, None, name=str(path))
     model.to(device)
     model.eval()

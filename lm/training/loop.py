@@ -36,7 +36,9 @@ import torch
 
 from lm.errors import LMError
 from lm.io import atomic_open, peak_rss_mb, write_json
+from lm.model.config import ModelConfig
 from lm.progress import progress_bar
+from lm.runtime import autocast_dtype, pick_device
 from lm.training import checkpoint as ckpt
 from lm.training.config import resume_differences
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
@@ -50,50 +52,9 @@ PHASES = ("data", "compute", "log", "eval", "checkpoint")
 # ---------------------------------------------------------------------------- pieces
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is checked for availability."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LMError(
-            f"training.device is {name!r} but CUDA is not available here; set training.device: auto or cpu"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise LMError(
-            f"training.device is {name!r} but MPS is not available here; set training.device: auto or cpu"
-        )
-    return device
-
-
-def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a run: ``auto`` is bf16 on CUDA and full float32 elsewhere."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"float32": None, "bfloat16": torch.bfloat16}[dtype]
-
-
 def build_model(model_cfg: dict) -> torch.nn.Module:
-    """The TransformerLM a resolved ``model`` section describes."""
-    from lm.model import TransformerLM
-
-    return TransformerLM(
-        vocab_size=model_cfg["vocab_size"],
-        context_length=model_cfg["context_length"],
-        d_model=model_cfg["d_model"],
-        num_layers=model_cfg["num_layers"],
-        num_heads=model_cfg["num_heads"],
-        d_ff=model_cfg["d_ff"],
-        rope_theta=model_cfg["rope_theta"],
-        norm=model_cfg["norm"],
-        position=model_cfg["position"],
-        ffn=model_cfg["ffn"],
-        attention=model_cfg["attention"],
-    )
+    """The TransformerLM a resolved ``model`` section describes (through :class:`ModelConfig`)."""
+    return ModelConfig.from_dict(model_cfg, where="the run's model").build()
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

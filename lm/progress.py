@@ -168,10 +168,11 @@ class LogProgress(_Reporter):
             return
         self._closed = True
         if self.n != self._last_n or self.postfix != self._last_postfix:
-            self._emit(self.clock())
+            self._emit(self.clock(), final=True)
 
-    def line(self, now: float) -> str:
-        """The line describing the state at time ``now``."""
+    def line(self, now: float, final: bool = False) -> str:
+        """The line describing the state at time ``now`` (``final``: the work has ended,
+        possibly short of the total, so no ETA)."""
         elapsed = now - self.start
         done = self.n - self.initial
         rate = done / elapsed if elapsed > 0 and done > 0 else None
@@ -185,14 +186,14 @@ class LogProgress(_Reporter):
         if rate is not None:
             parts.append(f"{self._amount(rate, rate=True)}{unit}/s")
         parts.append(f"elapsed {format_duration(elapsed)}")
-        if self.total and rate is not None and self.n < self.total:
+        if self.total and rate is not None and self.n < self.total and not final:
             parts.append(f"ETA {format_duration((self.total - self.n) / rate)}")
         for key, value in self.postfix.items():
             parts.append(f"{key} {value}")
         return time.strftime("%H:%M:%S ") + " | ".join(parts)
 
-    def _emit(self, now: float) -> None:
-        print(self.line(now), file=self.file or sys.stderr, flush=True)
+    def _emit(self, now: float, final: bool = False) -> None:
+        print(self.line(now, final), file=self.file or sys.stderr, flush=True)
         self._last_t, self._last_n, self._last_postfix = now, self.n, dict(self.postfix)
 
     def _amount(self, x: float, rate: bool = False) -> str:

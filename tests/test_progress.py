@@ -68,6 +68,14 @@ def test_close_writes_the_final_state_once():
     assert len(lines(buf)) == 2
 
 
+def test_work_that_ends_short_of_its_total_gets_no_eta_at_the_end():
+    clock, buf = Clock(), io.StringIO()
+    with LogProgress(100, "merge", "merges", file=buf, clock=clock) as p:
+        clock.t = 1.0
+        p.update(60)  # BPE ran out of pairs
+    assert "60/100 merges (60.0%)" in lines(buf)[-1] and "ETA" not in lines(buf)[-1]
+
+
 @pytest.mark.parametrize(
     "mode, tty, kind",
     [

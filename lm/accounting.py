@@ -24,7 +24,7 @@ from typing import Any
 
 from lm.errors import LMError
 from lm.model.config import ModelConfig, load_presets, preset_config
-from lm.model.ffn import silu_ffn_width
+from lm.model.variants import silu_ffn_width
 
 BYTES_FP32 = 4
 GB = 1e9

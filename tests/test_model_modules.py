@@ -21,7 +21,7 @@ from lm.model import (
     silu,
     softmax,
 )
-from lm.model.ffn import silu_ffn_width
+from lm.model.variants import silu_ffn_width
 
 
 @pytest.fixture(autouse=True)

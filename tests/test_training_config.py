@@ -234,3 +234,20 @@ def test_run_resources(cfg):
     assert run_resources(big)["gpu"] == 1
     big["resources"] = {"mem_mb": 1234}
     assert run_resources(big)["mem_mb"] == 1234  # declared wins
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"ffn": "silu"}, {"norm": "none"}, {"ffn": "silu", "d_ff": 2048, "norm": "post"}],
+)
+def test_resource_estimate_counts_the_parameters_the_model_has(variant):
+    """The memory estimate's parameter count is the built model's (it counted the SiLU FFN
+    at 2·d·d_ff while the model builds it 3/2 wider)."""
+    from lm.model.config import ModelConfig
+    from lm.training.config import count_params
+
+    model = {"vocab_size": 1000, "context_length": 64, "d_model": 64, "num_layers": 2,
+             "num_heads": 4, "d_ff": 176, "rope_theta": 10000.0, "norm": "pre",
+             "position": "rope", "attention": "sdpa", "ffn": "swiglu", **variant}  # fmt: skip
+    built = ModelConfig.from_dict(model).build(device="meta")
+    assert count_params(model) == sum(p.numel() for p in built.parameters())

@@ -29,14 +29,6 @@ class SwiGLU(nn.Module):
         return self.w2(silu(self.w1(x)) * self.w3(x))
 
 
-def silu_ffn_width(swiglu_d_ff: int) -> int:
-    """The hidden width of a SiLU FFN with as many parameters as a SwiGLU of ``swiglu_d_ff``.
-
-    Two matrices of width 3/2·d_ff hold what three of width d_ff do (exactly, for even d_ff).
-    """
-    return (3 * swiglu_d_ff) // 2
-
-
 class SiLUFFN(nn.Module):
     """``w2(silu(w1 x))``: the ungated FFN of the SwiGLU-vs-SiLU ablation.
 

@@ -26,11 +26,11 @@ from torch import nn
 from lm.errors import LMError
 from lm.model.attention import KVCache, MultiHeadSelfAttention
 from lm.model.embedding import Embedding
-from lm.model.ffn import SiLUFFN, SwiGLU, silu_ffn_width
+from lm.model.ffn import SiLUFFN, SwiGLU
 from lm.model.linear import Linear
 from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
-from lm.model.variants import VARIANTS
+from lm.model.variants import VARIANTS, silu_ffn_width
 
 
 class ContextLengthError(LMError, ValueError):

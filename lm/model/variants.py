@@ -17,3 +17,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "attention": ATTENTION_KINDS,
 }
 DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}
+
+
+def silu_ffn_width(swiglu_d_ff: int) -> int:
+    """The hidden width of a SiLU FFN with as many parameters as a SwiGLU of ``swiglu_d_ff``.
+
+    Two matrices of width 3/2·d_ff hold what three of width d_ff do (exactly, for even d_ff).
+    """
+    return (3 * swiglu_d_ff) // 2

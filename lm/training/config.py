@@ -669,13 +669,12 @@ def resolve_runs(cfg: dict) -> dict[str, dict]:
 
 
 def count_params(model: dict) -> int:
-    """Parameter count of the TransformerLM a resolved ``model`` section describes."""
-    d, ff, layers, vocab = model["d_model"], model["d_ff"], model["num_layers"], model["vocab_size"]
-    ffn_mats = 3 if model.get("ffn", "swiglu") == "swiglu" else 2
-    norms = 0 if model.get("norm", "pre") == "none" else 2 * d
-    per_layer = 4 * d * d + ffn_mats * d * ff + norms
-    final_norm = 0 if model.get("norm", "pre") == "none" else d
-    return 2 * vocab * d + layers * per_layer + final_norm
+    """Parameter count of the TransformerLM a resolved ``model`` section describes: the
+    accounting's count (checked there against the built model), not a second formula."""
+    from lm.accounting import parameter_counts
+    from lm.model.config import ModelConfig
+
+    return parameter_counts(ModelConfig.from_dict(model, where="the run's model"))["total"]
 
 
 def run_resources(run_cfg: dict) -> dict:

@@ -251,3 +251,21 @@ def test_resource_estimate_counts_the_parameters_the_model_has(variant):
              "position": "rope", "attention": "sdpa", "ffn": "swiglu", **variant}  # fmt: skip
     built = ModelConfig.from_dict(model).build(device="meta")
     assert count_params(model) == sum(p.numel() for p in built.parameters())
+
+
+def test_schema_variants_are_the_models():
+    """The config schema lists each variant's choices once, and they are the model's."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from lm.model.variants import VARIANTS
+
+    path = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    text = path.read_text()
+    defs = yaml.safe_load(text)["$defs"]
+    for name, choices in VARIANTS.items():
+        assert defs[f"variant_{name}"]["enum"] == list(choices), name
+        # every use refers to the one definition
+        assert not re.search(rf"(?<!variant_){name}: {{enum:", text), name

@@ -5,10 +5,10 @@
 
 A randomly initialised ``TransformerLM`` (vocab 10000, context 256, d_model 512, 4 layers,
 16 heads, d_ff 1344) continues a short random prompt greedily for ``--new-tokens`` tokens,
-once through ``lm.generate`` with the KV cache (one position per new token) and once
+once through ``lm.inference.generate`` with the KV cache (one position per new token) and once
 without (a forward over the whole window per token). The prompt plus the new tokens may
 pass the context (8 + 256 > 256 by default): the last steps then slide the window, which
-costs a full-window forward in both modes (see ``lm/generate.py``), and are timed too.
+costs a full-window forward in both modes (see ``lm/inference/generate.py``), and are timed too.
 
 Repeats are interleaved (cached, uncached, then the other order the next round) so that
 load from other processes hits both alike; each mode's best time is reported. Both modes
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from lm.generate import generate
+from lm.inference.generate import generate
 from lm.io import write_json
 from lm.model import TransformerLM
 from lm.model.config import DEFAULT_PRESETS

@@ -19,7 +19,7 @@ STAGES = [
     "lm.tokenizer.encode_cli",
     "lm.model.cli",
     "lm.training.cli",
-    "lm.eval_cli",
+    "lm.inference.cli",
     "lm.codeversion",
 ]
 

@@ -78,6 +78,6 @@ def test_real_commands_cover_the_modules_they_run():
     )
     assert not any(m.startswith(("lm.model", "lm.training")) for m in bpe)
     evaluate = module_closure(command_modules("evaluate"))
-    assert {"lm.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
+    assert {"lm.inference.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
     with pytest.raises(ValueError, match="no lm command 'nope'"):
         command_modules("nope")

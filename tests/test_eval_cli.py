@@ -11,8 +11,9 @@ import torch
 
 from lm.cli import main
 from lm.data.demo import write_corpus
-from lm.evaluate import evaluate, load_run
-from lm.generate import generate
+from lm.inference.evaluate import evaluate
+from lm.inference.generate import generate
+from lm.inference.run import load_run
 from lm.tokenizer import Tokenizer
 from lm.tokenizer.train_cli import train_to_dir
 from lm.training.config import resolve_run

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lm.errors import LMError
-from lm.evaluate import evaluate
+from lm.inference.evaluate import evaluate
 from lm.model import TransformerLM
 
 VOCAB, CONTEXT = 50, 8

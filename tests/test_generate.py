@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lm.errors import LMError
-from lm.generate import (
+from lm.inference.generate import (
     NonFiniteLogitsError,
     generate,
     iter_generate,

@@ -8,7 +8,6 @@ They take a run directory written by ``lm train`` (``config.json``, ``result.jso
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -17,8 +16,6 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.progress import add_progress_argument
-
-DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
 
 
 def register(subparsers) -> None:
@@ -139,7 +136,7 @@ def _threads(n: int | None):
 
 
 def _checkpoint(args) -> Path:
-    from lm.evaluate import default_checkpoint
+    from lm.inference.run import default_checkpoint
 
     return Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.run)
 
@@ -152,42 +149,12 @@ def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
 
-def tokenizer_dir_for_run(run_dir: str | os.PathLike, config: dict) -> Path:
-    """``RUN/../../{dataset}/tokenizer``: where the pipeline keeps the run's tokenizer."""
-    dataset = config.get("dataset")
-    if not dataset:
-        raise LMError(
-            f"{run_dir}/config.json names no dataset, so its tokenizer cannot be found; pass --tokenizer DIR"
-        )
-    return Path(run_dir).parent.parent / dataset / "tokenizer"
-
-
-def load_tokenizer(tokenizer_dir: str | os.PathLike):
-    """The tokenizer of a directory, with the special tokens its stats.json lists
-    (``<|endoftext|>`` when it lists none)."""
-    from lm.tokenizer import Tokenizer
-
-    tokenizer_dir = Path(tokenizer_dir)
-    if not (tokenizer_dir / "vocab.json").is_file():
-        raise LMError(
-            f"no tokenizer at {tokenizer_dir} (vocab.json missing); train it (lm train-bpe) or pass --tokenizer DIR"
-        )
-    special = DEFAULT_SPECIAL_TOKENS
-    stats = tokenizer_dir / "stats.json"
-    if stats.is_file():
-        with contextlib.suppress(json.JSONDecodeError, OSError):
-            listed = json.loads(stats.read_text(encoding="utf-8")).get("special_tokens")
-            if isinstance(listed, list) and all(isinstance(s, str) for s in listed):
-                special = listed
-    return Tokenizer.from_dir(tokenizer_dir, special)
-
-
 def _model_and_tokenizer(args, config):
-    from lm.evaluate import load_run
+    from lm.inference.run import load_run, load_run_tokenizer, tokenizer_dir_for_run
     from lm.runtime import pick_device
 
     tok_dir = Path(args.tokenizer) if args.tokenizer else tokenizer_dir_for_run(args.run, config)
-    tokenizer = load_tokenizer(tok_dir)
+    tokenizer = load_run_tokenizer(tok_dir)
     vocab = config["model"]["vocab_size"]
     if tokenizer.vocab_size > vocab:
         raise LMError(
@@ -212,7 +179,8 @@ def _check_sampling(args) -> None:
 
 
 def _evaluate(args) -> int:
-    from lm.evaluate import evaluate, load_run, read_run
+    from lm.inference.evaluate import evaluate
+    from lm.inference.run import load_run, read_run
     from lm.io import write_json
     from lm.runtime import pick_device
     from lm.training.data import open_tokens
@@ -299,8 +267,8 @@ def _advise_sequential(tokens) -> None:
 
 
 def _generate(args) -> int:
-    from lm.evaluate import read_run
-    from lm.generate import iter_generate, stream_text
+    from lm.inference.generate import iter_generate, stream_text
+    from lm.inference.run import read_run
 
     _check_sampling(args)
     config, _ = read_run(args.run)
@@ -350,108 +318,10 @@ def _generate(args) -> int:
 # ---------------------------------------------------------------------------- lm samples
 
 
-def parse_prompts(value: str) -> list[str]:
-    """``--prompts``: a JSON list of strings, or the path of a file holding one."""
-    path = Path(value)
-    source = "--prompts"
-    text = value
-    with contextlib.suppress(OSError, ValueError):
-        if path.is_file():
-            text, source = path.read_text(encoding="utf-8"), str(path)
-    try:
-        prompts = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LMError(
-            f"{source} is neither a JSON list of strings nor a file holding one ({e}); "
-            "pass e.g. --prompts '[\"Once upon a time\"]'"
-        ) from None
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        raise LMError(
-            f"{source} must be a JSON list of strings, got {type(prompts).__name__}"
-            + (" holding non-strings" if isinstance(prompts, list) else "")
-            + '; pass e.g. --prompts \'["Once upon a time", "The dog"]\''
-        )
-    if not prompts:
-        raise LMError(f"{source} is an empty list; give at least one prompt")
-    if any(not p for p in prompts):
-        raise LMError(f"{source} holds an empty prompt; every prompt needs some text to continue")
-    return prompts
-
-
-def _longest_backtick_run(text: str) -> int:
-    longest = run = 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    return longest
-
-
-def _fence(text: str) -> str:
-    """A code fence longer than any run of backticks in ``text``."""
-    return "`" * max(3, _longest_backtick_run(text) + 1)
-
-
-def _code_span(text: str) -> str:
-    """``text`` as one line of inline code, whatever backticks it holds."""
-    text = " ".join(text.splitlines())
-    ticks = "`" * (_longest_backtick_run(text) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{ticks}{pad}{text}{pad}{ticks}"
-
-
-def render_samples_md(record: dict) -> str:
-    """The Markdown page of a samples record (as ``lm samples`` writes to samples.json)."""
-    s = record["settings"]
-    lines = [
-        f"# Samples: {record['run']}",
-        "",
-        f"- run: `{record['run_dir']}` (status: {record['status']})",
-    ]
-    if record.get("checkpoint_step") is not None:
-        lines.append(f"- checkpoint: `{record['checkpoint']}` (step {record['checkpoint_step']})")
-    else:
-        lines.append(f"- checkpoint: `{record['checkpoint']}`")
-    if record.get("tokenizer"):
-        lines.append(f"- tokenizer: `{record['tokenizer']}`")
-    decoding = (
-        "greedy (temperature 0)"
-        if s["temperature"] == 0
-        else f"temperature {s['temperature']:g}, top-p {s['top_p']:g}"
-    )
-    lines.append(
-        f"- settings: {decoding}, at most {s['max_new_tokens']} new tokens, seed {s['seed']} "
-        f"(each prompt starts from this seed), stop at {', '.join(s['stop_tokens']) or 'nothing'}"
-    )
-    if record.get("note"):
-        lines += ["", f"**{record['note']}**"]
-    for k, sample in enumerate(record["samples"], 1):
-        text = sample["prompt"] + sample["completion"]
-        fence = _fence(text)
-        ended = (
-            "stopped at a special token"
-            if sample["stopped"] == "special_token"
-            else "reached max new tokens"
-        )
-        lines += [
-            "",
-            f"## Sample {k}",
-            "",
-            f"Prompt: {_code_span(sample['prompt'])} ({sample['prompt_tokens']} tokens)",
-            "",
-            f"{fence}text",
-            text,
-            fence,
-            "",
-            f"*{sample['new_tokens']} new tokens, {ended}.*",
-        ]
-    if not record["samples"] and not record.get("note"):
-        lines += ["", "No samples."]
-    return "\n".join(lines) + "\n"
-
-
 def _samples(args) -> int:
-    from lm.evaluate import read_run
-    from lm.generate import NonFiniteLogitsError, generate
+    from lm.inference.generate import NonFiniteLogitsError, generate
+    from lm.inference.run import read_run
+    from lm.inference.samples import parse_prompts, render_samples_md
     from lm.io import write_json, write_text
 
     prompts = parse_prompts(args.prompts)

@@ -671,7 +671,7 @@ def resolve_runs(cfg: dict) -> dict[str, dict]:
 def count_params(model: dict) -> int:
     """Parameter count of the TransformerLM a resolved ``model`` section describes: the
     accounting's count (checked there against the built model), not a second formula."""
-    from lm.accounting import parameter_counts
+    from lm.accounting.formulas import parameter_counts
     from lm.model.config import ModelConfig
 
     return parameter_counts(ModelConfig.from_dict(model, where="the run's model"))["total"]

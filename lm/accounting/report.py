@@ -1,332 +1,40 @@
-"""Resource accounting of ``TransformerLM``: parameters, FLOPs, memory and training time.
-
-The CS336 assignment-1 problems ``transformer_accounting`` and ``adamwAccounting``, worked
-out in code for any model preset, checked against the model itself:
-
-- parameter counts against ``sum(p.numel())`` of the model built on the ``meta`` device,
-- forward matmul FLOPs against ``torch.utils.flop_counter.FlopCounterMode`` on meta tensors,
-- activation memory against what autograd actually keeps for backward (a saved-tensor
-  hook summing unique storages) on a small shape.
-
-``write_reports(out_dir, presets)`` writes ``transformer.md``/``.json`` and ``adamw.md``/
-``.json``; ``lm accounting`` is its command line. Counting conventions: a matmul of an
-``m×n`` by an ``n×p`` matrix costs ``2mnp`` FLOPs; only matmuls are counted (norms,
-softmax, RoPE and the like are O(tokens·d) or O(tokens·T) elementwise work, a few percent
-at most); memory is float32 (4 bytes); GB is 10⁹ bytes.
+"""The accounting reports (CS336 ``transformer_accounting`` and ``adamwAccounting``):
+the numbers of each preset in JSON, their Markdown rendering, and generated findings.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lm.errors import LMError
+from lm.accounting.checks import (
+    check_reports,
+    count_forward_flops_with_torch,
+    count_parameters_of_model,
+    measured_activation_check,
+)
+from lm.accounting.formulas import (
+    ADAMW_FLOPS_PER_PARAMETER,
+    BYTES_FP32,
+    CONVENTIONS,
+    GB,
+    GROUPS,
+    activation_floats,
+    activation_formula,
+    activation_terms,
+    adamw_memory,
+    adamw_step_flops,
+    flop_totals,
+    forward_matmuls,
+    implementation_saved_floats,
+    largest_batch,
+    parameter_counts,
+    training_days,
+)
 from lm.model.config import ModelConfig, load_presets, preset_config
-from lm.model.variants import silu_ffn_width
 
-BYTES_FP32 = 4
-GB = 1e9
 DEFAULT_MODELS = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl")
-ADAMW_FLOPS_PER_PARAMETER = 14  # see adamw_step_flops
-GROUPS = ("attention projections", "attention scores", "FFN", "LM head")
-
-
-# ============================================================================ parameters
-
-
-def ffn_width(cfg: ModelConfig) -> int:
-    """The FFN's hidden width as built (SiLU uses 3/2·d_ff to match SwiGLU's size)."""
-    return cfg.d_ff if cfg.ffn == "swiglu" else silu_ffn_width(cfg.d_ff)
-
-
-def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Trainable parameters by component (per layer and in total)."""
-    d, f, V, L = cfg.d_model, ffn_width(cfg), cfg.vocab_size, cfg.num_layers
-    attention = 4 * d * d  # q, k, v, output projections
-    ffn = (3 if cfg.ffn == "swiglu" else 2) * d * f
-    norms = 2 * d if cfg.norm != "none" else 0
-    counts = {
-        "token_embeddings": V * d,
-        "attention_per_layer": attention,
-        "ffn_per_layer": ffn,
-        "norms_per_layer": norms,
-        "attention": L * attention,
-        "ffn": L * ffn,
-        "norms": L * norms,
-        "final_norm": d if cfg.norm != "none" else 0,
-        "lm_head": V * d,
-    }
-    counts["total"] = sum(
-        counts[k]
-        for k in ("token_embeddings", "attention", "ffn", "norms", "final_norm", "lm_head")
-    )
-    return counts
-
-
-def count_parameters_of_model(cfg: ModelConfig) -> int:
-    """``sum(p.numel())`` of the ``TransformerLM`` built on the meta device (allocates nothing)."""
-    return sum(p.numel() for p in cfg.build(device="meta").parameters())
-
-
-# ============================================================================ FLOPs
-
-
-def forward_matmuls(
-    cfg: ModelConfig, batch: int = 1, seq_len: int | None = None
-) -> list[dict[str, Any]]:
-    """Every matrix multiply of one forward pass: ``(m×n)·(n×p)`` done ``instances`` times
-    per layer (or once), FLOPs ``2·m·n·p·instances·count``."""
-    T = seq_len or cfg.context_length
-    B, d, h, dk, f, V, L = (
-        batch,
-        cfg.d_model,
-        cfg.num_heads,
-        cfg.d_head,
-        ffn_width(cfg),
-        cfg.vocab_size,
-        cfg.num_layers,
-    )
-    BT = B * T
-
-    def mm(name, group, m, n, p, instances=1, per="layer", what=""):
-        count = L if per == "layer" else 1
-        return {
-            "name": name,
-            "group": group,
-            "per": per,
-            "m": m,
-            "n": n,
-            "p": p,
-            "instances": instances,
-            "count": count,
-            "shape": f"({m}×{n})·({n}×{p})" + (f" ×{instances}" if instances > 1 else ""),
-            "what": what,
-            "flops": 2 * m * n * p * instances * count,
-        }
-
-    rows = [
-        mm("Q projection", "attention projections", BT, d, d, what="x W_Qᵀ"),
-        mm("K projection", "attention projections", BT, d, d, what="x W_Kᵀ"),
-        mm("V projection", "attention projections", BT, d, d, what="x W_Vᵀ"),
-        mm("QKᵀ scores", "attention scores", T, dk, T, B * h, what="per head, Q Kᵀ"),
-        mm("weighted sum of V", "attention scores", T, T, dk, B * h, what="per head, softmax(·) V"),
-        mm("output projection", "attention projections", BT, d, d, what="heads W_Oᵀ"),
-        mm("FFN W1", "FFN", BT, d, f, what="x W1ᵀ"),
-    ]
-    if cfg.ffn == "swiglu":
-        rows.append(mm("FFN W3", "FFN", BT, d, f, what="x W3ᵀ"))
-    rows.append(mm("FFN W2", "FFN", BT, f, d, what="(·) W2ᵀ"))
-    rows.append(mm("LM head", "LM head", BT, d, V, per="model", what="x W_headᵀ"))
-    return rows
-
-
-def flop_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    total = sum(r["flops"] for r in rows)
-    groups = {g: sum(r["flops"] for r in rows if r["group"] == g) for g in GROUPS}
-    return {
-        "total": total,
-        "by_group": groups,
-        "share_by_group": {g: v / total for g, v in groups.items()},
-        "share_by_matmul": {r["name"]: r["flops"] / total for r in rows},
-    }
-
-
-def count_forward_flops_with_torch(
-    cfg: ModelConfig, batch: int = 1, seq_len: int | None = None
-) -> int:
-    """FLOPs that ``FlopCounterMode`` counts for a forward pass of the model on meta tensors."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    T = seq_len or cfg.context_length
-    model = cfg.build(device="meta")
-    token_ids = torch.zeros(batch, T, dtype=torch.long, device="meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(token_ids)
-    return int(counter.get_total_flops())
-
-
-# ============================================================================ activations
-
-
-def activation_terms(
-    cfg: ModelConfig, batch: int = 1, seq_len: int | None = None
-) -> list[dict[str, Any]]:
-    """The CS336 handout's activation list: each op keeps its output (floats), for ``batch``
-    sequences of ``seq_len`` tokens. ``per`` is ``layer`` (times num_layers) or ``model``."""
-    T = seq_len or cfg.context_length
-    B, d, h, f, V = batch, cfg.d_model, cfg.num_heads, ffn_width(cfg), cfg.vocab_size
-    norms = cfg.norm != "none"
-    terms = []
-
-    def term(item, symbol, floats, per="layer"):
-        terms.append({"item": item, "symbol": symbol, "floats": floats, "per": per})
-
-    if norms:
-        term("RMSNorms (2)", "2·B·T·d", 2 * B * T * d)
-    term("Q, K, V projections", "3·B·T·d", 3 * B * T * d)
-    term("QKᵀ scores", "B·h·T²", B * h * T * T)
-    term("softmax", "B·h·T²", B * h * T * T)
-    term("weighted sum of values", "B·T·d", B * T * d)
-    term("output projection", "B·T·d", B * T * d)
-    if cfg.ffn == "swiglu":
-        term("W1 and W3 matmuls", "2·B·T·d_ff", 2 * B * T * f)
-        term("SiLU", "B·T·d_ff", B * T * f)
-        term("elementwise product", "B·T·d_ff", B * T * f)
-    else:
-        term("W1 matmul", "B·T·d_ff'", B * T * f)
-        term("SiLU", "B·T·d_ff'", B * T * f)
-    term("W2 matmul", "B·T·d", B * T * d)
-    if norms:
-        term("final RMSNorm", "B·T·d", B * T * d, "model")
-    term("output embedding (logits)", "B·T·V", B * T * V, "model")
-    term("cross-entropy (softmax of logits)", "B·T·V", B * T * V, "model")
-    return terms
-
-
-def activation_floats(cfg: ModelConfig, batch: int = 1, seq_len: int | None = None) -> int:
-    """Handout convention, whole model: Σ per-layer terms · num_layers + model terms."""
-    terms = activation_terms(cfg, batch, seq_len)
-    return sum(t["floats"] * (cfg.num_layers if t["per"] == "layer" else 1) for t in terms)
-
-
-def activation_formula(cfg: ModelConfig) -> str:
-    """The handout activation count as a symbolic formula (floats) for this variant."""
-    c_d = (2 if cfg.norm != "none" else 0) + 3 + 1 + 1 + 1
-    c_f = 4 if cfg.ffn == "swiglu" else 2
-    f = "d_ff" if cfg.ffn == "swiglu" else "d_ff'"
-    final = "T·d + " if cfg.norm != "none" else ""
-    return f"B · [ L · ({c_d}·T·d + {c_f}·T·{f} + 2·h·T²) + {final}2·T·V ]"
-
-
-def implementation_saved_floats(
-    cfg: ModelConfig, batch: int, seq_len: int | None = None
-) -> dict[str, int] | None:
-    """Floats this implementation keeps for backward (forward + F.cross_entropy), derived by
-    hand from the code for pre-norm models; ``None`` for other norms (measure those).
-
-    Per layer: each RMSNorm keeps its input, 1/rms, x/rms and (via the next matmul) its
-    output: 3·T·d + T. Attention keeps Q and K (after RoPE) and V; the reference path
-    also keeps exp(scores − max) (h·T²), its row sums (h·T) and the probabilities (h·T²);
-    the sdpa path keeps its output and a log-sum-exp (h·T) instead. The re-joined heads
-    (T·d) feed the output projection. SwiGLU keeps W1's output, its sigmoid, the SiLU,
-    W3's output and the product (5·T·d_ff); the SiLU FFN keeps W1's output, its sigmoid
-    and the SiLU (3·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
-    log-softmax of the logits (T·V) plus a scalar.
-    """
-    if cfg.norm != "pre":
-        return None
-    T = seq_len or cfg.context_length
-    B, d, h, f, V = batch, cfg.d_model, cfg.num_heads, ffn_width(cfg), cfg.vocab_size
-    norms = 2 * (3 * T * d + T)
-    ffn = (5 if cfg.ffn == "swiglu" else 3) * T * f
-    qkv_heads = 3 * T * d + T * d
-    if cfg.attention == "reference":
-        attention = qkv_heads + 2 * h * T * T + h * T
-    else:
-        attention = qkv_heads + T * d + h * T  # + output of sdpa, log-sum-exp
-    per_layer = B * (norms + attention + ffn)
-    rest = B * (3 * T * d + T + T * V) + 1
-    return {"per_layer": per_layer, "rest": rest, "total": cfg.num_layers * per_layer + rest}
-
-
-def measure_saved_tensors(model, batch: int, seq_len: int) -> dict[str, int]:
-    """Bytes autograd keeps for backward in ``cross_entropy(model(ids), targets)``: the unique
-    storages packed by ``saved_tensors_hooks`` that are still alive after the forward pass,
-    parameters and buffers excluded. Floating-point and other (ids, masks) apart."""
-    import weakref
-
-    import torch
-    import torch.nn.functional as F
-
-    skip = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    packed: list[tuple[weakref.ref, int, int, bool]] = []
-
-    def pack(t):
-        storage = t.untyped_storage()
-        packed.append(
-            (weakref.ref(t), storage.data_ptr(), storage.nbytes(), t.dtype.is_floating_point)
-        )
-        return t
-
-    vocab = model.vocab_size
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-    targets = torch.randint(0, vocab, (batch, seq_len), generator=gen)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(ids).flatten(0, -2), targets.flatten())
-    storages: dict[int, tuple[int, bool]] = {}
-    for ref, ptr, nbytes, is_float in packed:
-        if ref() is not None and ptr not in skip:  # dead: kept by a node that was freed at once
-            storages[ptr] = (nbytes, is_float)
-    del loss
-    return {
-        "float_bytes": sum(n for n, fl in storages.values() if fl),
-        "other_bytes": sum(n for n, fl in storages.values() if not fl),
-    }
-
-
-def measure_activation_floats(cfg: ModelConfig, batch: int, seq_len: int) -> dict[str, int]:
-    """Saved floats of the model with 1 and 2 layers: their difference is one layer, the
-    rest is what lies outside the layers (embedding, final norm, head, loss)."""
-    import torch
-
-    out = {}
-    for layers in (1, 2):
-        torch.manual_seed(0)
-        model = cfg.replace(num_layers=layers, context_length=max(seq_len, 1)).build()
-        out[layers] = measure_saved_tensors(model, batch, seq_len)
-    one, two = (out[n]["float_bytes"] // BYTES_FP32 for n in (1, 2))
-    return {
-        "per_layer": two - one,
-        "rest": one - (two - one),
-        "other_bytes_per_layer": out[2]["other_bytes"] - out[1]["other_bytes"],
-    }
-
-
-# ============================================================================ AdamW
-
-
-def adamw_step_flops(cfg: ModelConfig, batch: int, seq_len: int | None = None) -> dict[str, int]:
-    """FLOPs of one training step: forward (matmuls), backward = 2x forward, and the AdamW
-    update at 14 FLOPs per parameter: m ← β1·m + (1−β1)·g (3), v ← β2·v + (1−β2)·g² (4),
-    p ← p − α·m/(√v + ε) (5: sqrt, add, div, mul, sub), p ← p − α·λ·p (2)."""
-    forward = flop_totals(forward_matmuls(cfg, batch, seq_len))["total"]
-    optimizer = ADAMW_FLOPS_PER_PARAMETER * parameter_counts(cfg)["total"]
-    return {
-        "forward": forward,
-        "backward": 2 * forward,
-        "optimizer": optimizer,
-        "total": 3 * forward + optimizer,
-    }
-
-
-def adamw_memory(cfg: ModelConfig, batch: int) -> dict[str, float]:
-    """Peak float32 bytes of AdamW training: parameters, gradients, optimizer state (m, v),
-    activations (handout convention)."""
-    P = parameter_counts(cfg)["total"]
-    acts = activation_floats(cfg, batch)
-    parts = {
-        "parameters": BYTES_FP32 * P,
-        "gradients": BYTES_FP32 * P,
-        "optimizer_state": 2 * BYTES_FP32 * P,
-        "activations": BYTES_FP32 * acts,
-    }
-    parts["total"] = sum(parts.values())
-    return parts
-
-
-def largest_batch(static_bytes: float, per_example_bytes: float, budget_bytes: float) -> int:
-    return max(0, math.floor((budget_bytes - static_bytes) / per_example_bytes))
-
-
-def training_days(total_flops: float, peak_flops_per_s: float, mfu: float) -> float:
-    return total_flops / (peak_flops_per_s * mfu) / 86400
-
-
-# ============================================================================ reports
 
 
 def _model_entry(name: str, cfg: ModelConfig, check: bool) -> dict[str, Any]:
@@ -371,7 +79,7 @@ def transformer_report(
         name, length = long_context
         cfg = preset_config(presets, name, context_length=int(length))
         entries.append(_model_entry(f"{name} @ context {length}", cfg, check))
-    report = {"models": entries, "conventions": __doc__.split("Counting conventions: ")[1].strip()}
+    report = {"models": entries, "conventions": CONVENTIONS}
     report["findings"] = _transformer_findings(entries, long_context)
     return report
 
@@ -620,45 +328,8 @@ def adamw_report(
         },
     }
     if measure:
-        report["measured"] = _measured_activation_check(cfg)
+        report["measured"] = measured_activation_check(cfg)
     return report
-
-
-# a small shape where every symbol differs, so each term is told apart
-MEASURE_SHAPE = dict(batch=2, seq_len=16, d_model=32, num_heads=4, d_ff=48, vocab_size=97)
-
-
-def _measured_activation_check(cfg: ModelConfig) -> dict[str, Any]:
-    s = MEASURE_SHAPE
-    small = cfg.replace(
-        d_model=s["d_model"],
-        num_heads=s["num_heads"],
-        d_ff=s["d_ff"],
-        vocab_size=s["vocab_size"],
-        context_length=s["seq_len"],
-    )
-    one_layer = small.replace(num_layers=1)
-    handout_layer = sum(
-        t["floats"] for t in activation_terms(one_layer, s["batch"]) if t["per"] == "layer"
-    )
-    handout_rest = sum(
-        t["floats"] for t in activation_terms(one_layer, s["batch"]) if t["per"] == "model"
-    )
-    out = {"shape": {**s, "num_layers": "1 and 2"}, "paths": {}}
-    for attention in ("reference", "sdpa"):
-        c = small.replace(attention=attention)
-        measured = measure_activation_floats(c, s["batch"], s["seq_len"])
-        derived = implementation_saved_floats(c, s["batch"])
-        out["paths"][attention] = {
-            "measured_per_layer": measured["per_layer"],
-            "measured_rest": measured["rest"],
-            "measured_other_bytes_per_layer": measured["other_bytes_per_layer"],
-            "derived_per_layer": None if derived is None else derived["per_layer"],
-            "derived_rest": None if derived is None else derived["rest"],
-            "handout_per_layer": handout_layer,
-            "handout_rest": handout_rest,
-        }
-    return out
 
 
 def render_adamw_md(r: dict[str, Any]) -> str:
@@ -834,19 +505,6 @@ def build_reports(
     t = transformer_report(loaded, models, (preset, context_length) if context_length else None)
     a = adamw_report(cfg, preset, memory_budget_gb, train_batch, train_steps, peak_tflops, mfu)
     return t, a
-
-
-def check_reports(transformer: dict[str, Any], where: str) -> None:
-    """Raise if a model's counted parameters or FLOPs disagree with the built model."""
-    bad = [
-        e["name"]
-        for e in transformer["models"]
-        if "checks" in e and not (e["checks"]["parameters_match"] and e["checks"]["flops_match"])
-    ]
-    if bad:
-        raise LMError(
-            f"accounting disagrees with the model for {', '.join(bad)}; see {where} (a bug: please report it)"
-        )
 
 
 def write_reports(out_dir: str | Path, **settings: Any) -> list[Path]:

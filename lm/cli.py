@@ -17,7 +17,7 @@ STAGES = [
     "lm.data.cli",
     "lm.tokenizer.train_cli",
     "lm.tokenizer.encode_cli",
-    "lm.model.cli",
+    "lm.accounting.cli",
     "lm.training.cli",
     "lm.inference.cli",
     "lm.codeversion",

@@ -2,7 +2,7 @@
 
 One module per concept: ``linear``, ``embedding``, ``norm``, ``ffn``, ``rope``,
 ``attention`` and ``transformer``; ``config`` holds ``ModelConfig`` and the presets.
-Names are resolved lazily so that ``lm.model.cli`` (and ``lm --help``) do not import torch.
+Names are resolved lazily so that ``lm --help`` and the config code do not import torch.
 """
 
 from __future__ import annotations

@@ -320,3 +320,21 @@ def test_build_without_a_working_compiler_warns_and_succeeds(tmp_path):
         in proc.stderr
     )
     assert not list((tmp_path / "lm" / "tokenizer").glob("_native*.so"))
+
+
+@needs_native
+def test_native_encoder_is_safe_across_threads(gpt2_pair, monkeypatch):
+    """encode runs without the GIL; threads sharing one tokenizer (one encoder, locked) and
+    encode_parallel's threads (copies of it) give the ids of the Python engine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok, tik = gpt2_pair
+    texts = [f"thread {k}: " + " ".join(f"w{k * j}x{j}" for j in range(3000)) for k in range(8)]
+    refs = [tik.encode(t) for t in texts]
+    monkeypatch.setenv("LM_NATIVE", "1")
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(tok.encode, texts)) == refs
+    big = "\n".join(texts)
+    assert tok.encode_parallel(big, workers=3, chunk_chars=5000) == tik.encode(big)
+    copy = tok._encoder().copy()
+    assert np.frombuffer(copy.encode(big), dtype=np.uint32).tolist() == tik.encode(big)

@@ -188,10 +188,10 @@ static void
 specials_free(Specials *sp)
 {
     for (Py_ssize_t k = 0; k < sp->n; k++)
-        PyMem_Free(sp->tok[k]);
-    PyMem_Free(sp->tok);
-    PyMem_Free(sp->len);
-    PyMem_Free(sp->id);
+        PyMem_RawFree(sp->tok[k]);
+    PyMem_RawFree(sp->tok);
+    PyMem_RawFree(sp->len);
+    PyMem_RawFree(sp->id);
     memset(sp, 0, sizeof(*sp));
 }
 
@@ -204,9 +204,9 @@ specials_init(Specials *sp, PyObject *seq)
     if (!fast)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    sp->tok = PyMem_Calloc(n ? n : 1, sizeof(uint8_t *));
-    sp->len = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
-    sp->id = PyMem_Calloc(n ? n : 1, sizeof(uint32_t));
+    sp->tok = PyMem_RawCalloc(n ? n : 1, sizeof(uint8_t *));
+    sp->len = PyMem_RawCalloc(n ? n : 1, sizeof(Py_ssize_t));
+    sp->id = PyMem_RawCalloc(n ? n : 1, sizeof(uint32_t));
     if (!sp->tok || !sp->len || !sp->id) {
         Py_DECREF(fast);
         PyErr_NoMemory();
@@ -224,7 +224,7 @@ specials_init(Specials *sp, PyObject *seq)
             goto fail;
         }
         Py_ssize_t len = PyBytes_GET_SIZE(b);
-        sp->tok[k] = PyMem_Malloc(len);
+        sp->tok[k] = PyMem_RawMalloc(len);
         if (!sp->tok[k]) {
             PyErr_NoMemory();
             goto fail;
@@ -288,6 +288,10 @@ hash_bytes(const uint8_t *s, Py_ssize_t n)
     return h ^ (h >> 32);
 }
 
+/* Memory: PyMem_Raw* (no GIL needed), since encoding runs with the GIL released. The
+ * helpers below return -1 / NULL without setting an exception; the caller, holding the GIL,
+ * raises MemoryError. */
+
 /* A map from byte strings to a 64-bit value, open addressing (linear probing), keys in
  * one growing arena. Used for the pre-token counts and for the encoder's word cache. */
 typedef struct {
@@ -310,14 +314,13 @@ map_init(BytesMap *m, size_t cap)
 {
     memset(m, 0, sizeof(*m));
     m->cap = cap;
-    m->slots = PyMem_Calloc(cap, sizeof(Slot));
+    m->slots = PyMem_RawCalloc(cap, sizeof(Slot));
     m->arena_cap = 1 << 16;
-    m->arena = PyMem_Malloc(m->arena_cap);
+    m->arena = PyMem_RawMalloc(m->arena_cap);
     if (!m->slots || !m->arena) {
-        PyMem_Free(m->slots);
-        PyMem_Free(m->arena);
+        PyMem_RawFree(m->slots);
+        PyMem_RawFree(m->arena);
         memset(m, 0, sizeof(*m));
-        PyErr_NoMemory();
         return -1;
     }
     return 0;
@@ -326,8 +329,8 @@ map_init(BytesMap *m, size_t cap)
 static void
 map_free(BytesMap *m)
 {
-    PyMem_Free(m->slots);
-    PyMem_Free(m->arena);
+    PyMem_RawFree(m->slots);
+    PyMem_RawFree(m->arena);
     memset(m, 0, sizeof(*m));
 }
 
@@ -343,9 +346,8 @@ static int
 map_grow(BytesMap *m)
 {
     size_t cap = m->cap * 2;
-    Slot *slots = PyMem_Calloc(cap, sizeof(Slot));
+    Slot *slots = PyMem_RawCalloc(cap, sizeof(Slot));
     if (!slots) {
-        PyErr_NoMemory();
         return -1;
     }
     for (size_t k = 0; k < m->cap; k++) {
@@ -357,7 +359,7 @@ map_grow(BytesMap *m)
             j = (j + 1) & (cap - 1);
         slots[j] = *o;
     }
-    PyMem_Free(m->slots);
+    PyMem_RawFree(m->slots);
     m->slots = slots;
     m->cap = cap;
     return 0;
@@ -371,10 +373,9 @@ arena_add(uint8_t **arena, size_t *len, size_t *cap, const void *data, size_t n)
         size_t c = *cap ? *cap : 1024;
         while (c < *len + n)
             c *= 2;
-        uint8_t *a = PyMem_Realloc(*arena, c);
+        uint8_t *a = PyMem_RawRealloc(*arena, c);
         if (!a) {
-            PyErr_NoMemory();
-            return (size_t)-1;
+                return (size_t)-1;
         }
         *arena = a;
         *cap = c;
@@ -414,10 +415,8 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
         }
         j = (j + 1) & (m->cap - 1);
     }
-    if (n > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "pre-token longer than 4 GB");
+    if (n > UINT32_MAX) /* a pre-token over 4 GB: reported as out of memory */
         return NULL;
-    }
     if ((m->used + 1) * 2 > m->cap) {
         if (map_grow(m) < 0)
             return NULL;
@@ -453,7 +452,11 @@ Counter_init(CounterObject *self, PyObject *args, PyObject *kwds)
         return -1;
     map_free(&self->map);
     self->total = 0;
-    return map_init(&self->map, 1 << 12);
+    if (map_init(&self->map, 1 << 12) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 static void
@@ -525,8 +528,10 @@ Counter_add(CounterObject *self, PyObject *args)
     }
     specials_free(&sp);
     PyBuffer_Release(&buf);
-    if (err)
+    if (err) {
+        PyErr_NoMemory();
         return NULL;
+    }
     return Py_BuildValue("nOn", n_special, tail_text ? Py_True : Py_False, bad);
 }
 
@@ -606,7 +611,7 @@ Counter_merge_bytes(CounterObject *self, PyObject *arg)
         Slot *e = map_upsert(&self->map, p, len, hash_bytes(p, len), &fresh);
         if (!e) {
             PyBuffer_Release(&buf);
-            return NULL;
+            return PyErr_NoMemory();
         }
         e->value += v;
         p += len;
@@ -714,6 +719,8 @@ typedef struct {
     /* scratch for merging */
     uint32_t *work;
     size_t work_cap;
+    /* held while encoding (with the GIL released): one thread at a time per encoder */
+    PyThread_type_lock lock;
 } EncoderObject;
 
 static inline uint64_t
@@ -741,13 +748,17 @@ pair_get(const EncoderObject *self, uint32_t a, uint32_t b)
 static void
 Encoder_dealloc(EncoderObject *self)
 {
-    PyMem_Free(self->pairs);
+    PyMem_RawFree(self->pairs);
     specials_free(&self->specials);
     map_free(&self->cache);
-    PyMem_Free(self->ids_arena);
-    PyMem_Free(self->work);
+    PyMem_RawFree(self->ids_arena);
+    PyMem_RawFree(self->work);
+    if (self->lock)
+        PyThread_free_lock(self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+static int encoder_finish(EncoderObject *self);
 
 /* Encoder(byte_ids, merges, specials, well_ordered, cache_limit)
  * byte_ids: 256 ids of the single bytes; merges: (a, b, merged) id triples in rank order
@@ -794,7 +805,7 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
     size_t cap = 16;
     while (cap < (size_t)m * 3)
         cap *= 2;
-    self->pairs = PyMem_Calloc(cap, sizeof(PairSlot));
+    self->pairs = PyMem_RawCalloc(cap, sizeof(PairSlot));
     if (!self->pairs) {
         Py_DECREF(fast);
         PyErr_NoMemory();
@@ -820,8 +831,22 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
     Py_DECREF(fast);
     if (specials_init(&self->specials, specials) < 0)
         return -1;
-    if (map_init(&self->cache, 1 << 12) < 0)
+    return encoder_finish(self);
+}
+
+/* The parts every encoder needs besides its tables: an empty cache and the lock. */
+static int
+encoder_finish(EncoderObject *self)
+{
+    if (map_init(&self->cache, 1 << 12) < 0) {
+        PyErr_NoMemory();
         return -1;
+    }
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot allocate a lock");
+        return -1;
+    }
     return 0;
 }
 
@@ -833,9 +858,8 @@ ensure_work(EncoderObject *self, size_t n)
     size_t c = self->work_cap ? self->work_cap : 256;
     while (c < n)
         c *= 2;
-    uint32_t *w = PyMem_Realloc(self->work, c * sizeof(uint32_t));
+    uint32_t *w = PyMem_RawRealloc(self->work, c * sizeof(uint32_t));
     if (!w) {
-        PyErr_NoMemory();
         return -1;
     }
     self->work = w;
@@ -929,16 +953,15 @@ heap_pop(HeapItem *h, size_t *n)
 static Py_ssize_t
 merge_long(const EncoderObject *self, uint32_t *ids, size_t n)
 {
-    uint32_t *nxt = PyMem_Malloc(n * sizeof(uint32_t));
-    uint32_t *prv = PyMem_Malloc(n * sizeof(uint32_t));
-    uint8_t *alive = PyMem_Malloc(n);
-    HeapItem *heap = PyMem_Malloc((3 * n + 1) * sizeof(HeapItem));
+    uint32_t *nxt = PyMem_RawMalloc(n * sizeof(uint32_t));
+    uint32_t *prv = PyMem_RawMalloc(n * sizeof(uint32_t));
+    uint8_t *alive = PyMem_RawMalloc(n);
+    HeapItem *heap = PyMem_RawMalloc((3 * n + 1) * sizeof(HeapItem));
     if (!nxt || !prv || !alive || !heap) {
-        PyMem_Free(nxt);
-        PyMem_Free(prv);
-        PyMem_Free(alive);
-        PyMem_Free(heap);
-        PyErr_NoMemory();
+        PyMem_RawFree(nxt);
+        PyMem_RawFree(prv);
+        PyMem_RawFree(alive);
+        PyMem_RawFree(heap);
         return -1;
     }
     size_t hn = 0;
@@ -981,10 +1004,10 @@ merge_long(const EncoderObject *self, uint32_t *ids, size_t n)
     for (size_t i = 0; i < n; i++)
         if (alive[i])
             ids[w++] = ids[i];
-    PyMem_Free(nxt);
-    PyMem_Free(prv);
-    PyMem_Free(alive);
-    PyMem_Free(heap);
+    PyMem_RawFree(nxt);
+    PyMem_RawFree(prv);
+    PyMem_RawFree(alive);
+    PyMem_RawFree(heap);
     return (Py_ssize_t)w;
 }
 
@@ -1004,9 +1027,8 @@ idbuf_reserve(IdBuf *o, size_t more)
     size_t c = o->cap ? o->cap : 1024;
     while (c < o->len + more)
         c *= 2;
-    uint32_t *p = PyMem_Realloc(o->ids, c * sizeof(uint32_t));
+    uint32_t *p = PyMem_RawRealloc(o->ids, c * sizeof(uint32_t));
     if (!p) {
-        PyErr_NoMemory();
         return -1;
     }
     o->ids = p;
@@ -1093,11 +1115,12 @@ static PyObject *
 idbuf_to_bytearray(IdBuf *o)
 {
     PyObject *r = PyByteArray_FromStringAndSize((const char *)o->ids, o->len * sizeof(uint32_t));
-    PyMem_Free(o->ids);
+    PyMem_RawFree(o->ids);
     return r;
 }
 
-/* encode(text) -> bytearray of uint32 ids (native byte order). text: a str (raises
+/* encode(text) -> bytearray of uint32 ids (native byte order). Runs with the GIL released
+ * (one thread at a time per encoder: use copy() for more). text: a str (raises
  * UnicodeEncodeError for lone surrogates), or UTF-8 bytes (then returns the int offset
  * of the first invalid byte instead, if any). */
 static PyObject *
@@ -1105,41 +1128,86 @@ Encoder_encode(EncoderObject *self, PyObject *arg)
 {
     IdBuf out = {0};
     int rc;
+    const uint8_t *s;
+    Py_ssize_t n;
+    Py_buffer buf = {0};
     if (PyUnicode_Check(arg)) {
-        Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(arg, &n);
+        s = (const uint8_t *)PyUnicode_AsUTF8AndSize(arg, &n);
         if (!s)
             return NULL;
-        if (idbuf_reserve(&out, (size_t)(n / 3 + 16)) < 0)
-            return NULL;
-        rc = encode_text(self, (const uint8_t *)s, n, &out);
     }
     else {
-        Py_buffer buf;
         if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
             return NULL;
-        Py_ssize_t bad = utf8_first_error(buf.buf, buf.len);
+        s = buf.buf;
+        n = buf.len;
+        Py_ssize_t bad = utf8_first_error(s, n);
         if (bad >= 0) {
             PyBuffer_Release(&buf);
             return PyLong_FromSsize_t(bad);
         }
-        rc = idbuf_reserve(&out, (size_t)(buf.len / 3 + 16));
-        if (rc == 0)
-            rc = encode_text(self, buf.buf, buf.len, &out);
-        PyBuffer_Release(&buf);
     }
+    rc = idbuf_reserve(&out, (size_t)(n / 3 + 16));
+    if (rc == 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        rc = encode_text(self, s, n, &out);
+        PyThread_release_lock(self->lock);
+        Py_END_ALLOW_THREADS;
+    }
+    if (buf.obj)
+        PyBuffer_Release(&buf);
     if (rc < 0) {
-        PyMem_Free(out.ids);
-        return NULL;
+        PyMem_RawFree(out.ids);
+        return PyErr_NoMemory();
     }
     return idbuf_to_bytearray(&out);
+}
+
+/* copy() -> a new encoder with the same tables and an empty cache (for another thread). */
+static PyObject *
+Encoder_copy(EncoderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    EncoderObject *c = (EncoderObject *)PyType_GenericNew(Py_TYPE(self), NULL, NULL);
+    if (!c)
+        return NULL;
+    memcpy(c->byte_ids, self->byte_ids, sizeof(self->byte_ids));
+    c->pairs = PyMem_RawMalloc(self->pairs_cap * sizeof(PairSlot));
+    if (!c->pairs) {
+        Py_DECREF(c);
+        return PyErr_NoMemory();
+    }
+    memcpy(c->pairs, self->pairs, self->pairs_cap * sizeof(PairSlot));
+    c->pairs_cap = self->pairs_cap;
+    c->well_ordered = self->well_ordered;
+    c->cache_limit = self->cache_limit;
+    PyObject *specials = PyList_New(self->specials.n);
+    for (Py_ssize_t k = 0; specials && k < self->specials.n; k++) {
+        PyObject *item = Py_BuildValue("(y#k)", (const char *)self->specials.tok[k],
+                                       self->specials.len[k], (unsigned long)self->specials.id[k]);
+        if (!item)
+            Py_CLEAR(specials);
+        else
+            PyList_SET_ITEM(specials, k, item);
+    }
+    if (!specials || specials_init(&c->specials, specials) < 0 || encoder_finish(c) < 0) {
+        Py_XDECREF(specials);
+        Py_DECREF(c);
+        return NULL;
+    }
+    Py_DECREF(specials);
+    return (PyObject *)c;
 }
 
 static PyObject *
 Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 {
+    Py_BEGIN_ALLOW_THREADS;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
     map_clear(&self->cache);
     self->ids_len = 0;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
 
@@ -1153,6 +1221,8 @@ static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)Encoder_encode, METH_O,
      "encode(text: str | bytes) -> bytearray of uint32 ids (int offset of bad UTF-8 for bytes)"},
     {"clear_cache", (PyCFunction)Encoder_clear_cache, METH_NOARGS, "empty the pre-token cache"},
+    {"copy", (PyCFunction)Encoder_copy, METH_NOARGS,
+     "a new encoder with the same tables and an empty cache (for another thread)"},
     {"cache_size", (PyCFunction)Encoder_cache_size, METH_NOARGS, "entries in the pre-token cache"},
     {NULL},
 };

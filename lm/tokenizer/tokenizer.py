@@ -51,7 +51,9 @@ import multiprocessing as mp
 import operator
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -86,6 +88,8 @@ _LONG_PRETOKEN = 48
 # Fewer pre-tokens than this are merged one by one (numpy set-up costs more).
 _MIN_BATCH = 24
 _NO_RANK = np.iinfo(np.int64).max
+# The native encoder a thread of Tokenizer._encode_threaded uses (owner: its tokenizer).
+_THREAD = threading.local()
 
 
 class Tokenizer:
@@ -151,6 +155,7 @@ class Tokenizer:
         self._build_merge_tables()
         self._build_seed_caches()
         self._native_encoder = None
+        self._native_copies: list = []  # more encoders, one per extra thread (encode_parallel)
         self._encoder()  # the native engine's encoder, built now if that engine is on
         # Cached ids are tuples: the cyclic GC stops tracking a tuple of ints, so that a
         # full collection does not walk the (up to ~10^6) cached id sequences.
@@ -318,6 +323,7 @@ class Tokenizer:
         state["_head_cache"] = dict(self._seed_heads)
         state["_pretoken_cache"] = dict(self._seed_pretokens)
         state["_native_encoder"] = None  # rebuilt on first use
+        state["_native_copies"] = []
         return state
 
     def _encoder(self):
@@ -326,6 +332,8 @@ class Tokenizer:
         native = native_module()
         if native is None:
             return None
+        if getattr(_THREAD, "owner", None) is self:  # a thread of _encode_threaded
+            return _THREAD.encoder
         if self._native_encoder is None:
             order = sorted(self.special_tokens, key=lambda s: (-len(s), s))
             self._native_encoder = native.Encoder(
@@ -452,8 +460,9 @@ class Tokenizer:
     def encode_parallel(
         self, text: str, workers: int | None = None, chunk_chars: int = 1 << 18
     ) -> list[int]:
-        """``encode(text)`` computed by ``workers`` processes (default: all CPUs) on pieces cut at
-        safe points. Worth it from a few hundred kilobytes of text on."""
+        """``encode(text)`` computed by ``workers`` threads (native engine) or processes (Python
+        engine; default: all CPUs) on pieces cut at safe points. Worth it from a few hundred
+        kilobytes of text on."""
         workers = workers or os.cpu_count() or 1
         if workers <= 1 or len(text) <= chunk_chars:
             return self.encode(text)
@@ -462,11 +471,37 @@ class Tokenizer:
             bounds.append(self.safe_cut(text, bounds[-1] + chunk_chars))
         spans = list(itertools.pairwise(bounds))
         workers = min(workers, len(spans))
+        if self._encoder() is not None:
+            return self._encode_threaded(text, spans, workers)
         if hasattr(os, "fork"):
             return self._encode_forked(text, spans, workers)
         with _pool(self, workers) as pool:
             arrays = pool.map(_encode_to_array, [text[a:b] for a, b in spans])
         return np.concatenate(arrays).tolist() if arrays else []
+
+    def _encode_threaded(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
+        """The native engine's :meth:`encode_parallel`: threads, since its encoder runs without
+        the GIL; each thread has its own encoder (same tables, its own cache), kept for the
+        next call. Thread k encodes pieces k, k + workers, ..."""
+        dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
+        base = self._encoder()
+        while len(self._native_copies) < workers - 1:
+            self._native_copies.append(base.copy())
+        encoders = [base, *self._native_copies[: workers - 1]]
+        shares = [spans[k::workers] for k in range(workers)]
+
+        def share(k: int) -> list[np.ndarray]:
+            _THREAD.owner, _THREAD.encoder = self, encoders[k]
+            try:
+                return [self.encode_to_array(text[a:b], dtype) for a, b in shares[k]]
+            finally:
+                _THREAD.owner = _THREAD.encoder = None
+
+        with ThreadPoolExecutor(workers - 1) as pool:
+            futures = [pool.submit(share, k) for k in range(1, workers)]
+            per_share = [share(0), *(f.result() for f in futures)]
+        pieces = [per_share[i % workers][i // workers] for i in range(len(spans))]
+        return np.concatenate(pieces).tolist() if pieces else []
 
     def _encode_forked(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
         """The ids of ``text``, cut at ``spans``, encoded by this process and ``workers - 1``

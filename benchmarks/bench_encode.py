@@ -286,7 +286,7 @@ def ratio_table(rows: list[dict]) -> str:
         )
         ratio = "" if r is base else f"{r['MB_per_s'] / base['MB_per_s']:.2f}"
         lines.append(
-            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {r['tokens_per_s'] or ''} | {ratio} |"
+            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {format(r['tokens_per_s'], ',') if r['tokens_per_s'] else ''} | {ratio} |"
         )
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ def version_text() -> str:
         v = version("lm")
     except PackageNotFoundError:
         v = "(not installed)"
-    return f"lm {v}\ntokenization engine: {describe()}"
+    return f"lm {v}; tokenization engine: {describe()}"
 
 
 def build_parser() -> argparse.ArgumentParser:

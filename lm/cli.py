@@ -24,10 +24,29 @@ STAGES = [
 ]
 
 
+def version_text() -> str:
+    """``lm --version``: the package version, and which tokenization engine runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from lm.tokenizer.native import describe
+
+    try:
+        v = version("lm")
+    except PackageNotFoundError:
+        v = "(not installed)"
+    return f"lm {v}; tokenization engine: {describe()}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm",
         description="Raw text to a trained, evaluated Transformer LM. One subcommand per stage.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_text(),
+        help="the version and tokenization engine",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in STAGES:

@@ -4,12 +4,14 @@ A Snakemake rule reruns when one of its params changes; each rule passes the cod
 of the ``lm`` command it runs, so editing the code reruns exactly the steps that run it:
 
 1. **Which modules.** The command's entry module (the one that defines the subcommand's
-   function, plus ``lm.cli``) and every ``lm`` module it imports, transitively: the static
+   function) and every ``lm`` module it imports, transitively: the static
    import graph of the sources, imports inside functions included (the CLIs import the
    library lazily), and names taken from a package's lazy export table (``_EXPORTS`` in
-   its ``__init__``) followed to the module that defines them.
+   its ``__init__``) followed to the module that defines them. The dispatcher ``lm.cli``
+   counts by its own code only.
 2. **What of them.** The syntax tree of each module without its docstrings, so that a
-   comment, a docstring or a reformatting reruns nothing (a rerun of a GPU-hour job must
+   comment, a docstring or a reformatting reruns nothing (a C extension imported by them
+   counts by its source and the headers beside it) (a rerun of a GPU-hour job must
    be earned by a real change), while any change of code reruns every step that runs it.
 
 The hash depends on the Python version's ``ast`` (a Python upgrade may rerun steps once).
@@ -36,8 +38,13 @@ def module_path(name: str, root: Path = ROOT) -> Path | None:
     package = root.joinpath(*parts, "__init__.py")
     if package.is_file():
         return package
-    module = root.joinpath(*parts[:-1], parts[-1] + ".py") if parts else None
-    return module if module is not None and module.is_file() else None
+    if not parts:
+        return None
+    for suffix in (".py", ".c"):  # a C extension counts by its source
+        module = root.joinpath(*parts[:-1], parts[-1] + suffix)
+        if module.is_file():
+            return module
+    return None
 
 
 def _is_package(name: str, root: Path) -> bool:
@@ -77,7 +84,7 @@ def _parents(name: str) -> list[str]:
 def direct_imports(name: str, root: Path = ROOT) -> set[str]:
     """The ``lm`` modules that importing (and running) module ``name`` can load."""
     path = module_path(name, root)
-    if path is None:
+    if path is None or path.suffix != ".py":
         return set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -151,22 +158,38 @@ class _StripDocstrings(ast.NodeTransformer):
 
 
 def code_fingerprint(path: Path) -> str:
-    """The code of a source file without comments, docstrings and layout (its AST)."""
+    """The code of a source file without comments, docstrings and layout (its AST); for
+    the C source of an extension, its text and that of the headers beside it."""
+    path = Path(path)
+    if path.suffix == ".c":
+        h = hashlib.sha256(path.read_bytes())
+        for header in sorted(path.parent.glob("*.h")):
+            h.update(header.name.encode() + b"\0" + header.read_bytes())
+        return h.hexdigest()
     tree = _StripDocstrings().visit(ast.parse(Path(path).read_bytes()))
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def code_version(entries: Iterable[str], root: Path = ROOT) -> str:
-    """A short hash of the code of ``entries`` and all they import (see the module doc)."""
+def code_version(entries: Iterable[str], root: Path = ROOT, shallow: Iterable[str] = ()) -> str:
+    """A short hash of the code of ``entries`` and all they import (see the module doc),
+    and of the modules ``shallow`` by their own code only."""
     h = hashlib.sha256()
     for name in module_closure(entries, root):
         h.update(name.encode() + b"\0")
         h.update(code_fingerprint(module_path(name, root)).encode() + b"\0")
+    for name in shallow:
+        h.update(b"shallow\0" + name.encode() + b"\0")
+        h.update(code_fingerprint(module_path(name, root)).encode() + b"\0")
     return h.hexdigest()[:16]
 
 
+#: The dispatcher every command goes through, counted by its own code only: what it imports
+#: besides the command's module (the tokenizer engine, for ``lm --version``) makes no result.
+DISPATCHER = "lm.cli"
+
+
 def command_modules(command: str) -> list[str]:
-    """The entry modules of ``lm COMMAND``: ``lm.cli`` and the module of its function."""
+    """The entry module of ``lm COMMAND``: the module that defines its function."""
     from lm.cli import build_parser
 
     parser = build_parser()
@@ -174,12 +197,12 @@ def command_modules(command: str) -> list[str]:
     if command not in sub.choices:
         raise ValueError(f"no lm command {command!r}; the commands: {', '.join(sub.choices)}")
     func = sub.choices[command].get_default("func")
-    return sorted({"lm.cli", func.__module__})
+    return [func.__module__]
 
 
 def command_version(command: str, root: Path = ROOT) -> str:
-    """:func:`code_version` of ``lm COMMAND``."""
-    return code_version(command_modules(command), root)
+    """:func:`code_version` of ``lm COMMAND`` (its module and imports, and the dispatcher)."""
+    return code_version(command_modules(command), root, shallow=[DISPATCHER])
 
 
 def register(subparsers) -> None:
@@ -204,8 +227,9 @@ def _cli(args) -> int:
             entries = command_modules(command)
         except ValueError as e:
             raise LMError(str(e)) from None
-        print(f"{command} {code_version(entries)}")
+        print(f"{command} {command_version(command)}")
         if args.modules or args.graph:
+            print(f"  {DISPATCHER} (its own code only)")
             for name in module_closure(entries):
                 deps = sorted(direct_imports(name)) if args.graph else []
                 print(f"  {name}" + (f" -> {', '.join(deps)}" if deps else ""))

@@ -106,3 +106,20 @@ def write_readme_local_yaml(root: Path, data: Path) -> Path:
     path = root / "local.yaml"
     path.write_text(text.replace("/data/", f"{data}/"))
     return path
+
+
+@pytest.fixture(params=["native", "python"])
+def engine(request, monkeypatch):
+    """Run a test once per tokenization engine (``LM_NATIVE=1`` / ``0``; see
+    :mod:`lm.tokenizer.native`). Without the extension built, the native run is skipped,
+    unless the environment asks for it (``LM_NATIVE=1``, as CI does): then it fails."""
+    from lm.tokenizer import native
+
+    if request.param == "native" and native._native is None:
+        if native.os.environ.get("LM_NATIVE") == "1":
+            pytest.fail(
+                f"LM_NATIVE=1 but the native extension is not built: {native._IMPORT_ERROR}"
+            )
+        pytest.skip(f"native extension not built: {native._IMPORT_ERROR}")
+    monkeypatch.setenv("LM_NATIVE", "1" if request.param == "native" else "0")
+    return request.param

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from lm.errors import LMError
 from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens, find_boundary, pretokenize
 
+# every test here runs once per tokenization engine (native C extension, Python reference)
+pytestmark = pytest.mark.usefixtures("engine")
+
 SPECIALS = ["<|endoftext|>", "<|end of text|>"]  # the second has safe-looking spots inside it
 
 

@@ -14,6 +14,9 @@ from lm.errors import LMError
 from lm.tokenizer import train_bpe
 from lm.tokenizer.bpe import _inverted, merge_loop, train_bpe_with_stats
 
+# every test here runs once per tokenization engine (native C extension, Python reference)
+pytestmark = pytest.mark.usefixtures("engine")
+
 GPT2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 

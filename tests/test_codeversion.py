@@ -81,3 +81,17 @@ def test_real_commands_cover_the_modules_they_run():
     assert {"lm.inference.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
     with pytest.raises(ValueError, match="no lm command 'nope'"):
         command_modules("nope")
+
+
+def test_a_c_extension_counts_by_its_source_and_headers(tmp_path):
+    files = {
+        "__init__.py": "",
+        "engine.py": "try:\n    from lm import _fast\nexcept ImportError:\n    _fast = None\n",
+        "_fast.c": "int f(void) { return 1; }\n",
+        "_tables.h": "static const int T[] = {1};\n",
+    }
+    pkg = make_package(tmp_path, files)
+    assert module_closure(["lm.engine"], pkg) == ["lm", "lm._fast", "lm.engine"]
+    before = code_version(["lm.engine"], pkg)
+    (pkg / "_tables.h").write_text("static const int T[] = {2};\n")
+    assert code_version(["lm.engine"], pkg) != before

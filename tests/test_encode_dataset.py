@@ -15,6 +15,9 @@ from lm.tokenizer import Tokenizer, save_tokenizer
 from lm.tokenizer.encode_dataset import chunk_bounds, encode_file, write_npy_streaming
 from lm.tokenizer.experiments import parse_dataset, run_experiments, sample_documents
 
+# every test here runs once per tokenization engine (native C extension, Python reference)
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):

@@ -180,6 +180,9 @@ from lm.tokenizer import Tokenizer, save_tokenizer  # noqa: E402
 from lm.tokenizer import tokenizer as tokmod  # noqa: E402
 from lm.tokenizer.pretokenize import PRETOKEN_RE  # noqa: E402
 
+# every test here runs once per tokenization engine (native C extension, Python reference)
+pytestmark = pytest.mark.usefixtures("engine")
+
 FIXED = [
     "",
     " ",
@@ -203,10 +206,15 @@ FIXED = [
     "HTML <div class='x'>text</div> & entities &amp;",
 ]
 
-text_strategy = st.text(max_size=200)
+# Assigned code points only (per this Python's unicodedata): tiktoken's regex engine and the
+# `regex` module may follow different Unicode versions, and disagree on code points one of
+# them has not assigned yet (regex 2026 calls U+3D000 a letter). Native == regex on every
+# code point is tested in test_native.py.
+_assigned = st.characters(blacklist_categories=("Cs", "Cn"))
+text_strategy = st.text(_assigned, max_size=200)
 mixed_text = st.lists(
     st.one_of(
-        st.text(max_size=30),
+        st.text(_assigned, max_size=30),
         st.sampled_from(["<|endoftext|>", " ", "  ", "\n", " \n", "'s", "'ll", "🙂", "é", "123"]),
         st.text(alphabet=" \t\n\r\u00a0\u3000ab", max_size=12),
     ),
@@ -577,11 +585,11 @@ def test_encode_parallel_equals_encode(trained, tik_ours, workers):
 def test_encode_parallel_reports_a_worker_error(trained):
     vocab, merges = trained
 
-    class Failing(Tokenizer):
-        def encode(self, text):
+    class Failing(Tokenizer):  # encode_parallel encodes each piece with encode_to_array
+        def encode_to_array(self, text, dtype=np.uint32):
             if "BOOM" in text:
                 raise ValueError("no BOOM allowed")
-            return super().encode(text)
+            return super().encode_to_array(text, dtype)
 
     tok = Failing(vocab, merges, [EOT])
     text = "the cat sat. " * 400 + "the dog ran. " * 400

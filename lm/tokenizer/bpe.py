@@ -29,6 +29,8 @@ import numpy as np
 from lm.errors import LMError
 from lm.io import peak_rss_mb
 from lm.progress import progress_bar
+from lm.tokenizer.native import engine as native_engine
+from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import count_pretokens
 
 
@@ -121,6 +123,13 @@ def merge_loop(
             f"vocab_size can be at most {MAX_VOCAB_SIZE}, got {256 + num_merges} before special tokens"
         )
     tokens: list[bytes] = [bytes([i]) for i in range(256)]
+    native = native_module()
+    if native is not None:  # the same loop in C (lm/tokenizer/_native.c)
+        counts = word_counts if type(word_counts) is dict else dict(word_counts)
+        merges = native.train_merges(counts, num_merges, on_merge)
+        for a, b in merges:
+            tokens.append(tokens[a] + tokens[b])
+        return tokens, merges
     inverted: list[str] = [_inverted(t) for t in tokens]
 
     words, freqs, count, where = _initial_pairs(word_counts)
@@ -348,7 +357,12 @@ def train_bpe_with_stats(
     rss_start = _current_rss_mb()
     t0 = time.perf_counter()
     corpus = count_pretokens(
-        input_path, specials, workers=workers, chunk_size=chunk_size, progress=progress
+        input_path,
+        specials,
+        workers=workers,
+        chunk_size=chunk_size,
+        progress=progress,
+        as_bytes=True,
     )
     if corpus.n_bytes == 0:
         raise LMError(f"input file {input_path} is empty; BPE needs some text to learn from")
@@ -356,9 +370,7 @@ def train_bpe_with_stats(
         raise LMError(
             f"input file {input_path} holds no text besides special tokens; BPE needs some text to learn from"
         )
-    word_counts: dict[bytes, int] = {}
-    for pretoken, n in corpus.counts.items():
-        word_counts[pretoken.encode("utf-8")] = n
+    word_counts: dict[bytes, int] = corpus.counts
     n_pretokens = sum(corpus.counts.values())
     n_distinct = len(corpus.counts)
     del corpus.counts
@@ -381,6 +393,7 @@ def train_bpe_with_stats(
         "distinct_pretokens": n_distinct,
         "chunks": corpus.n_chunks,
         "workers": int(workers),
+        "engine": native_engine(),
         "vocab_size_requested": vocab_size,
         "vocab_size": len(vocab),
         "merges": len(merges),

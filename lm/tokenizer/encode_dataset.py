@@ -104,10 +104,9 @@ def _encode_range(bounds: tuple[int, int]):
         f.seek(start)
         data = f.read(end - start)
     try:
-        text = data.decode("utf-8")
+        return _TOKENIZER.encode_to_array(data, _DTYPE)
     except UnicodeDecodeError as e:
         return ("utf8", start + e.start, e.reason)
-    return np.array(_TOKENIZER.encode(text), dtype=_DTYPE)
 
 
 def _line_of_offset(path: str, offset: int) -> int:
@@ -255,6 +254,7 @@ def encode_file(
         "special_tokens": specials,
         "special_token_counts": special_counts,
         "workers": workers,
+        "engine": tok.engine,
         "chunks": len(bounds),
         "chunk_size": chunk_size,
         "peak_rss_mb": round(peak_rss_mb(), 1),

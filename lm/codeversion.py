@@ -7,8 +7,8 @@ of the ``lm`` command it runs, so editing the code reruns exactly the steps that
    function) and every ``lm`` module it imports, transitively: the static
    import graph of the sources, imports inside functions included (the CLIs import the
    library lazily), and names taken from a package's lazy export table (``_EXPORTS`` in
-   its ``__init__``) followed to the module that defines them. The dispatcher ``lm.cli``
-   counts by its own code only.
+   its ``__init__``) followed to the module that defines them. The dispatcher ``lm.cli``,
+   which only finds the command, is left out (adding a stage reruns nothing).
 2. **What of them.** The syntax tree of each module without its docstrings, so that a
    comment, a docstring or a reformatting reruns nothing (a C extension imported by them
    counts by its source and the headers beside it) (a rerun of a GPU-hour job must
@@ -170,22 +170,13 @@ def code_fingerprint(path: Path) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def code_version(entries: Iterable[str], root: Path = ROOT, shallow: Iterable[str] = ()) -> str:
-    """A short hash of the code of ``entries`` and all they import (see the module doc),
-    and of the modules ``shallow`` by their own code only."""
+def code_version(entries: Iterable[str], root: Path = ROOT) -> str:
+    """A short hash of the code of ``entries`` and all they import (see the module doc)."""
     h = hashlib.sha256()
     for name in module_closure(entries, root):
         h.update(name.encode() + b"\0")
         h.update(code_fingerprint(module_path(name, root)).encode() + b"\0")
-    for name in shallow:
-        h.update(b"shallow\0" + name.encode() + b"\0")
-        h.update(code_fingerprint(module_path(name, root)).encode() + b"\0")
     return h.hexdigest()[:16]
-
-
-#: The dispatcher every command goes through, counted by its own code only: what it imports
-#: besides the command's module (the tokenizer engine, for ``lm --version``) makes no result.
-DISPATCHER = "lm.cli"
 
 
 def command_modules(command: str) -> list[str]:
@@ -201,8 +192,8 @@ def command_modules(command: str) -> list[str]:
 
 
 def command_version(command: str, root: Path = ROOT) -> str:
-    """:func:`code_version` of ``lm COMMAND`` (its module and imports, and the dispatcher)."""
-    return code_version(command_modules(command), root, shallow=[DISPATCHER])
+    """:func:`code_version` of ``lm COMMAND``: its module and what it imports."""
+    return code_version(command_modules(command), root)
 
 
 def register(subparsers) -> None:
@@ -229,7 +220,6 @@ def _cli(args) -> int:
             raise LMError(str(e)) from None
         print(f"{command} {command_version(command)}")
         if args.modules or args.graph:
-            print(f"  {DISPATCHER} (its own code only)")
             for name in module_closure(entries):
                 deps = sorted(direct_imports(name)) if args.graph else []
                 print(f"  {name}" + (f" -> {', '.join(deps)}" if deps else ""))

@@ -18,7 +18,8 @@ a directory holding             is indexed as
 ``transformer.md``/``adamw.md``    the accounting reports
 ==============================  ==========================================================
 
-plus ``report.html`` (Snakemake's report) and any other Markdown or HTML file.
+plus ``writeup.md`` (the CS336 writeup), ``report.html`` (Snakemake's report) and any
+other Markdown or HTML file.
 """
 
 from __future__ import annotations
@@ -210,7 +211,14 @@ def collect(results_dir: str | os.PathLike) -> list[dict]:
             path = d / name
             if path in seen or name.startswith("."):
                 continue
-            if name == "report.html" and d == root:
+            if name == "writeup.md" and d == root:
+                add(
+                    "Report",
+                    None,
+                    path,
+                    "the CS336 writeup: every problem answered from these files",
+                )
+            elif name == "report.html" and d == root:
                 add("Report", None, path, "Snakemake's HTML report: every table, curve and sample")
             elif name.endswith((".md", ".html")) and not (d == root and name == "README.md"):
                 add("Other", None, path, "")
@@ -233,6 +241,7 @@ def render(entries: list[dict], out: str | os.PathLike) -> str:
     ]
     for section in SECTIONS:
         items = [e for e in entries if e["section"] == section]
+        items.sort(key=lambda e: e["path"].name != "writeup.md")  # the writeup first
         if not items:
             continue
         lines += ["", f"## {section}", ""]

@@ -1,16 +1,20 @@
 """The whole demo DAG run by the real `snakemake` on a tiny config: raw text -> tokenizer ->
 tokens -> tokenizer experiments -> accounting -> a small sweep -> eval -> samples ->
-results index -> HTML report. Then: nothing to do; a change reruns only what depends on it."""
+results index -> writeup -> HTML report. Then: nothing to do; a change reruns only what depends
+on it. The writeup's numbers equal the artifacts it cites; what is missing gives a command that
+`snakemake -n` accepts, and a full-scale writeup fills in as its artifacts appear."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import shutil
 
 import numpy as np
 import pytest
 from conftest import Workflow, tiny_config
+from writeup_checks import HANDOUT_ORDER, check_writeup, commands, sections
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +57,33 @@ def pipeline_config() -> dict:
     cfg["accounting"] = {"models": ["gpt2-small"], "preset": "gpt2-small", "long_context": 2048}
     cfg["tokenizer_experiments"] = {"documents": 3, "throughput_mb": 0.01}
     cfg["targets"]["demo"].update(sweeps=["micro-lr"], accounting=True, lr_tuning=True)
+    # full-scale stand-ins outside every target: the writeup points at them, never builds them
+    cfg["datasets"]["web"] = {
+        **cfg["datasets"]["demo"],
+        "train": {"generate": {"documents": 20, "seed": 2}},
+    }
+    cfg["sweeps"]["micro-bs"] = {"base": "micro", "grid": {"training.batch_size": [2, 4]}}
+    cfg["sweeps"]["micro-abl"] = {
+        "base": "micro",
+        "variants": {
+            "baseline": {},
+            "no-norm": {"model.norm": "none"},
+            "post-norm": {"model.norm": "post"},
+            "nope": {"model.position": "nope"},
+            "silu": {"model.ffn": "silu"},
+        },
+    }
+    cfg["runs"]["web-main"] = {**cfg["runs"]["micro"], "dataset": "web"}
+    cfg["targets"]["all"]["datasets"] = ["demo", "web"]  # tokenizer experiments of the full writeup
+    cfg["writeup"] = {
+        "tinystories": "demo",
+        "owt": "web",
+        "learning_rate": "micro-lr",
+        "batch_size": "micro-bs",
+        "ablations": "micro-abl",
+        "main_experiment": "web-main",
+        "demo": {"tinystories": "demo", "learning_rate": "micro-lr"},
+    }
     return cfg
 
 
@@ -67,11 +98,20 @@ def built(tmp_path_factory):
     first = wf.run("demo")
     report = wf.run("demo", extra=("--report", "results/report.html"))
     again = wf.run("demo")
-    return wf, first, report, again
+    # the demo writeup and every file it cites, as built: later tests change results/
+    snap = wf.root.parent / f"{wf.root.name}-demo-writeup"
+    record = json.loads((wf.root / "results/writeup.json").read_text())
+    cited = {f for p in record["problems"] for f in p["sources"]}
+    for f in cited | {"results/writeup.md", "results/writeup.json"}:
+        (snap / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(wf.root / f, snap / f)
+    for f in (f for p in record["problems"] for f in p["figures"]):
+        assert (wf.root / f).is_file(), f
+    return wf, first, report, again, snap
 
 
 def test_demo_builds_every_stage(built):
-    wf, first, _, _ = built
+    wf, first, _, _, _ = built
     r = wf.root / "results"
     ran = set(wf.jobs_run(first))
     assert {
@@ -86,6 +126,7 @@ def test_demo_builds_every_stage(built):
         "samples",
         "sweep_report",
         "lr_tuning",
+        "writeup_report",
         "results_index",
     } <= ran
     for f in ("vocab.json", "merges.txt", "stats.json", "report.md"):
@@ -114,6 +155,7 @@ def test_demo_builds_every_stage(built):
         "sweeps/micro-lr/report.md",
         f"runs/{RUNS[0]}/samples.md",
         "lr_tuning/report.md",
+        "writeup.md",
     ):
         assert link in index, link
 
@@ -126,10 +168,17 @@ def report_categories(html: str) -> dict:
 
 
 def test_html_report_gathers_every_stage(built):
-    wf, _, report, _ = built
+    wf, _, report, _, _ = built
     html = (wf.root / "results/report.html").read_text(encoding="utf-8")
     categories = report_categories(html)
-    assert set(categories) == {"Tokenizers", "Accounting", "Training", "Sweeps", "Samples"}
+    assert set(categories) == {
+        "Tokenizers",
+        "Accounting",
+        "Training",
+        "Sweeps",
+        "Samples",
+        "Writeup",
+    }
     files = {cat: {f for sub in subs.values() for f in sub} for cat, subs in categories.items()}
     assert "results/demo/tokenizer/report.md" in files["Tokenizers"]
     assert "results/tokenizer_experiments/demo/report.md" in files["Tokenizers"]
@@ -143,15 +192,16 @@ def test_html_report_gathers_every_stage(built):
         f"results/sweeps/micro-lr/{f}" for f in ("report.md", "curves.png", "summary.csv")
     } == files["Sweeps"]
     assert {f"results/runs/{run}/samples.md" for run in RUNS} == files["Samples"]
+    assert files["Writeup"] == {"results/writeup.md"}
 
 
 def test_second_run_has_nothing_to_do(built):
-    wf, _, _, again = built
+    wf, _, _, again, _ = built
     assert wf.jobs_run(again) == []
 
 
 def test_changing_the_prompts_reruns_only_the_samples(built):
-    wf, _, _, _ = built
+    wf, _, _, _, _ = built
     cfg = pipeline_config()
     cfg["generation"]["prompts"] = ["A cat"]
     wf.write_config(cfg)
@@ -159,9 +209,85 @@ def test_changing_the_prompts_reruns_only_the_samples(built):
         ran = wf.jobs_run(wf.run("demo"))
     finally:
         wf.write_config(pipeline_config())
-    assert sorted(set(ran) - {"demo"}) == ["results_index", "samples"]
+    # the writeup quotes a sample, so it follows
+    assert sorted(set(ran) - {"demo"}) == ["results_index", "samples", "writeup_report"]
     assert ran.count("samples") == len(RUNS)
     assert "A cat" in (wf.root / "results/runs" / RUNS[0] / "samples.md").read_text()
+
+
+DEMO_ANSWERS = {
+    "train_bpe_tinystories",
+    "tokenizer_experiments",
+    "transformer_accounting",
+    "learning_rate_tuning",
+    "adamwAccounting",
+    "learning_rate",
+    "generate",
+}
+
+
+def test_demo_writeup_answers_each_problem_from_the_artifacts(built):
+    _, _, _, _, snap = built
+    record = check_writeup(snap)  # order, and every number against the file it cites
+    md = (snap / "results/writeup.md").read_text()
+    assert "**Demo scale.**" in md
+    status = {p["key"]: p["status"] for p in record["problems"]}
+    assert {k for k, v in status.items() if v == "answered"} == DEMO_ANSWERS
+    assert status["leaderboard"] == "not configured"
+    assert {v for k, v in status.items() if k not in DEMO_ANSWERS | {"leaderboard"}} == {
+        "not in this edition"
+    }
+    _, found = sections(md)
+    assert "![loss curves of sweep micro-lr](sweeps/micro-lr/curves.png)" in found["learning_rate"]
+    assert "Once upon a time" in found["generate"]
+
+
+def test_demo_writeup_commands_are_accepted_by_snakemake(built):
+    wf, _, _, _, snap = built
+    record = json.loads((snap / "results/writeup.json").read_text())
+    _, found = sections((snap / "results/writeup.md").read_text())
+    wanted = commands(record)
+    assert set(wanted) == set(HANDOUT_ORDER) - DEMO_ANSWERS
+    for key, command in wanted.items():
+        assert f"`{command}`" in found[key], key
+    assert all(c.split()[0] == "snakemake" for c in wanted.values())
+    # one dry run plans every command's targets together (each alone would cost a start-up)
+    targets = sorted({w for c in wanted.values() for w in c.split()[1:]})
+    proc = wf.run(*targets, extra=("-n",), check=False)
+    assert proc.returncode == 0, (targets, proc.stdout[-2000:], proc.stderr[-2000:])
+
+
+def test_full_writeup_fills_in_as_its_artifacts_appear(built):
+    wf, _, _, _, _ = built
+    wf.run("demo")  # up to date, whatever the tests before changed
+    first = wf.run("writeup")
+    assert set(wf.jobs_run(first)) == {"writeup_report", "writeup"}  # reads, builds nothing
+    record = check_writeup(wf.root)
+    assert "**Full scale.**" in (wf.root / "results/writeup.md").read_text()
+    status = {p["key"]: p["status"] for p in record["problems"]}
+    assert {k for k, v in status.items() if v == "answered"} == DEMO_ANSWERS - {
+        "tokenizer_experiments"  # of target all, which the demo did not build
+    }
+    assert status["batch_size_experiment"] == "not run"
+    wanted = commands(record)
+    assert wanted["batch_size_experiment"] == "snakemake results/sweeps/micro-bs/report.md"
+    # run every command the writeup gives, then the writeup again: every problem answered
+    targets = sorted({w for c in wanted.values() for w in c.split()[1:]})
+    wf.run(*targets)
+    again = wf.run("writeup")
+    assert set(wf.jobs_run(again)) == {"writeup_report", "writeup"}
+    record = check_writeup(wf.root)
+    status = {p["key"]: p["status"] for p in record["problems"]}
+    assert status.pop("leaderboard") == "not configured"
+    assert set(status.values()) == {"answered"}
+    sources = {f for p in record["problems"] for f in p["sources"]}
+    assert {
+        "results/web/tokenizer/stats.json",
+        "results/sweeps/micro-bs/report.json",
+        "results/sweeps/micro-abl/report.json",
+        "results/runs/web-main/eval.json",
+    } <= sources
+    assert wf.jobs_run(wf.run("writeup")) == []
 
 
 def test_unknown_run_in_a_target_is_named(workflow):

@@ -137,6 +137,7 @@ rule sweep_report:
             subcategory="{sweep}",
             labels={"sweep": "{sweep}", "file": "summary.csv"},
         ),
+        json="results/sweeps/{sweep}/report.json",
     log:
         "results/logs/sweep_{sweep}.log",
     conda:

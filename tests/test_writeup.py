@@ -1,0 +1,164 @@
+"""lm writeup on artifacts made here: every problem in the handout's order, numbers equal
+to the files they cite, and a "not run yet" line with its command for what is missing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from writeup_checks import HANDOUT_ORDER, check_writeup, sections
+
+from lm.cli import main
+from lm.writeup import write_writeup
+
+
+def plan(edition: str = "full", in_edition: bool = True) -> dict:
+    """A plan over results/ in the current directory, the way the workflow writes it."""
+
+    def sweep(name):
+        return {
+            "name": name,
+            "in_edition": in_edition,
+            "report": f"results/sweeps/{name}/report.json",
+            "curves": f"results/sweeps/{name}/curves.png",
+            "runs": {},
+            "command": f"snakemake results/sweeps/{name}/report.md",
+        }
+
+    def run(name):
+        return {
+            "name": name,
+            "in_edition": in_edition,
+            "dir": f"results/runs/{name}",
+            "command": f"snakemake results/runs/{name}/eval.json",
+        }
+
+    return {
+        "edition": edition,
+        "roles": {
+            "tinystories": {
+                "name": "ts",
+                "tokenizer": "results/ts/tokenizer",
+                "command": "snakemake results/ts/tokenizer",
+            },
+            "owt": {
+                "name": "web",
+                "in_edition": in_edition,
+                "tokenizer": "results/web/tokenizer",
+                "command": "snakemake results/web/tokenizer",
+            },
+            "tokenizer_experiments": {
+                "name": "all",
+                "report": "results/tokenizer_experiments/all/report.json",
+                "command": "snakemake results/tokenizer_experiments/all/report.md",
+            },
+            "accounting": {
+                "name": "accounting",
+                "transformer": "results/accounting/transformer.json",
+                "adamw": "results/accounting/adamw.json",
+                "command": "snakemake accounting",
+            },
+            "lr_tuning": {
+                "name": "lr_tuning",
+                "report": "results/lr_tuning/report.json",
+                "curves": "results/lr_tuning/curves.png",
+                "command": "snakemake results/lr_tuning/report.md",
+            },
+            "learning_rate": {**sweep("lr"), "in_edition": True},
+            "batch_size": sweep("bs"),
+            "ablations": sweep("abl"),
+            "main_experiment": run("main"),
+            "leaderboard": {"name": None, "command": "snakemake results/runs/main/eval.json"},
+        },
+    }
+
+
+def test_nothing_built_says_not_run_yet_with_each_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = plan()
+    record = write_writeup(p, "results/writeup.md", "results/writeup.json")
+    check_writeup(tmp_path)
+    _, found = sections((tmp_path / "results/writeup.md").read_text())
+    assert list(found) == HANDOUT_ORDER
+    by_key = {r["key"]: r for r in record["problems"]}
+    for key, problem in by_key.items():
+        if key == "leaderboard":
+            assert problem["status"] == "not configured"
+            assert "*Not configured:*" in found[key]
+        else:
+            assert problem["status"] == "not run", key
+            assert "*Not run yet:*" in found[key], key
+        assert problem["command"].startswith("snakemake "), key
+        assert f"`{problem['command']}`" in found[key], key
+        assert problem["facts"] == [] and problem["sources"] == []
+    assert by_key["no_pos_emb"]["command"] == p["roles"]["ablations"]["command"]
+
+
+def test_demo_edition_points_at_the_full_scale_problems(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_writeup(plan("demo", in_edition=False), "results/writeup.md", "results/writeup.json")
+    md = (tmp_path / "results/writeup.md").read_text()
+    assert "**Demo scale.**" in md
+    _, found = sections(md)
+    for key in (
+        "train_bpe_expts_owt",
+        "batch_size_experiment",
+        "swiglu_ablation",
+        "main_experiment",
+    ):
+        assert "*Not in the demo:*" in found[key], key
+    assert "`snakemake results/sweeps/bs/report.md`" in found["batch_size_experiment"]
+    check_writeup(tmp_path)
+
+
+def test_accounting_and_toy_numbers_equal_their_artifacts(tmp_path, monkeypatch):
+    from lm.accounting import write_reports
+    from lm.training.lr_tuning import lr_tuning
+
+    monkeypatch.chdir(tmp_path)
+    write_reports(
+        "results/accounting",
+        models=["gpt2-small", "gpt2-medium"],
+        preset="gpt2-medium",
+        context_length=2048,
+    )
+    lr_tuning("results/lr_tuning")
+    assert (
+        main(
+            [
+                "writeup",
+                "--plan",
+                json.dumps(plan()),
+                "--out",
+                "results/writeup.md",
+                "--json",
+                "results/writeup.json",
+            ]
+        )
+        == 0
+    )
+    record = check_writeup(tmp_path)
+    by_key = {r["key"]: r for r in record["problems"]}
+    for key in ("transformer_accounting", "adamwAccounting", "learning_rate_tuning"):
+        assert by_key[key]["status"] == "answered" and len(by_key[key]["facts"]) > 5, key
+    _, found = sections((tmp_path / "results/writeup.md").read_text())
+    t = json.loads((tmp_path / "results/accounting/transformer.json").read_text())
+    medium = next(m for m in t["models"] if m["name"] == "gpt2-medium")
+    assert f"**{medium['parameters']['total']:,}**" in found["transformer_accounting"]
+    assert (
+        "![loss per iteration of the SGD toy](lr_tuning/curves.png)"
+        in found["learning_rate_tuning"]
+    )
+
+
+def test_a_plan_that_is_not_json_is_named(tmp_path, capsys):
+    assert main(["writeup", "--plan", "{nope", "--out", str(tmp_path / "w.md")]) == 2
+    assert "--plan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["edition", "roles"])
+def test_a_plan_without_its_keys_is_named(tmp_path, capsys, missing):
+    p = plan()
+    del p[missing]
+    assert main(["writeup", "--plan", json.dumps(p), "--out", str(tmp_path / "w.md")]) == 2
+    assert "edition" in capsys.readouterr().err

@@ -20,6 +20,7 @@ STAGES = [
     "lm.model.cli",
     "lm.training.cli",
     "lm.inference.cli",
+    "lm.export.cli",
     "lm.codeversion",
 ]
 

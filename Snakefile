@@ -32,6 +32,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/accounting.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/index.smk"
 
 

@@ -446,3 +446,64 @@ def test_a_new_export_replaces_an_old_one_whole(trained, tmp_path):
     assert main(["export-hf", "--run", str(run), "--out", str(out)]) == 0
     assert not (out / "stale.bin").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporaries left
+
+
+# ---------------------------------------------------------------------------- the workflow
+
+
+def _workflow_config() -> dict:
+    from conftest import tiny_config
+
+    cfg = tiny_config(demo=40)
+    cfg["models"] = {
+        "micro": {
+            "d_model": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "d_ff": 32,
+            "context_length": 16,
+            "rope_theta": 10000,
+        }
+    }
+    cfg["training_defaults"] = {
+        "threads": 1,
+        "training": {"batch_size": 4, "steps": 8, "eval_every": 4, "eval_batches": 2},
+    }
+    micro = {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
+    cfg["runs"] = {
+        "micro": micro,
+        "micro-post": {**micro, "model": {"preset": "micro", "norm": "post"}},
+    }
+    cfg["sweeps"] = {"micro-lr": {"base": "micro", "grid": {"optimizer.lr": [1e-3, 1e-2]}}}
+    cfg["generation"] = {"prompts": ["Once"], "max_new_tokens": 4}
+    cfg["targets"]["demo"].update(sweeps=["micro-lr"], runs=["micro-post"], export_hf=True)
+    return cfg
+
+
+@pytest.mark.slow
+def test_the_demo_target_exports_the_sweeps_best_run_and_skips_post_norm(workflow):
+    workflow.write_config(_workflow_config())
+    first = workflow.run("demo")
+    ran = workflow.jobs_run(first)
+    assert ran.count("export_best_hf") == 1 and "export_hf" not in ran
+    results = workflow.root / "results"
+    assert not (results / "runs" / "micro-post" / "hf").exists()  # post-norm: left out
+    losses = {
+        r: json.loads((results / "runs" / r / "result.json").read_text())["final_val_loss"]
+        for r in ("micro-lr-lr1e-3", "micro-lr-lr1e-2")
+    }
+    best = min(losses, key=losses.get)
+    hf = results / "sweeps" / "micro-lr" / "hf"
+    assert f"# {best}" in (hf / "README.md").read_text()
+    model, _, _ = load_run(results / "runs" / best)
+    ids = torch.randint(0, model.vocab_size, (2, 16))
+    assert _logit_diff(model, hf, ids) < TOLERANCE
+    assert workflow.jobs_run(workflow.run("demo")) == []  # nothing left to do
+
+    one = workflow.run("results/runs/micro-lr-lr1e-3/hf")
+    assert workflow.jobs_run(one) == ["export_hf"]
+    assert (results / "runs" / "micro-lr-lr1e-3" / "hf" / "model.safetensors").is_file()
+    refused = workflow.run("results/runs/micro-post/hf", check=False)
+    assert refused.returncode != 0
+    assert "norm='post'" in refused.stdout + refused.stderr
+    assert not (results / "runs" / "micro-post" / "hf").exists()

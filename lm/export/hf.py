@@ -50,21 +50,11 @@ from pathlib import Path
 import torch
 
 from lm.errors import LMError
+from lm.export.variants import unsupported_variants
 from lm.io import remove_stale_temporaries, temporary_prefix, write_json, write_text
 from lm.model.config import ModelConfig
 from lm.tokenizer.serialization import token_to_str
 
-#: The variant choices ``LlamaForCausalLM`` computes, and why each other choice cannot be.
-LLAMA_VARIANT = {"norm": "pre", "position": "rope", "ffn": "swiglu"}
-_WHY_NOT = {
-    ("norm", "post"): "post-norm blocks (norm(x + f(x))); Llama normalises before each "
-    "sub-layer (x + f(norm(x)))",
-    ("norm", "none"): "no RMSNorm at all; Llama has one before each sub-layer and at the end",
-    ("position", "nope"): "no position embedding (NoPE); Llama always applies RoPE to "
-    "queries and keys",
-    ("ffn", "silu"): "the ungated SiLU FFN (w2(silu(w1 x))); Llama's MLP is the gated "
-    "SwiGLU (down(silu(gate x) * up x))",
-}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EOT = "<|endoftext|>"
 
@@ -85,12 +75,11 @@ class UnsupportedVariantError(LMError):
 
 def check_exportable(config: ModelConfig, what: str = "the model") -> None:
     """Raise :class:`UnsupportedVariantError` naming each variant Llama cannot express."""
-    wrong = [(k, getattr(config, k)) for k, v in LLAMA_VARIANT.items() if getattr(config, k) != v]
+    wrong = unsupported_variants(config)
     if wrong:
-        lines = [f"{k}={v!r}: {_WHY_NOT[(k, v)]}" for k, v in wrong]
         raise UnsupportedVariantError(
             f"{what} cannot be exported as a Llama checkpoint; it uses\n  "
-            + "\n  ".join(lines)
+            + "\n  ".join(wrong)
             + "\nLoaded as LlamaForCausalLM it would compute a different function, so no "
             "checkpoint is written. Only norm=pre, position=rope, ffn=swiglu models export."
         )

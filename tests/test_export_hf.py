@@ -22,6 +22,7 @@ from lm.cli import main
 from lm.data.demo import write_corpus
 from lm.errors import LMError
 from lm.export.hf import (
+    FILES,
     UnsupportedVariantError,
     half_split_order,
     hf_state_dict,
@@ -251,6 +252,20 @@ def test_several_unsupported_variants_are_all_named(tokenizer, tmp_path):
         assert named in str(e.value)
 
 
+def test_the_workflow_reads_exportability_from_a_run_config_without_torch():
+    """The Snakefile decides at start-up which runs a target exports: torch-free."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from lm.export.variants import llama_can_express as ok;"
+        "assert ok({'norm': 'pre', 'position': 'rope', 'ffn': 'swiglu', 'attention': 'sdpa'});"
+        "assert not ok({'norm': 'pre', 'position': 'nope'}) and not ok({'ffn': 'silu'});"
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ---------------------------------------------------------------------------- the tokenizer
 
 
@@ -341,15 +356,7 @@ def test_cli_exports_a_trained_run_that_transformers_reproduces(trained, tmp_pat
     run, out = trained / "runs" / "good", tmp_path / "hf"
     assert main(["export-hf", "--run", str(run), "--out", str(out)]) == 0
     assert f"-> {out}" in capsys.readouterr().out
-    for name in (
-        "model.safetensors",
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "README.md",
-    ):
-        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     config = json.loads((out / "config.json").read_text())
     assert config["num_key_value_heads"] == config["num_attention_heads"] == 4
     assert config["max_position_embeddings"] == 64 and config["tie_word_embeddings"] is False

@@ -33,6 +33,7 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/accounting.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/writeup.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/index.smk"
 
 

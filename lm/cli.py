@@ -21,6 +21,7 @@ STAGES = [
     "lm.training.cli",
     "lm.inference.cli",
     "lm.writeup.cli",
+    "lm.export.cli",
     "lm.codeversion",
 ]
 

@@ -102,7 +102,17 @@ def _run_entries(d: Path) -> list[tuple[Path, str]]:
         out.append((d / "samples.md", _describe_samples(d)))
     if (d / "curves.png").is_file():
         out.append((d / "curves.png", "train/val loss curves"))
-    return out
+    return out + _hf_entries(d)
+
+
+def _hf_entries(d: Path) -> list[tuple[Path, str]]:
+    """The Hugging Face export under ``d/hf/`` (lm export-hf), linked by its model card."""
+    card = d / "hf" / "README.md"
+    if not card.is_file():
+        return []
+    title = card.read_text(encoding="utf-8").partition("\n")[0].lstrip("# ").strip()
+    dtype = (_json(d / "hf" / "config.json") or {}).get("dtype")
+    return [(card, f"{title} for transformers (LlamaForCausalLM, {dtype})")]
 
 
 def _sweep_entries(d: Path) -> list[tuple[Path, str]]:
@@ -119,7 +129,7 @@ def _sweep_entries(d: Path) -> list[tuple[Path, str]]:
     if (d / "curves.png").is_file():
         out.append((d / "curves.png", "loss curves of every run"))
     out.append((d / "summary.csv", "one row per run"))
-    return out
+    return out + _hf_entries(d)
 
 
 def _tokenizer_entry(d: Path) -> tuple[Path, str]:

@@ -310,6 +310,10 @@ def fake_results(tmp_path):
     )
     _write(sw / "summary.csv", "a,b\n")
     _write(sw / "curves.png", "png")
+    for hf in (ok / "hf", sw / "hf"):
+        _write(hf / "README.md", "# lr-1e-3\n\nA model card.")
+        _write(hf / "config.json", {"dtype": "float32"})
+        _write(hf / "model.safetensors", "weights")
     _write(r / "lr_tuning" / "report.md", "# lr")
     _write(
         r / "lr_tuning" / "report.json",
@@ -347,9 +351,11 @@ def test_results_index_lists_every_artifact_with_working_links(fake_results, cap
     assert "no perplexity" in line("runs/lr-3/eval.json")
     assert "best lr-1e-3 (val loss 1.2000), 1 diverged" in line("sweeps/lr/report.md")
     line("sweeps/lr/curves.png"), line("sweeps/lr/summary.csv")
+    for hf in ("runs/lr-1e-3/hf", "sweeps/lr/hf"):
+        assert "lr-1e-3 for transformers (LlamaForCausalLM, float32)" in line(f"{hf}/README.md")
     assert "lr 10: decays, lr 1000: diverges" in line("lr_tuning/report.md")
     line("lr_tuning/curves.png"), line("report.html"), line("notes/extra.md")
-    assert "checkpoints" not in page and "logs" not in page and "README.md" not in page
+    assert "checkpoints" not in page and "logs" not in page and "](README.md)" not in page
     for heading in ("## Datasets", "## Runs", "## Sweeps", "## Accounting", "- **stories**"):
         assert heading in page
     # every link resolves, also from an index written elsewhere
@@ -357,9 +363,9 @@ def test_results_index_lists_every_artifact_with_working_links(fake_results, cap
     assert main(["results-index", "--results", str(fake_results), "--out", str(other)]) == 0
     for index in (out, other):
         links = re.findall(r"\]\(([^)]+)\)", index.read_text())
-        assert len(links) == 24
+        assert len(links) == 26
         assert all((index.parent / link).is_file() for link in links)
-    assert "24 artifacts" in capsys.readouterr().out
+    assert "26 artifacts" in capsys.readouterr().out
 
 
 def test_results_index_of_a_missing_directory(tmp_path, capsys):

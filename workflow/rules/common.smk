@@ -14,6 +14,7 @@ from snakemake.utils import validate
 from lm.codeversion import command_version
 from lm.config_layers import merge_layers, typed_command_line_config
 from lm.errors import LMError
+from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
 from lm.training.config import resolve_runs, sweep_members
 
@@ -255,6 +256,37 @@ def training_targets(target, datasets):
         files.extend(run_outputs(run))
     if wanted.get("lr_tuning"):
         files.append("results/lr_tuning/report.md")
+    return files
+
+
+# ---- export (workflow/rules/export.smk) --------------------------------------------------
+
+
+def exportable(run):
+    """Whether Llama can express the run's model (post-norm, no-norm, NoPE, SiLU cannot)."""
+    return llama_can_express(resolved_run(run)["model"])
+
+
+def exportable_sweep_runs(sweep):
+    return [r for r in sweep_runs(sweep) if exportable(r)]
+
+
+def run_tokenizer(run):
+    return f"results/{resolved_run(run)['dataset']}/tokenizer"
+
+
+def export_targets(target, datasets):
+    """With `export_hf: true`, the best exportable run of each sweep of the target, and
+    each listed run Llama can express (a listed run that diverges fails its export)."""
+    wanted = config["targets"][target]
+    if not wanted.get("export_hf"):
+        return []
+    files = [
+        f"results/sweeps/{s}/hf"
+        for s in wanted.get("sweeps", [])
+        if exportable_sweep_runs(s)
+    ]
+    files += [f"results/runs/{r}/hf" for r in wanted.get("runs", []) if exportable(r)]
     return files
 
 

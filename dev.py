@@ -78,7 +78,9 @@ def main(argv: list[str]) -> int:
         cmd = [str(BIN / "snakemake"), "demo", "--report", "results/report.html"]
     else:
         ensure_env("dev")
-        cmd = [str(BIN / "pytest"), "-n", "auto", *rest]  # pytest-xdist: one worker per core
+        # pytest-xdist: one worker per core; loadscope keeps the tests of a module on one worker,
+        # so a module-scoped fixture (a whole pipeline run) is built once, not once per worker
+        cmd = [str(BIN / "pytest"), "-n", "auto", "--dist", "loadscope", *rest]
     print("dev.py: " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 

@@ -73,6 +73,14 @@ def test_forward_flops_equal_flop_counter_mode(name, overrides, batch):
     assert ours == acc.count_forward_flops_with_torch(cfg, batch)
 
 
+@pytest.mark.parametrize("variant", [{}, {"norm": "post", "ffn": "silu"}, {"position": "nope"}])
+def test_flops_from_two_small_copies_equal_counting_the_whole_model(variant):
+    from lm.accounting.checks import _counted_forward_flops
+
+    cfg = TINY.replace(num_layers=5, **variant)
+    assert acc.count_forward_flops_with_torch(cfg, 2) == _counted_forward_flops(cfg, 2, None)
+
+
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
 @pytest.mark.parametrize("ffn", ["swiglu", "silu"])
 def test_saved_activations_equal_the_derived_formula(attention, ffn):

@@ -23,7 +23,21 @@ def count_parameters_of_model(cfg: ModelConfig) -> int:
 def count_forward_flops_with_torch(
     cfg: ModelConfig, batch: int = 1, seq_len: int | None = None
 ) -> int:
-    """FLOPs that ``FlopCounterMode`` counts for a forward pass of the model on meta tensors."""
+    """FLOPs that ``FlopCounterMode`` counts for a forward pass of the model on meta tensors.
+
+    The layers of the model are identical, so its cost is that of a 1-layer copy plus
+    ``num_layers - 1`` times what a second layer adds: two small models are counted instead
+    of the whole one (48 layers of GPT-2 XL at 16,384 tokens took seconds), with the same
+    result to the FLOP (tested against counting the whole model).
+    """
+    one = _counted_forward_flops(cfg.replace(num_layers=1), batch, seq_len)
+    if cfg.num_layers == 1:
+        return one
+    two = _counted_forward_flops(cfg.replace(num_layers=2), batch, seq_len)
+    return one + (cfg.num_layers - 1) * (two - one)
+
+
+def _counted_forward_flops(cfg: ModelConfig, batch: int, seq_len: int | None) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -77,6 +77,7 @@ def test_native_pretokens_equal_regex(text):
     assert native_pretokens(text) == PRETOKEN_RE.findall(text)
 
 
+@pytest.mark.slow  # every code point of Unicode, in six contexts: 15 s
 @needs_native
 def test_native_pretokens_every_code_point_in_context():
     """Each code point alone, after a space, between letters, before spaces and digits."""

@@ -40,6 +40,32 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike):
+    """Yield a temporary directory beside ``path``; on success rename it onto ``path``
+    (replacing an older one), so ``path`` is always either the old or the complete new
+    directory. On any exception the temporary directory is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if path.exists():
+            old = Path(
+                tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=".old.tmp", dir=path.parent)
+            )
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def temporary_prefix(path: Path) -> str:
     """The name prefix of the temporaries of ``path``: hidden, with this process's id."""
     return f".{path.name}.{os.getpid()}."

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,7 +49,7 @@ import torch
 
 from lm.errors import LMError
 from lm.export.variants import unsupported_variants
-from lm.io import remove_stale_temporaries, temporary_prefix, write_json, write_text
+from lm.io import atomic_directory, write_json, write_text
 from lm.model.config import ModelConfig
 from lm.tokenizer.serialization import token_to_str
 
@@ -407,12 +405,7 @@ def write_hf_dir(
     summary.setdefault("final_val_loss", None)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=temporary_prefix(out_dir), suffix=".tmp", dir=out_dir.parent)
-    )
-    try:
+    with atomic_directory(out_dir) as tmp:
         save_safetensors(
             weights,
             tmp / WEIGHTS_FILE,
@@ -432,21 +425,6 @@ def write_hf_dir(
             tmp / "tokenizer_config.json", hf_tokenizer_config(tokenizer, config.context_length)
         )
         write_text(tmp / "README.md", _model_card(summary))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = Path(
-                tempfile.mkdtemp(
-                    prefix=temporary_prefix(out_dir), suffix=".old.tmp", dir=out_dir.parent
-                )
-            )
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from lm.errors import LMError
-from lm.io import remove_stale_temporaries, temporary_prefix, write_json, write_text
+from lm.io import atomic_directory, write_json, write_text
 from lm.progress import add_progress_argument
 
 DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
@@ -94,31 +91,10 @@ def train_to_dir(
         progress=progress,
     )
     stats = build_stats(vocab, merges, stats)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=temporary_prefix(out_dir), suffix=".tmp", dir=out_dir.parent)
-    )
-    try:
+    with atomic_directory(out_dir) as tmp:
         save_tokenizer(vocab, merges, tmp)
         write_json(tmp / "stats.json", stats)
         write_text(tmp / "report.md", render_markdown(stats))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = Path(
-                tempfile.mkdtemp(
-                    prefix=temporary_prefix(out_dir), suffix=".old.tmp", dir=out_dir.parent
-                )
-            )
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
 
 

@@ -12,6 +12,31 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+#: The snakemake of the environment running the tests.
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+#: The smallest model the workflow tests train (a preset for `models:`).
+MICRO_MODEL = {
+    "d_model": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "d_ff": 32,
+    "context_length": 16,
+    "rope_theta": 10000,
+}
+
+
+def snakemake(
+    root: Path, *args: str, check: bool = False, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`snakemake ARGS` run in ``root`` as a user types it (no --cores: the default profile)."""
+    proc = subprocess.run(
+        [str(SNAKEMAKE), *args], cwd=root, capture_output=True, text=True, timeout=timeout
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 #: The files of a checkout that `snakemake` reads (lm/ for the code versions of the rules).
 CHECKOUT_FILES = ("Snakefile", "config.yaml", "README.md")
 CHECKOUT_DIRS = ("workflow", "profiles", "lm")

@@ -8,14 +8,11 @@ import functools
 import hashlib
 import http.server
 import json
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_checkout, tiny_config, write_readme_local_yaml
+from conftest import copy_checkout, snakemake, tiny_config, write_readme_local_yaml
 
 from lm.config_layers import merge_layers
 from lm.data.demo import write_corpus
@@ -88,11 +85,6 @@ def test_other_keys_merge_as_before():
 
 
 # ---- through real snakemake, over the shipped config.yaml ------------------------------
-
-
-def snakemake(root: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(Path(sys.executable).parent / "snakemake"), *args]
-    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow

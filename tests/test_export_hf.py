@@ -459,19 +459,10 @@ def test_a_new_export_replaces_an_old_one_whole(trained, tmp_path):
 
 
 def _workflow_config() -> dict:
-    from conftest import tiny_config
+    from conftest import MICRO_MODEL, tiny_config
 
     cfg = tiny_config(demo=40)
-    cfg["models"] = {
-        "micro": {
-            "d_model": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "d_ff": 32,
-            "context_length": 16,
-            "rope_theta": 10000,
-        }
-    }
+    cfg["models"] = {"micro": MICRO_MODEL}
     cfg["training_defaults"] = {
         "threads": 1,
         "training": {"batch_size": 4, "steps": 8, "eval_every": 4, "eval_batches": 2},

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout, tiny_config, write_readme_local_yaml
+from conftest import REPO, copy_checkout, snakemake, tiny_config, write_readme_local_yaml
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
-BIN = Path(sys.executable).parent
 PROFILE_NOTICE = "workflow specific profile"
 
 # What a {placeholder} of a README command stands for in the shipped config.yaml.
@@ -80,12 +77,6 @@ def test_the_readme_has_the_commands_users_type():
     assert any(c.startswith("lm accounting") for c in LM)
 
 
-def snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cmd", SNAKEMAKE)
 def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
@@ -96,7 +87,7 @@ def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
     if "local.yaml" in cmd:  # the README's example file, its /data/ files made real
         write_readme_local_yaml(root, tmp_path / "data")
     args = shlex.split(cmd)[1:]
-    proc = snakemake([*args, "-n"], cwd=root)
+    proc = snakemake(root, *args, "-n", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"`{cmd} -n` failed:\n{out}"
     assert PROFILE_NOTICE in out and "profiles/default" in out, out
@@ -121,7 +112,7 @@ def tiny_checkout(root: Path) -> Path:
 def test_a_plain_snakemake_runs_without_cores(tmp_path):
     """`snakemake TARGET` with no flag: the default profile supplies the cores."""
     root = tiny_checkout(tmp_path / "repo")
-    proc = snakemake(["results/demo/raw/valid.stats.json"], cwd=root)
+    proc = snakemake(root, "results/demo/raw/valid.stats.json", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "cores have to be specified" not in out
@@ -136,9 +127,9 @@ def test_snakefile_given_with_s_from_another_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     snakefile = str(root / "Snakefile")
-    planned = snakemake(["-s", snakefile, "-n", "train_all"], cwd=elsewhere)
+    planned = snakemake(elsewhere, "-s", snakefile, "-n", "train_all", timeout=300)
     assert planned.returncode == 0, planned.stdout + planned.stderr
-    proc = snakemake(["-s", snakefile, "results/demo/raw/train.stats.json"], cwd=elsewhere)
+    proc = snakemake(elsewhere, "-s", snakefile, "results/demo/raw/train.stats.json", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert PROFILE_NOTICE in out

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Workflow, copy_checkout, tiny_config
+from conftest import MICRO_MODEL, Workflow, copy_checkout, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +19,7 @@ TARGETS = ("results/runs/micro/eval.json", "results/runs/micro/samples.md")
 
 def config() -> dict:
     cfg = tiny_config(demo=30)
-    cfg["models"] = {
-        "micro": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32,
-                  "context_length": 16, "rope_theta": 10000}
-    }  # fmt: skip
+    cfg["models"] = {"micro": MICRO_MODEL}
     cfg["training_defaults"] = {
         "threads": 1,
         "training": {"batch_size": 4, "steps": 4, "eval_every": 2, "eval_batches": 1,
@@ -47,8 +43,7 @@ def built(tmp_path_factory):
 
 
 def plan(root: Path, dry: bool = True) -> subprocess.CompletedProcess:
-    cmd = [str(Path(sys.executable).parent / "snakemake"), *TARGETS] + (["-n"] if dry else [])
-    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    return snakemake(root, *TARGETS, *(["-n"] if dry else []))
 
 
 def planned(proc: subprocess.CompletedProcess) -> set[str]:

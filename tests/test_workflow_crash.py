@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import copy_checkout, tiny_config
+from conftest import MICRO_MODEL, SNAKEMAKE, copy_checkout, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,16 +29,7 @@ BIN = Path(sys.executable).parent
 def crash_config(documents: int) -> dict:
     cfg = tiny_config(demo=documents)
     cfg["datasets"]["demo"]["valid"]["generate"]["documents"] = 20
-    cfg["models"] = {
-        "micro": {
-            "d_model": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "d_ff": 32,
-            "context_length": 16,
-            "rope_theta": 10000,
-        }
-    }
+    cfg["models"] = {"micro": MICRO_MODEL}
     cfg["training_defaults"] = {
         "threads": 1,
         "training": {
@@ -62,21 +53,12 @@ def checkout(tmp_path: Path, documents: int = 60) -> Path:
     return root
 
 
-def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(BIN / "snakemake"), *args], cwd=root, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
-
-
 def crash_when(root: Path, target: str, ready, timeout: float = 300) -> None:
     """Start `snakemake TARGET`, wait until ``ready()`` (mid-job), then SIGKILL snakemake and
     every process under it, as a power cut or the OOM killer would."""
     log = open(root / "crashed-run.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "snakemake"), target], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+        [str(SNAKEMAKE), target], cwd=root, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -107,10 +89,10 @@ def crash_when(root: Path, target: str, ready, timeout: float = 300) -> None:
 def recover(root: Path, target: str) -> subprocess.CompletedProcess:
     """The README's way back: the plain command says the directory is locked and how to
     unlock it; `snakemake --unlock`; the same command again."""
-    locked = snakemake(root, target, check=False)
+    locked = snakemake(root, target)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr
-    snakemake(root, "--unlock")
-    return snakemake(root, target)
+    snakemake(root, "--unlock", check=True)
+    return snakemake(root, target, check=True)
 
 
 def log_has(path: Path, text: str):
@@ -131,7 +113,7 @@ def without_wallclock(path: Path) -> list[dict]:
 
 def test_training_killed_mid_run_resumes_and_ends_bit_identical(tmp_path):
     root = checkout(tmp_path)
-    snakemake(root, "results/demo/tokens/train.npy", "results/demo/tokens/valid.npy")
+    snakemake(root, "results/demo/tokens/train.npy", "results/demo/tokens/valid.npy", check=True)
     run = root / "results/runs/micro"
     crash_when(
         root, "results/runs/micro/result.json", lambda: any(run.glob("checkpoints/step_*.pt"))
@@ -162,7 +144,7 @@ def test_training_killed_mid_run_resumes_and_ends_bit_identical(tmp_path):
 
 def test_bpe_training_killed_leaves_nothing_and_reruns_to_a_clean_result(tmp_path):
     root = checkout(tmp_path, documents=3000)
-    snakemake(root, "results/demo/raw/train.stats.json")
+    snakemake(root, "results/demo/raw/train.stats.json", check=True)
     log = root / "results/demo/logs/train_tokenizer.log"
     crash_when(root, "results/demo/tokenizer", log_has(log, "pre-tokenize: "))
     assert not (root / "results/demo/tokenizer").exists()
@@ -181,7 +163,7 @@ def test_bpe_training_killed_leaves_nothing_and_reruns_to_a_clean_result(tmp_pat
 
 def test_encoding_killed_leaves_nothing_and_reruns_to_a_clean_result(tmp_path):
     root = checkout(tmp_path, documents=3000)
-    snakemake(root, "results/demo/tokenizer")
+    snakemake(root, "results/demo/tokenizer", check=True)
     tokens = root / "results/demo/tokens"
     log = root / "results/demo/logs/encode_train.log"
     crash_when(root, "results/demo/tokens/train.npy", log_has(log, "encode train.txt: "))

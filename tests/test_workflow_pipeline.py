@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import Workflow, tiny_config
+from conftest import MICRO_MODEL, Workflow, tiny_config
 from writeup_checks import HANDOUT_ORDER, check_writeup, commands, sections
 
 pytestmark = pytest.mark.slow
@@ -21,16 +21,7 @@ pytestmark = pytest.mark.slow
 
 def pipeline_config() -> dict:
     cfg = tiny_config(demo=40)
-    cfg["models"] = {
-        "micro": {
-            "d_model": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "d_ff": 32,
-            "context_length": 16,
-            "rope_theta": 10000,
-        }
-    }
+    cfg["models"] = {"micro": MICRO_MODEL}
     cfg["training_defaults"] = {
         "threads": 1,
         "training": {

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 from lm.errors import LMError
-
-DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
+from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, dict | None]:
@@ -91,7 +90,7 @@ def load_run_tokenizer(tokenizer_dir: str | os.PathLike):
         raise LMError(
             f"no tokenizer at {tokenizer_dir} (vocab.json missing); train it (lm train-bpe) or pass --tokenizer DIR"
         )
-    special = DEFAULT_SPECIAL_TOKENS
+    special = list(DEFAULT_SPECIAL_TOKENS)
     stats = tokenizer_dir / "stats.json"
     if stats.is_file():
         with contextlib.suppress(json.JSONDecodeError, OSError):

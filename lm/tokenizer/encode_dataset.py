@@ -31,10 +31,8 @@ import numpy as np
 from lm.errors import LMError
 from lm.io import atomic_path, peak_rss_mb, write_json
 from lm.progress import progress_bar
-from lm.tokenizer.pretokenize import chunk_size_for, find_boundary
+from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, chunk_size_for, find_boundary
 from lm.tokenizer.tokenizer import Tokenizer
-
-DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
 
 
 def choose_dtype(vocab_size: int) -> tuple[np.dtype, str]:

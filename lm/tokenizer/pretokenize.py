@@ -33,6 +33,10 @@ from lm.errors import LMError
 from lm.progress import progress_bar
 from lm.tokenizer.native import module as native_module
 
+#: The special tokens of a corpus unless it names others: the document separator of the
+#: TinyStories and OpenWebText files.
+DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
+
 #: The GPT-2 pre-tokenization pattern (contractions, letters, numbers, other symbols, whitespace).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PRETOKEN_RE = regex.compile(GPT2_PATTERN)

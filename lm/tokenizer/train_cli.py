@@ -8,8 +8,7 @@ import os
 from lm.errors import LMError
 from lm.io import atomic_directory, write_json, write_text
 from lm.progress import add_progress_argument
-
-DEFAULT_SPECIAL_TOKENS = ["<|endoftext|>"]
+from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
 
 
 def register(subparsers) -> None:

@@ -331,13 +331,12 @@ def count_pretokens(
                 chunk_size,
                 special_tokens,
                 range(n_chunks),
-                on_chunk=bar.update if bar is not None else None,
+                on_chunk=bar.update,
             )
         except _BadUTF8 as e:
             _raise_bad_utf8(path, e.offset, e.reason)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
     else:
         counts, results = _count_parallel(
             path, size, chunk_size, special_tokens, n_chunks, workers, make_bar
@@ -398,8 +397,7 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, m
                 continue
             kind = msg[0]
             if kind == "progress":
-                if bar is not None:
-                    bar.update(msg[1])
+                bar.update(msg[1])
             elif kind == "done":
                 _, rank, part, part_results = msg
                 pending.discard(rank)
@@ -421,8 +419,7 @@ def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, m
                 pending.discard(msg[1])
                 raise RuntimeError(f"pre-tokenization worker {msg[1]} failed:\n{msg[2]}")
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

@@ -83,3 +83,41 @@ def test_param_without_grad_is_skipped():
 def test_bad_hyperparameters(kw):
     with pytest.raises(LMError):
         AdamW([torch.nn.Parameter(torch.ones(2))], **kw)
+
+
+def _random_params(seed):
+    """Tensors of several shapes, two dtypes (so the foreach path splits its lists) and
+    two param groups, one without weight decay."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(13, 7), (7,), (5, 3, 2), (1,), (64, 33)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    params.append(torch.nn.Parameter(torch.randn(9, 4, generator=g, dtype=torch.float64)))
+    return params
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_foreach_step_equals_the_per_parameter_reference(wd):
+    runs = {}
+    for foreach in (False, True):
+        params = _random_params(0)
+        groups = [{"params": params[:4]}, {"params": params[4:], "weight_decay": 0.0}]
+        opt = AdamW(groups, lr=3e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=wd, foreach=foreach)
+        g = torch.Generator().manual_seed(1)
+        for t in range(7):
+            for group in opt.param_groups:
+                group["lr"] = 3e-2 * (t + 1) / 7
+            for i, p in enumerate(params):
+                # parameter 1 sits out steps 2 and 5, so its step count lags the others'
+                skip = i == 1 and t in (2, 5)
+                p.grad = None if skip else torch.randn(p.shape, generator=g, dtype=p.dtype)
+            opt.step()
+        runs[foreach] = (params, opt)
+    (ref, ref_opt), (fast, fast_opt) = runs[False], runs[True]
+    assert ref_opt.state[ref[1]]["step"] == fast_opt.state[fast[1]]["step"] == 5
+    for a, b, start in zip(ref, fast, _random_params(0), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+        assert not torch.equal(a, start)  # the steps did move it
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(
+                fast_opt.state[b][key], ref_opt.state[a][key], rtol=0, atol=1e-6
+            )

@@ -23,6 +23,7 @@ STAGES = [
     "lm.writeup.cli",
     "lm.export.cli",
     "lm.codeversion",
+    "lm.devices_cli",
 ]
 
 

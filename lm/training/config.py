@@ -84,6 +84,7 @@ SPEC: dict[str, dict[str, Any]] = {
         "compile": "bool",
         "dtype": ("auto", "float32", "bfloat16"),
         "divergence_factor": "num+?",
+        "processes": "int+",
     },
     "resources": {"mem_mb": "int+", "gpu": "int0"},
     "wandb": {
@@ -143,6 +144,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
         "compile": False,
         "dtype": "auto",
         "divergence_factor": 2.0,
+        "processes": 1,
     },
     "resources": {},
     "wandb": {"enabled": False, "project": "lm", "entity": None, "group": None, "mode": "online"},
@@ -158,6 +160,7 @@ RESUME_FREE_KEYS = (
     "wandb",
     "training.device",
     "training.compile",
+    "training.processes",
     "training.log_every",
     "training.eval_every",
     "training.checkpoint_every",
@@ -702,7 +705,8 @@ def run_resources(run_cfg: dict) -> dict:
         mem = 3000 + 2 * state_bytes / 2**20
     else:
         mem = 500 + 1.25 * (state_bytes + activations + 4 * params) / 2**20
-    out = {"mem_mb": int(math.ceil(mem / 100) * 100), "gpu": 1 if device.startswith("cuda") else 0}
+    gpu = train.get("processes", 1) if device.startswith("cuda") else 0  # one per process
+    out = {"mem_mb": int(math.ceil(mem / 100) * 100), "gpu": gpu}
     out.update(declared)
     return out
 

@@ -13,10 +13,12 @@ from snakemake.utils import validate
 
 from lm.codeversion import command_version
 from lm.config_layers import merge_layers, typed_command_line_config
+from lm.devices import machine_gpus
 from lm.errors import LMError
 from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
 from lm.training.config import resolve_runs, sweep_members
+from lm.training.launch import job_gpus, train_launcher
 
 
 def _layered_config():
@@ -168,6 +170,44 @@ def resolved_run(name):
             f"in config.yaml, or list them with `lm runs --config config.yaml --names`."
         )
     return RUNS[name]
+
+
+# GPUs: the local executor counts a `gpu` resource but never says which GPU a job got; each
+# GPU job takes its own from this machine's lock-file pool (`lm with-gpus`, lm.devices).
+# Run at most as many GPU jobs at once as there are GPUs here, unless --resources gpu=G.
+# A cluster executor counts GPUs itself (and the submitting host may have none).
+LOCAL_JOBS = workflow.local_exec and workflow.is_main_process
+LOCAL_GPUS = len(machine_gpus()) if LOCAL_JOBS else 0
+if LOCAL_JOBS:
+    workflow.global_resources.setdefault("gpu", LOCAL_GPUS)
+
+
+def _launch(how, name):
+    try:
+        return how(resolved_run(name))
+    except LMError as e:
+        raise WorkflowError(f"config error: {e}") from None
+
+
+def run_gpus(name):
+    """The GPUs run ``name``'s job holds (lm.training.launch.job_gpus), checked against
+    what this machine can give when jobs run here."""
+    gpus = _launch(lambda run: job_gpus(run, LOCAL_GPUS), name)
+    limit = workflow.global_resources.get("gpu").value
+    if LOCAL_JOBS and gpus > limit:
+        raise WorkflowError(
+            f"run {name} needs {gpus} GPU(s) (training.device, training.processes, "
+            f"resources.gpu) but this machine has {LOCAL_GPUS} and --resources gpu is "
+            f"{limit}. Allow more with --resources gpu=N (up to the GPUs here), ask for "
+            f"fewer (training.processes, resources.gpu), use training.device: cpu, or run "
+            f"where there are more GPUs (a cluster profile)."
+        )
+    return gpus
+
+
+def train_command(name):
+    """`lm train`, or `torchrun ... -m lm train` for a multi-process run."""
+    return _launch(train_launcher, name)
 
 
 def run_tokens(run, split):

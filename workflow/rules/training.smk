@@ -22,7 +22,9 @@ rule run_config:
 
 
 rule train:
-    """Train one run; resumes from its checkpoints; a diverged run is a result, not a failure."""
+    """Train one run; resumes from its checkpoints; a diverged run is a result, not a failure.
+    One job per run, on its own GPU(s) of this machine's pool (lm with-gpus); a multi-process
+    run is one job that starts torchrun."""
     input:
         run="results/runs/{run}/run.json",
         train=lambda wc: run_tokens(wc.run, "train"),
@@ -45,12 +47,14 @@ rule train:
     threads: lambda wc: resolved_run(wc.run)["threads"]
     resources:
         mem_mb=lambda wc: resolved_run(wc.run)["resources"]["mem_mb"],
-        gpu=lambda wc: resolved_run(wc.run)["resources"]["gpu"],
+        gpu=lambda wc: run_gpus(wc.run),
     params:
         outdir=lambda wc: f"results/runs/{wc.run}",
+        launch=lambda wc: train_command(wc.run),
         code=code_version("train"),
     shell:
-        "lm train --config {input.run:q} --train-tokens {input.train:q} "
+        "lm with-gpus {resources.gpu} -- "
+        "{params.launch} --config {input.run:q} --train-tokens {input.train:q} "
         "--valid-tokens {input.valid:q} --out {params.outdir:q} --threads {threads} "
         "--on-config-change restart --progress log 2>&1 | tee {log:q}"
 

@@ -4,6 +4,8 @@
     python3 dev.py demo   # venv + install, the whole pipeline on the built-in demo corpus,
                           # then its HTML report (results/report.html)
     python3 dev.py test   # venv + install with the dev extra, then the test suite
+    python3 dev.py slurm  # a single-node SLURM cluster on this machine (Debian packages,
+                          # as root), for `snakemake --profile workflow/profiles/slurm`
 
 Extra arguments go to snakemake or pytest. The virtual environment is .venv/ in the
 repository; the install is redone only when pyproject.toml changes.
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -63,11 +68,205 @@ def ensure_env(extra: str) -> None:
     stamp.write_text(want)
 
 
+# ---- python3 dev.py slurm: a single-node SLURM cluster from the distribution's packages ----
+
+# munge authenticates the daemons to each other; slurmdbd (with MariaDB behind it) keeps the
+# accounting that `sacct` reads, which the Snakemake SLURM executor polls for job status.
+SLURM_PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server"]
+SLURM_CONF = Path("/etc/slurm/slurm.conf")
+SLURMDBD_CONF = Path("/etc/slurm/slurmdbd.conf")
+SLURM_LOGS = Path("/var/log/slurm")
+SLURM_STATE = Path("/var/lib/slurm")
+SLURM_DB = "slurm_acct_db"
+
+
+def _ok(*cmd: str) -> bool:
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def _run(*cmd: str) -> str:
+    print("dev.py: " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(
+            f"dev.py: `{' '.join(cmd)}` failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    return done.stdout
+
+
+def _slurm_up() -> bool:
+    """The node answers (idle, mixed or allocated) and the accounting database answers."""
+    if not shutil.which("sinfo"):
+        return False
+    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    live = states.returncode == 0 and any(
+        s.strip().rstrip("*") in ("idle", "mixed", "allocated") for s in states.stdout.split()
+    )
+    return live and _ok("sacct", "-n", "-X", "-S", "now")
+
+
+def _install_slurm_packages() -> None:
+    missing = [
+        p
+        for p in SLURM_PACKAGES
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
+        ).stdout
+        != "install ok installed"
+    ]
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        sys.exit(f"dev.py slurm: needs the Debian/Ubuntu packages {' '.join(missing)} (apt-get).")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+    ):
+        print("dev.py: " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def _node_line() -> str:
+    """`NodeName=... CPUs=... RealMemory=...` of this machine, as slurmd itself measures it."""
+    out = _run("slurmd", "-C")
+    line = next((ln for ln in out.splitlines() if ln.startswith("NodeName=")), None)
+    if line is None:
+        sys.exit(f"dev.py slurm: `slurmd -C` printed no NodeName line:\n{out}")
+    return line
+
+
+def _write_if_changed(path: Path, text: str, mode: int) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+def _slurm_configs() -> bool:
+    """Write slurm.conf and slurmdbd.conf; True when either changed."""
+    host = socket.gethostname()
+    node = _node_line()
+    slurm_conf = f"""\
+# Written by `python3 dev.py slurm` (lm): a single-node cluster on this machine.
+ClusterName=lm
+SlurmctldHost={host}
+SlurmUser=root
+AuthType=auth/munge
+# no cgroups here: track processes through /proc, no task confinement
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+MpiDefault=none
+StateSaveLocation={SLURM_STATE}/slurmctld
+SlurmdSpoolDir={SLURM_STATE}/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile={SLURM_LOGS}/slurmctld.log
+SlurmdLogFile={SLURM_LOGS}/slurmd.log
+# accounting through slurmdbd, so that sacct (the executor plugin's status poll) answers
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+JobCompType=jobcomp/none
+# keep the --comment of each job (the executor plugin puts the rule name there) for sacct
+AccountingStoreFlags=job_comment
+# a finished job leaves squeue quickly and shows in sacct
+MinJobAge=30
+{node} State=UNKNOWN
+PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+    # slurmdbd runs as root and reaches MariaDB through its socket as root (unix_socket
+    # authentication, Debian's default), so no database password is stored anywhere.
+    dbd_conf = f"""\
+# Written by `python3 dev.py slurm` (lm).
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=/run/slurmdbd.pid
+LogFile={SLURM_LOGS}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc={SLURM_DB}
+"""
+    for d in (SLURM_LOGS, SLURM_STATE / "slurmctld", SLURM_STATE / "slurmd"):
+        d.mkdir(parents=True, exist_ok=True)
+    changed = _write_if_changed(SLURM_CONF, slurm_conf, 0o644)
+    return _write_if_changed(SLURMDBD_CONF, dbd_conf, 0o600) or changed
+
+
+def _pid_alive(pidfile: str) -> bool:
+    try:
+        pid = int(Path(pidfile).read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def _wait(what: str, check, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            sys.exit(f"dev.py slurm: {what} did not come up in {seconds:.0f} s; see {SLURM_LOGS}/")
+        time.sleep(1)
+
+
+def _start(service: str, pidfile: str, restart: bool) -> None:
+    """Start (or, after a config change, restart) a daemon through its init script."""
+    if _pid_alive(pidfile) and not restart:
+        return
+    _run("service", service, "restart" if _pid_alive(pidfile) else "start")
+    _wait(service, lambda: _pid_alive(pidfile))
+
+
+def slurm_cluster() -> int:
+    """Install, configure and start what is missing; a cluster that is up with this
+    configuration is left as it is, a changed configuration restarts the daemons."""
+    if os.geteuid() != 0:
+        if _slurm_up():
+            return subprocess.run(["sinfo"]).returncode
+        sys.exit("dev.py slurm: run it as root (it installs packages and starts system daemons).")
+    _install_slurm_packages()
+    changed = _slurm_configs()
+    if not changed and _slurm_up():
+        print("dev.py slurm: the cluster is up", flush=True)
+        return subprocess.run(["sinfo"]).returncode
+    if not _ok("sh", "-c", "munge -n | unmunge"):
+        _run("service", "munge", "start")
+        _wait("munged", lambda: _ok("sh", "-c", "munge -n | unmunge"))
+    if not _ok("mariadb-admin", "ping"):
+        _run("service", "mariadb", "start")
+        _wait("mariadb", lambda: _ok("mariadb-admin", "ping"))
+    _run("mariadb", "-e", f"CREATE DATABASE IF NOT EXISTS {SLURM_DB}")
+    _start("slurmdbd", "/run/slurmdbd.pid", changed)
+    _wait("slurmdbd", lambda: _ok("sacctmgr", "-n", "list", "cluster"))
+    _start("slurmctld", "/run/slurmctld.pid", changed)
+    _start("slurmd", "/run/slurmd.pid", changed)
+    # a node that was down (a past unclean stop) returns to service
+    _wait("slurmctld", lambda: _ok("scontrol", "ping"))
+    if not _slurm_up():
+        subprocess.run(["scontrol", "update", "NodeName=ALL", "State=RESUME"], capture_output=True)
+    _wait("the node and sacct", _slurm_up)
+    return subprocess.run(["sinfo"]).returncode
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "test", "slurm"):
         print(__doc__.strip())
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "slurm":
+        ensure_env("slurm")
+        return slurm_cluster()
     if command == "demo":
         ensure_env("")
         cmd = [str(BIN / "snakemake"), "--cores", "all", "demo", *rest]

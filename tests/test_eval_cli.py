@@ -15,6 +15,7 @@ from lm.inference.evaluate import evaluate
 from lm.inference.generate import generate
 from lm.inference.run import load_run
 from lm.tokenizer import Tokenizer
+from lm.tokenizer.encode_dataset import encode_file
 from lm.tokenizer.train_cli import train_to_dir
 from lm.training.config import resolve_run
 from lm.training.loop import train
@@ -27,14 +28,21 @@ def tree(tmp_path_factory):
     """results/demo/{tokenizer,tokens}/ and results/runs/tiny/, as the pipeline lays them out."""
     root = tmp_path_factory.mktemp("pipeline")
     res = root / "results"
+    res.mkdir()
     write_corpus(root / "train.txt", 60, seed=0)
     write_corpus(root / "valid.txt", 5, seed=1)
     train_to_dir(root / "train.txt", res / "demo" / "tokenizer", 320, [EOT])
     tok = Tokenizer.from_dir(res / "demo" / "tokenizer", [EOT])
-    (res / "demo" / "tokens").mkdir()
+    tokens_dir = res / "demo" / "tokens"
+    tokens_dir.mkdir()
     for split in ("train", "valid"):
         ids = tok.encode((root / f"{split}.txt").read_text(encoding="utf-8"))
         np.save(res / "demo" / "tokens" / f"{split}.npy", np.array(ids, dtype=np.uint16))
+    # valid.stats.json (bytes and tokens, for bits per byte) as the pipeline writes it
+    stats = encode_file(root / "valid.txt", tok, root / "valid-again.npy")
+    shutil.move(root / "valid-again.stats.json", res / "demo" / "tokens" / "valid.stats.json")
+    assert np.array_equal(np.load(root / "valid-again.npy"), np.load(tokens_dir / "valid.npy"))
+    assert stats["tokens"] == len(np.load(tokens_dir / "valid.npy"))
     spec = {
         "dataset": "demo",
         "model": {
@@ -88,6 +96,35 @@ def test_evaluate_writes_what_evaluate_computes(tree, tmp_path, capsys):
     result = json.loads((run / "result.json").read_text())
     assert record["training_final_val_loss"] == result["final_val_loss"]
     assert "perplexity" in capsys.readouterr().out
+    # bits per byte, recomputed independently: the valid text's UTF-8 bytes (every byte of
+    # the file, the <|endoftext|> separators included) over its ids, counted here
+    text = (tree.parent / "valid.txt").read_bytes()
+    n_ids = len(Tokenizer.from_dir(tree / "demo" / "tokenizer", [EOT]).encode(text.decode()))
+    assert n_ids == n and record["split_tokens"] == n and record["split_bytes"] == len(text)
+    assert text.count(EOT.encode()) == 5  # documents, each followed by the separator
+    assert record["bytes_per_token"] == len(text) / n
+    bits = expected["loss"] * n_ids / len(text) / np.log(2)
+    assert record["bits_per_byte"] == pytest.approx(bits, rel=1e-6)
+
+
+def test_evaluate_bits_per_byte_needs_the_matching_split_stats(tree, tmp_path, capsys):
+    run, valid = _run(tree), tree / "demo" / "tokens" / "valid.npy"
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--run", str(run), "--out", str(out), "--no-progress"]
+    # no stats beside the tokens: loss as before, bits per byte null with a note
+    shutil.copy(valid, tmp_path / "bare.npy")
+    assert main([*args, "--valid-tokens", str(tmp_path / "bare.npy")]) == 0
+    record = json.loads(out.read_text())
+    assert record["loss"] is not None and record["bits_per_byte"] is None
+    assert "bare.stats.json" in record["note"]
+    # stats of another encoding (a token count that differs): a clear error, nothing written
+    out.unlink()
+    stale = tmp_path / "stale.stats.json"
+    stale.write_text(json.dumps({"bytes": 100, "tokens": len(np.load(valid)) + 1}))
+    argv = [*args, "--valid-tokens", str(valid), "--valid-stats", str(stale)]
+    assert main(argv) == 2
+    assert "re-encode the split" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def _generate_args(tree, *extra):

@@ -25,11 +25,17 @@ def register(subparsers) -> None:
         description=(
             "Predict every token of the split after the first exactly once (windows of "
             "context_length+1 tokens sharing their boundary tokens) and write the mean loss "
-            "(nats/token) and perplexity to OUT. A diverged run still gets an eval.json (exit 0)."
+            "(nats/token), perplexity and bits per byte (from the split's bytes/token) to OUT. "
+            "A diverged run still gets an eval.json (exit 0)."
         ),
     )
     p.add_argument("--run", required=True, help="run directory written by lm train")
     p.add_argument("--valid-tokens", required=True, help="the split, a 1-D .npy of token ids")
+    p.add_argument(
+        "--valid-stats",
+        help="the split's stats JSON from lm encode (bytes and tokens, for bits per byte; "
+        "default: VALID_TOKENS without .npy + .stats.json, skipped with a note when absent)",
+    )
     p.add_argument("--out", required=True, help="output JSON, e.g. results/runs/NAME/eval.json")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward (default 16)")
     _add_common(p)
@@ -179,7 +185,12 @@ def _check_sampling(args) -> None:
 
 
 def _evaluate(args) -> int:
-    from lm.inference.evaluate import evaluate
+    from lm.inference.evaluate import (
+        bits_per_byte,
+        evaluate,
+        split_bytes_per_token,
+        split_stats_path,
+    )
     from lm.inference.run import load_run, read_run
     from lm.io import write_json
     from lm.runtime import pick_device
@@ -202,6 +213,10 @@ def _evaluate(args) -> int:
         "batch_size": args.batch_size,
         "loss": None,
         "perplexity": None,
+        "bits_per_byte": None,
+        "bytes_per_token": None,
+        "split_bytes": None,
+        "split_tokens": None,
         "training_final_val_loss": (result or {}).get("final_val_loss"),
         "seconds": None,
         "tokens_per_s": None,
@@ -221,6 +236,15 @@ def _evaluate(args) -> int:
     if args.batch_size < 1:
         raise LMError(f"--batch-size must be at least 1, got {args.batch_size}")
     tokens = open_tokens(args.valid_tokens)
+    stats_path = Path(args.valid_stats or split_stats_path(args.valid_tokens))
+    split = None
+    if args.valid_stats or stats_path.is_file():
+        split = split_bytes_per_token(stats_path, len(tokens))
+        record.update(
+            bytes_per_token=split["bytes_per_token"],
+            split_bytes=split["bytes"],
+            split_tokens=split["tokens"],
+        )
     _advise_sequential(tokens)  # read front to back (open_tokens advises random access)
     device = pick_device(args.device)
     with _threads(args.threads):
@@ -234,6 +258,7 @@ def _evaluate(args) -> int:
         context_length=metrics["context_length"],
         loss=_finite(loss),
         perplexity=_finite(ppl),
+        bits_per_byte=bits_per_byte(_finite(loss), split and split["bytes_per_token"]),
         seconds=round(metrics["seconds"], 3),
         tokens_per_s=round(metrics["tokens_per_s"], 1) if metrics["tokens_per_s"] else None,
         device=str(device),
@@ -246,8 +271,14 @@ def _evaluate(args) -> int:
         )
     elif not math.isfinite(ppl):
         record["note"] = f"perplexity exp({loss:.1f}) overflows a float: null"
+    elif split is None:
+        record["note"] = (
+            f"no stats of the split at {stats_path} (written by lm encode): bits per byte unknown"
+        )
     write_json(args.out, record)
     shown = f"loss {loss:.4f}, perplexity {ppl:.3f}" if record["perplexity"] else "loss null"
+    if record["bits_per_byte"] is not None:
+        shown += f", {record['bits_per_byte']:.4f} bits/byte"
     print(
         f"{record['run']} ({status}, step {step}): {shown} over "
         f"{metrics['tokens_predicted']} tokens in {metrics['seconds']:.1f} s -> {args.out}"

@@ -13,12 +13,24 @@ Each prediction sees the tokens since the start of its window only (between 0 an
 slightly above what a sliding window would give; it is what CS336 and nanoGPT report.
 Windows go through the model a batch at a time, read from the memory-mapped file batch
 by batch (the split is never loaded whole), without autograd.
+
+**Bits per byte.** A loss per token depends on the tokenizer: a tokenizer that packs more
+text into a token has fewer, harder tokens to predict. The comparable figure is the loss per
+byte of text, ``bits/byte = (nats/token) / ln 2 / (bytes/token)``, with bytes/token of the
+split exactly as ``lm encode`` counted it (``{split}.stats.json``: ``bytes`` / ``tokens``).
+Convention: bytes are the UTF-8 bytes of the split's text file, all of them (the 13 bytes of
+each ``<|endoftext|>`` separator and every newline included); tokens are all ids of its
+encoding (a special token counts as one). The loss averages over ``tokens - 1`` predictions
+and the ratio uses all ``tokens``: one token in a split of millions.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,6 +135,46 @@ def evaluate(
         "seconds": seconds,
         "tokens_per_s": (n - 1) / seconds if seconds > 0 else None,
     }
+
+
+def bits_per_byte(loss_nats_per_token: float | None, bytes_per_token: float | None) -> float | None:
+    """``(nats/token) / ln 2 / (bytes/token)``; None when either is unknown or not finite."""
+    if loss_nats_per_token is None or bytes_per_token is None:
+        return None
+    if not (math.isfinite(loss_nats_per_token) and bytes_per_token > 0):
+        return None
+    return loss_nats_per_token / math.log(2) / bytes_per_token
+
+
+def split_stats_path(tokens_path: str | os.PathLike) -> Path:
+    """Where ``lm encode`` puts the stats of ``tokens/valid.npy``: ``tokens/valid.stats.json``."""
+    p = Path(tokens_path)
+    return p.with_name(p.name.removesuffix(".npy") + ".stats.json")
+
+
+def split_bytes_per_token(stats_path: str | os.PathLike, n_tokens: int) -> dict:
+    """``bytes``, ``tokens`` and the exact ``bytes_per_token`` of an encoded split, read from
+    the ``{split}.stats.json`` that ``lm encode`` wrote beside it. Raises an ``LMError`` when
+    the file is unreadable or describes a different number of tokens than the split has (a
+    stale stats file: re-encode the split)."""
+    path = Path(stats_path)
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LMError(
+            f"cannot read the split's stats {path} ({e}); it is written by `lm encode --stats`"
+        ) from e
+    size, tokens = stats.get("bytes"), stats.get("tokens")
+    if not isinstance(size, int) or not isinstance(tokens, int) or tokens < 1:
+        raise LMError(
+            f"{path} has no integer 'bytes' and 'tokens'; re-encode the split (lm encode)"
+        )
+    if tokens != n_tokens:
+        raise LMError(
+            f"{path} counts {tokens} tokens but the split has {n_tokens}: the stats belong to "
+            "another encoding; re-encode the split (lm encode) so both are written together"
+        )
+    return {"bytes": size, "tokens": tokens, "bytes_per_token": size / tokens}
 
 
 # ---------------------------------------------------------------------------- runs on disk

@@ -60,10 +60,12 @@ rule train:
 
 
 rule evaluate:
-    """Validation loss and perplexity over the whole validation split."""
+    """Validation loss, perplexity and bits per byte over the whole validation split."""
     input:
         result="results/runs/{run}/result.json",
         valid=lambda wc: run_tokens(wc.run, "valid"),
+        # bytes and tokens of the split, for bits per byte
+        stats=lambda wc: f"results/{resolved_run(wc.run)['dataset']}/tokens/valid.stats.json",
     output:
         "results/runs/{run}/eval.json",
     log:
@@ -77,7 +79,7 @@ rule evaluate:
         code=code_version("evaluate"),
     shell:
         "lm evaluate --run {params.rundir:q} --valid-tokens {input.valid:q} "
-        "{params.settings} --threads {threads} --out {output:q} "
+        "--valid-stats {input.stats:q} {params.settings} --threads {threads} --out {output:q} "
         "--progress log 2>&1 | tee {log:q}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from lm.progress import add_progress_argument
 
@@ -110,7 +111,15 @@ def _train(args) -> int:
         line += f" at step {result['diverged_step']} ({result['diverged_reason']})"
     else:
         line += f", val loss {result['final_val_loss']:.4f} after {result['steps']} steps"
-    print(line + f", {result['wallclock_s']:.1f} s -> {args.out}")
+    if result["max_wallclock_minutes"] is not None:
+        line += (
+            f" of {result['steps_planned']} planned for the {result['max_wallclock_minutes']:g}-minute"
+            f" budget (stopped: {result['stop_reason']})"
+        )
+    if result["processes"] > 1:
+        line += f", {result['processes']} processes"
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the job
+        print(line + f", {result['wallclock_s']:.1f} s -> {args.out}")
     return 0  # a diverged run is a result, not a failure: the sweep goes on
 
 

@@ -23,6 +23,8 @@ measures the share of wallclock spent outside compute.
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import json
 import math
 import os
@@ -39,7 +41,9 @@ from lm.io import atomic_open, peak_rss_mb, write_json
 from lm.model.config import ModelConfig
 from lm.progress import progress_bar
 from lm.runtime import autocast_dtype, pick_device
+from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
+from lm.training import distributed
 from lm.training.config import resume_differences
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.functional import cross_entropy, gradient_clipping
@@ -88,24 +92,32 @@ class LoopState:
     diverged_reason: str | None = None
     timings: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     sessions: int = 0
+    plan: dict | None = None  # steps, warmup_iters, cosine_cycle_iters (+ calibration of a budget)
+    stop_reason: str | None = None  # steps | budget | diverged
 
 
 class Metrics:
-    """metrics.jsonl, appended a line at a time and flushed (a killed run loses nothing logged)."""
+    """metrics.jsonl, appended a line at a time and flushed (a killed run loses nothing logged).
+    Written by rank 0 only (``enabled``)."""
 
-    def __init__(self, path: Path, records: list[dict]):
+    def __init__(self, path: Path, records: list[dict], enabled: bool = True):
         self.path = path
+        self.file = None
+        if not enabled:
+            return
         with atomic_open(path, "w", encoding="utf-8") as f:  # exactly the checkpoint's records
             for r in records:
                 f.write(json.dumps(r) + "\n")
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _wandb_start(run_cfg: dict, out: Path):
@@ -154,17 +166,21 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 @torch.no_grad()
-def evaluate(model, valid, starts: np.ndarray, context_length: int, device, amp) -> float:
-    """Mean loss over the fixed validation batches (rows of ``starts``)."""
+def evaluate(
+    model, valid, starts: np.ndarray, context_length: int, device, amp, dist=distributed.SINGLE
+) -> float:
+    """Mean loss over the fixed validation batches (rows of ``starts``); under DDP each rank
+    takes its slice of every row and the means are averaged over ranks."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
+    cols = dist.shard(starts.shape[1])
     for row in starts:
-        x, y = gather_windows(valid, row, context_length, device)
+        x, y = gather_windows(valid, row[cols], context_length, device)
         with amp():
             total += cross_entropy(model(x), y)
     model.train(was_training)
-    return (total / len(starts)).item()
+    return (dist.mean(total) / len(starts)).item()
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -217,9 +233,78 @@ def _train(
 ) -> dict:
     if on_config_change not in ("error", "restart"):
         raise LMError(f"on_config_change must be 'error' or 'restart', got {on_config_change!r}")
-    mcfg, ocfg, scfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "schedule", "training"))
+    mcfg, ocfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "training"))
     t_setup = time.perf_counter()
-    device = pick_device(tcfg["device"])
+    dist, device = distributed.setup(pick_device(tcfg["device"]))
+    try:
+        return _train_process(
+            run_cfg,
+            train_path,
+            valid_path,
+            out,
+            dist=dist,
+            device=device,
+            t_setup=t_setup,
+            progress=progress if dist.main else False,
+            fresh=fresh,
+            sync_timing=sync_timing,
+            on_config_change=on_config_change,
+        )
+    finally:
+        distributed.teardown(dist)
+
+
+def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str, device):
+    """Rank 0's part before training: clear temporaries, apply --fresh, pick the checkpoint
+    to resume from (or refuse one of another config). Returns (checkpoint path or None,
+    error message or None) so that every rank can act on the same decision."""
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
+            p.unlink(missing_ok=True)
+    if fresh and ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("*.pt"):
+            p.unlink()
+    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    if resume_from is not None:
+        old = ckpt.read_checkpoint(resume_from, map_location="cpu").get("config") or {}
+        diffs = resume_differences(old, run_cfg)
+        shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+        if diffs and on_config_change == "restart":
+            warnings.warn(
+                f"{ckpt_dir}: checkpoints of a run with a different config ({shown} differ) discarded; starting over",
+                stacklevel=4,
+            )
+            for p in ckpt_dir.glob("*.pt"):
+                p.unlink()
+            resume_from = None
+        elif diffs:
+            return None, (
+                f"{resume_from} was written by a run with a different config ({shown} differ), so "
+                f"continuing it would mix two runs. Restore the old config to resume, or discard the old "
+                f"run: delete {ckpt_dir} (or pass --fresh to lm train)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    write_json(out / "config.json", run_cfg)
+    return resume_from, None
+
+
+def _train_process(
+    run_cfg,
+    train_path,
+    valid_path,
+    out,
+    *,
+    dist,
+    device,
+    t_setup,
+    progress,
+    fresh,
+    sync_timing,
+    on_config_change,
+) -> dict:
+    mcfg, ocfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "training"))
     amp_dtype = autocast_dtype(tcfg["dtype"], device)
 
     def amp():
@@ -229,14 +314,15 @@ def _train(
 
     def sync():
         if sync_timing and device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
 
-    vocab, ctx, bs, steps = (
-        mcfg["vocab_size"],
-        mcfg["context_length"],
-        tcfg["batch_size"],
-        tcfg["steps"],
-    )
+    vocab, ctx, bs = mcfg["vocab_size"], mcfg["context_length"], tcfg["batch_size"]
+    if bs % dist.world:
+        raise LMError(
+            f"training.batch_size {bs} is the global batch and must divide evenly over the "
+            f"{dist.world} processes; pick a multiple of {dist.world} or another process count"
+        )
+    budget_s = wall.budget_seconds(run_cfg)
 
     # Bad input fails here, before any training.
     train_data = open_tokens(train_path)
@@ -246,35 +332,14 @@ def _train(
         check_length(data, ctx, name=f"token file {path}")
 
     ckpt_dir = out / "checkpoints"
-    if ckpt_dir.is_dir():
-        for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
-            p.unlink(missing_ok=True)
-    if fresh and ckpt_dir.is_dir():
-        for p in ckpt_dir.glob("*.pt"):
-            p.unlink()
-    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
-    payload = None
-    if resume_from is not None:
-        payload = ckpt.read_checkpoint(resume_from, map_location=device)
-        diffs = resume_differences(payload.get("config") or {}, run_cfg)
-        shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
-        if diffs and on_config_change == "restart":
-            warnings.warn(
-                f"{ckpt_dir}: checkpoints of a run with a different config ({shown} differ) discarded; starting over",
-                stacklevel=3,
-            )
-            for p in ckpt_dir.glob("*.pt"):
-                p.unlink()
-            payload, resume_from = None, None
-        elif diffs:
-            raise LMError(
-                f"{resume_from} was written by a run with a different config ({shown} differ), so "
-                f"continuing it would mix two runs. Restore the old config to resume, or discard the old "
-                f"run: delete {ckpt_dir} (or pass --fresh to lm train)"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(exist_ok=True)
-    write_json(out / "config.json", run_cfg)
+    decision = None
+    if dist.main:
+        decision = _prepare_directory(
+            run_cfg, out, fresh=fresh, on_config_change=on_config_change, device=device
+        )
+    resume_from, error = dist.broadcast(decision)
+    if error:
+        raise LMError(error)
 
     torch.manual_seed(tcfg["seed"])
     model = build_model(mcfg).to(device)
@@ -292,7 +357,8 @@ def _train(
     )
 
     state = LoopState()
-    if payload is not None:
+    if resume_from is not None:
+        payload = ckpt.read_checkpoint(resume_from, map_location=device)
         if payload.get("rng"):
             payload["rng"] = ckpt._rng_to_cpu(payload["rng"])
         ckpt.restore(
@@ -300,13 +366,26 @@ def _train(
         )
         state = LoopState(**payload["extra"]["loop"])
         del payload
+        if budget_s is not None:  # a killed session's time after its last checkpoint counts
+            state.elapsed = dist.broadcast(
+                wall.spent_before(out / "metrics.jsonl", state.elapsed) if dist.main else None
+            )
     state.sessions += 1
     resumed_at = state.step if resume_from is not None else None
+    if state.plan is None and budget_s is None:
+        state.plan = wall.plan_schedule(run_cfg, tcfg["steps"])
 
-    step_model = torch.compile(model) if tcfg["compile"] else model
+    ddp = None
+    if dist.active:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    step_model = ddp if ddp is not None else model
+    if tcfg["compile"]:
+        step_model = torch.compile(step_model)
     model.train()
-    metrics = Metrics(out / "metrics.jsonl", state.records)
-    wandb_run = _wandb_start(run_cfg, out)
+    metrics = Metrics(out / "metrics.jsonl", state.records, enabled=dist.main)
+    wandb_run = _wandb_start(run_cfg, out) if dist.main else None
     pending_losses = [
         torch.tensor(v, dtype=torch.float32, device=device) for v in state.pending_losses
     ]
@@ -319,19 +398,29 @@ def _train(
     elapsed0 = state.elapsed
     clip = ocfg["grad_clip"] if ocfg["grad_clip"] > 0 else math.inf
     factor = tcfg["divergence_factor"]
+    shard = dist.shard(bs)
+    measured = {"eval_s": 0.0, "checkpoint_s": 0.0}
 
     def wallclock() -> float:
         return elapsed0 + (time.perf_counter() - session_t0)
 
     last_mark = {"t": wallclock(), "tokens": state.tokens}
 
+    def global_pending() -> tuple[list, list]:
+        """The pending train losses and grad norms averaged over ranks (each rank's are of
+        its own slice of the batch), as floats."""
+        if not pending_losses:
+            return [], []
+        both = dist.mean(torch.stack([torch.stack(pending_losses), torch.stack(pending_norms)]))
+        losses, norms = both.tolist()
+        return losses, norms
+
     def record(step: int, lr: float | None, val_loss: float | None) -> dict:
-        train_loss = grad_norm = None
-        if pending_losses:
-            train_loss = torch.stack(pending_losses).mean().item()
-            grad_norm = torch.stack(pending_norms).mean().item()
-            pending_losses.clear()
-            pending_norms.clear()
+        losses, norms = global_pending()
+        pending_losses.clear()
+        pending_norms.clear()
+        train_loss = sum(losses) / len(losses) if losses else None
+        grad_norm = sum(norms) / len(norms) if norms else None
         now = wallclock()
         dt = now - last_mark["t"]
         rate = (
@@ -374,64 +463,131 @@ def _train(
 
     def do_eval() -> float:
         t = time.perf_counter()
-        loss = evaluate(step_model, valid_data, val_starts, ctx, device, amp)
-        timings["eval"] += time.perf_counter() - t
+        loss = evaluate(step_model, valid_data, val_starts, ctx, device, amp, dist)
+        measured["eval_s"] = time.perf_counter() - t
+        timings["eval"] += measured["eval_s"]
         return loss
 
     def save(name: str) -> None:
         t = time.perf_counter()
+        losses, norms = global_pending()  # a collective: every rank saves at the same steps
         state.elapsed = wallclock()
-        state.pending_losses = [v.item() for v in pending_losses]
-        state.pending_norms = [v.item() for v in pending_norms]
-        ckpt.save_checkpoint(
-            model,
-            optimizer,
-            state.step,
-            ckpt_dir / name,
-            config=run_cfg,
-            batch_rng=batch_rng,
-            extra={"loop": asdict(state)},
+        state.pending_losses, state.pending_norms = losses, norms
+        if dist.main:
+            ckpt.save_checkpoint(
+                model,
+                optimizer,
+                state.step,
+                ckpt_dir / name,
+                config=run_cfg,
+                batch_rng=batch_rng,
+                extra={"loop": asdict(state)},
+            )
+            # keep the newest keep_checkpoints step files; none once final.pt exists
+            keep = tcfg["keep_checkpoints"] if name != "final.pt" else 0
+            for old in _step_checkpoints(ckpt_dir)[: -keep or None]:
+                old.unlink(missing_ok=True)
+        measured["checkpoint_s"] = time.perf_counter() - t
+        timings["checkpoint"] += measured["checkpoint_s"]
+
+    def train_step(lr: float) -> None:
+        t0 = time.perf_counter()
+        x, y = _next_batch(train_data, bs, ctx, device, batch_rng, shard)
+        sync()
+        t1 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with dist.guard("averaging gradients"):
+            with amp():
+                logits = step_model(x)
+            loss = cross_entropy(logits, y)
+            loss.backward()
+        norm = gradient_clipping(model.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending_losses.append(loss.detach().float())
+        pending_norms.append(norm.detach().float())
+        sync()
+        t2 = time.perf_counter()
+        timings["data"] += t1 - t0
+        timings["compute"] += t2 - t1
+
+    def calibrate() -> dict:
+        """Time a few steps, then put everything back as it was: the plan of a budget."""
+        t_start = time.perf_counter()
+        saved_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        saved_opt = copy.deepcopy(optimizer.state_dict())
+        saved_batch = copy.deepcopy(batch_rng.bit_generator.state)
+        saved_rng = ckpt.rng_state()
+        saved_timings = dict(timings)
+        cap = wall.MAX_CALIBRATION_SHARE * budget_s
+        timed_steps, timed_s = 0, 0.0
+        for i in itertools.count():
+            t = time.perf_counter()
+            train_step(0.0)
+            pending_losses[-1].item()  # wait for the device
+            if i < wall.WARMUP_STEPS:
+                continue
+            timed_steps, timed_s = timed_steps + 1, timed_s + time.perf_counter() - t
+            enough = timed_steps >= wall.MIN_TIMED_STEPS and timed_s >= wall.MIN_TIMED_S
+            if dist.any(dist.main and (enough or time.perf_counter() - t_start >= cap), device):
+                break
+        pending_losses.clear()
+        pending_norms.clear()
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_opt)
+        batch_rng.bit_generator.state = saved_batch
+        ckpt.set_rng_state(saved_rng)
+        timings.clear()
+        timings.update(saved_timings)
+        step_s = timed_s / timed_steps
+        steps = wall.plan_steps(
+            budget_s=budget_s,
+            spent_s=wallclock(),
+            step_s=step_s,
+            eval_s=measured["eval_s"],
+            checkpoint_s=max(measured["checkpoint_s"], 2 * step_s),
+            eval_every=tcfg["eval_every"],
+            checkpoint_every=tcfg["checkpoint_every"],
+            max_steps=tcfg["steps"],
         )
-        # keep the newest keep_checkpoints step files; none once final.pt exists
-        keep = tcfg["keep_checkpoints"] if name != "final.pt" else 0
-        for old in _step_checkpoints(ckpt_dir)[: -keep or None]:
-            old.unlink(missing_ok=True)
-        timings["checkpoint"] += time.perf_counter() - t
+        return {
+            **wall.plan_schedule(run_cfg, steps),
+            "seconds_per_step": round(step_s, 6),
+            "eval_s": round(measured["eval_s"], 4),
+            "calibration_s": round(time.perf_counter() - t_start, 3),
+            "calibration_steps": wall.WARMUP_STEPS + timed_steps,
+        }
+
+    def out_of_time(step: int) -> bool:
+        """Would the next steps up to the next check, and the final eval and checkpoint, cross
+        the budget? Decided by rank 0's clock at logging steps, so all ranks stop together."""
+        if budget_s is None or step % tcfg["log_every"]:
+            return False
+        ahead = tcfg["log_every"] * state.plan["seconds_per_step"]
+        final = max(measured["eval_s"], state.plan["eval_s"]) + measured["checkpoint_s"]
+        late = wallclock() + ahead + final > budget_s
+        return dist.any(late and dist.main, device)
 
     try:
         if state.step == 0 and not state.records:
             record(0, None, do_eval())
+        if state.plan is None:  # a budgeted run, before its first step
+            state.plan = dist.broadcast(calibrate())  # rank 0's measurement decides
+        plan = state.plan
+        steps = plan["steps"]
 
         bar = progress_bar(steps, run_cfg["name"], "steps", progress, initial=state.step)
         while state.status == "running" and state.step < steps:
             step = state.step + 1
             lr = get_lr_cosine_schedule(
-                step, ocfg["lr"], ocfg["min_lr"], scfg["warmup_iters"], scfg["cosine_cycle_iters"]
+                step, ocfg["lr"], ocfg["min_lr"], plan["warmup_iters"], plan["cosine_cycle_iters"]
             )
-
-            t0 = time.perf_counter()
-            x, y = _next_batch(train_data, bs, ctx, device, batch_rng)
-            sync()
-            t1 = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with amp():
-                logits = step_model(x)
-            loss = cross_entropy(logits, y)
-            loss.backward()
-            norm = gradient_clipping(model.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            pending_losses.append(loss.detach())
-            pending_norms.append(norm.detach())
-            sync()
-            t2 = time.perf_counter()
-            timings["data"] += t1 - t0
-            timings["compute"] += t2 - t1
-
+            train_step(lr)
             state.step = step
             state.tokens += bs * ctx
-            is_eval = step % tcfg["eval_every"] == 0 or step == steps
+            stop = out_of_time(step)
+            is_eval = step % tcfg["eval_every"] == 0 or step == steps or stop
             if is_eval or step % tcfg["log_every"] == 0:
                 val_loss = do_eval() if is_eval else None
                 t3 = time.perf_counter()
@@ -446,12 +602,18 @@ def _train(
             t4 = time.perf_counter()
             bar.update(1)
             timings["log"] += time.perf_counter() - t4
+            if stop and state.status == "running":
+                state.stop_reason = "budget"
+                break
             if state.status == "running" and step % tcfg["checkpoint_every"] == 0 and step < steps:
                 save(f"step_{step:08d}.pt")
         bar.close()
 
         if state.status == "running":
             state.status = "ok"
+        state.stop_reason = state.stop_reason or (
+            "diverged" if state.status == "diverged" else "steps"
+        )
         if pending_losses:  # a diverged run stops between records; log what it did
             record(state.step, None, None)
         save("final.pt")
@@ -461,22 +623,30 @@ def _train(
         if wandb_run is not None:
             wandb_run.finish()
 
-    result = _result(run_cfg, state, n_params, device, amp_dtype, resumed_at, setup_s)
-    write_json(out / "result.json", result)
-    from lm.training.plots import plot_run
+    result = _result(run_cfg, state, n_params, device, amp_dtype, resumed_at, setup_s, dist)
+    if dist.main:
+        write_json(out / "result.json", result)
+        from lm.training.plots import plot_run
 
-    plot_run(
-        state.records, out / "curves.png", title=run_cfg["name"], diverged_step=state.diverged_step
-    )
+        plot_run(
+            state.records,
+            out / "curves.png",
+            title=run_cfg["name"],
+            diverged_step=state.diverged_step,
+        )
+    dist.barrier("finishing")
     return result
 
 
-def _next_batch(data, batch_size, context_length, device, rng):
+def _next_batch(data, batch_size, context_length, device, rng, shard=slice(None)):
+    """The global batch's window starts, drawn from the run's stream; this rank's slice of them."""
     starts = rng.integers(0, len(data) - context_length, size=batch_size)
-    return gather_windows(data, starts, context_length, device)
+    return gather_windows(data, starts[shard], context_length, device)
 
 
-def _result(run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, setup_s) -> dict:
+def _result(
+    run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, setup_s, dist
+) -> dict:
     vals = [(r["step"], r["val_loss"]) for r in state.records if r["val_loss"] is not None]
     trains = [r["train_loss"] for r in state.records if r["train_loss"] is not None]
     best = min(vals, key=lambda sv: sv[1]) if vals else (None, None)
@@ -488,7 +658,10 @@ def _result(run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, 
         "diverged_step": state.diverged_step,
         "diverged_reason": state.diverged_reason,
         "steps": state.step,
-        "steps_planned": run_cfg["training"]["steps"],
+        "steps_planned": state.plan["steps"] if state.plan else run_cfg["training"]["steps"],
+        "stop_reason": state.stop_reason,
+        "max_wallclock_minutes": run_cfg["training"].get("max_wallclock_minutes"),
+        "budget_plan": state.plan if run_cfg["training"].get("max_wallclock_minutes") else None,
         "tokens": state.tokens,
         "wallclock_s": round(state.elapsed, 3),
         "tokens_per_s": round(state.tokens / state.elapsed, 1) if state.elapsed > 0 else None,
@@ -501,6 +674,7 @@ def _result(run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, 
         "device": str(device),
         "autocast": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "threads": torch.get_num_threads(),
+        "processes": dist.world,
         "sessions": state.sessions,
         "resumed_at_step": resumed_at,
         "time_breakdown_s": {k: round(v, 4) for k, v in state.timings.items()},

@@ -1,0 +1,339 @@
+"""Data-parallel training under real torchrun processes (gloo on CPU).
+
+The N-process run must see exactly the data of the 1-process run: same losses at every
+logged step (to float rounding of the gradient average), same final weights; also as two
+"nodes" meeting at a c10d rendezvous on 127.0.0.1, and after a kill, resumed at another
+process count. A rank that dies makes the others fail, named, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lm.errors import LMError
+from lm.training import distributed
+from lm.training.loop import train
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+RUN = {
+    "name": "ddp-micro",
+    "model": {
+        "d_model": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "d_ff": 64,
+        "context_length": 16,
+        "rope_theta": 10000,
+        "vocab_size": 128,
+    },
+    "optimizer": {"lr": 0.01},
+    "threads": 1,
+    "training": {
+        "batch_size": 8,
+        "steps": 40,
+        "eval_every": 20,
+        "eval_batches": 2,
+        "log_every": 5,
+        "checkpoint_every": 20,
+        "device": "cpu",
+    },
+}
+
+
+def _tokens(tmp: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    ids = (np.arange(60_000) * 7 % 97 + rng.integers(0, 3, 60_000)).astype(np.uint16)
+    np.save(tmp / "train.npy", ids[:50_000])
+    np.save(tmp / "valid.npy", ids[50_000:])
+    return tmp / "train.npy", tmp / "valid.npy"
+
+
+def _setup(tmp: Path, **training) -> tuple[Path, Path, Path]:
+    run = json.loads(json.dumps(RUN))
+    run["training"].update(training)
+    cfg = tmp / "run.json"
+    cfg.write_text(json.dumps(run))
+    return (cfg, *_tokens(tmp))
+
+
+def _lm_train(cfg, train_npy, valid_npy, out) -> list[str]:
+    return [
+        "-m", "lm", "train", "--config", str(cfg), "--train-tokens", str(train_npy),
+        "--valid-tokens", str(valid_npy), "--out", str(out), "--progress", "none",
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _standalone(nproc: int, args: list[str], **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a kill takes torchrun and its workers together
+        **popen,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _reference(tmp: Path, cfg: Path, train_npy: Path, valid_npy: Path) -> Path:
+    """The same run as one plain process (in this process: no launcher at all)."""
+    from lm.training.config import run_from_file
+
+    out = tmp / "single"
+    train(run_from_file(cfg), train_npy, valid_npy, out, progress=False)
+    return out
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ma, mb = _metrics(a), _metrics(b)
+    assert [r["step"] for r in ma] == [r["step"] for r in mb]
+    for ra, rb in zip(ma, mb, strict=True):
+        for key in ("train_loss", "val_loss", "grad_norm"):
+            if ra[key] is None:
+                assert rb[key] is None, (ra, rb)
+            else:
+                assert rb[key] == pytest.approx(ra[key], rel=1e-5), (key, ra, rb)
+    wa = torch.load(a / "checkpoints" / "final.pt", weights_only=True)["model"]
+    wb = torch.load(b / "checkpoints" / "final.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5, msg=k)
+    ra = json.loads((a / "result.json").read_text())
+    rb = json.loads((b / "result.json").read_text())
+    assert (ra["steps"], ra["tokens"]) == (rb["steps"], rb["tokens"])
+
+
+# ---------------------------------------------------------------------------- unit
+
+
+def test_shards_cover_the_global_batch_once():
+    for world in (1, 2, 4):
+        rows = [
+            list(range(16))[distributed.Dist(world=world, rank=r).shard(16)] for r in range(world)
+        ]
+        assert sum(rows, []) == list(range(16))
+
+
+def test_batch_must_divide_over_the_processes(tmp_path):
+    from lm.training import loop
+    from lm.training.config import run_from_file
+
+    cfg, train_npy, valid_npy = _setup(tmp_path, batch_size=6)
+
+    with pytest.raises(LMError, match="batch_size 6 is the global batch.*4 processes"):
+        loop._train_process(
+            run_from_file(cfg),
+            train_npy,
+            valid_npy,
+            tmp_path / "out",
+            dist=distributed.Dist(world=4, rank=0),
+            device=torch.device("cpu"),
+            t_setup=0.0,
+            progress=False,
+            fresh=False,
+            sync_timing=False,
+            on_config_change="error",
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_dist_timeout_is_checked(monkeypatch):
+    monkeypatch.setenv("LM_DIST_TIMEOUT", "soon")
+    with pytest.raises(LMError, match="LM_DIST_TIMEOUT"):
+        distributed.timeout_s()
+    monkeypatch.setenv("LM_DIST_TIMEOUT", "12.5")
+    assert distributed.timeout_s() == 12.5
+
+
+# ---------------------------------------------------------------------------- torchrun
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tmp_path):
+    cfg, train_npy, valid_npy = _setup(tmp_path)
+    two = tmp_path / "two"
+    proc = _standalone(2, _lm_train(cfg, train_npy, valid_npy, two))
+    single = _reference(tmp_path, cfg, train_npy, valid_npy)
+    out = _finish(proc)
+    assert "2 processes" in out
+    assert_same_run(single, two)
+    result = json.loads((two / "result.json").read_text())
+    assert result["processes"] == 2
+    # only rank 0 wrote: one line per logged step, one final checkpoint
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["final.pt"]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_equal_one(tmp_path):
+    cfg, train_npy, valid_npy = _setup(tmp_path)
+    port = _free_port()
+    nodes = tmp_path / "nodes"
+    procs = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes=2",
+                f"--node-rank={rank}",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=lm-test",
+                *_lm_train(cfg, train_npy, valid_npy, nodes),
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    single = _reference(tmp_path, cfg, train_npy, valid_npy)
+    for p in procs:
+        _finish(p)
+    assert_same_run(single, nodes)
+
+
+def _wait_for(path_glob, directory: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(directory.glob(path_glob)):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"no {path_glob} in {directory} after {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_two_process_run_resumes_exactly_at_another_process_count(tmp_path):
+    # long enough to be killed between checkpoints
+    cfg, train_npy, valid_npy = _setup(tmp_path, steps=400, checkpoint_every=50, log_every=10)
+    out = tmp_path / "killed"
+    proc = _standalone(2, _lm_train(cfg, train_npy, valid_npy, out))
+    _wait_for("checkpoints/step_*.pt", out, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert killed_at < 400, "the run ended before it could be killed; make it longer"
+    # resume as one process, then compare with an uninterrupted single-process run
+    resumed = subprocess.run(
+        [sys.executable, *_lm_train(cfg, train_npy, valid_npy, out)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["sessions"] == 2 and result["resumed_at_step"] >= 50
+    assert_same_run(_reference(tmp_path, cfg, train_npy, valid_npy), out)
+
+
+@pytest.mark.slow
+def test_a_dead_rank_fails_the_job_instead_of_hanging(tmp_path):
+    """Two nodes; node 1 is killed mid-training. Node 0's rank must fail within the
+    collective timeout with a message that says what happened."""
+    cfg, train_npy, valid_npy = _setup(tmp_path, steps=100_000, checkpoint_every=100)
+    port = _free_port()
+    out = tmp_path / "dead"
+    procs = [
+        subprocess.Popen(
+            [
+                *TORCHRUN,
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint=127.0.0.1:{port}",
+                "--rdzv-id=lm-dead",
+                "--max-restarts=0",
+                *_lm_train(cfg, train_npy, valid_npy, out),
+            ],
+            env=_env(LM_DIST_TIMEOUT="20"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in (0, 1)
+    ]
+    _wait_for("checkpoints/step_*.pt", out, procs[0])
+    os.killpg(procs[1].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        log, _ = procs[0].communicate(timeout=150)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert procs[0].returncode != 0
+    assert time.monotonic() - t0 < 150
+    assert "another process of this job probably died or hangs" in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_a_hung_rank_fails_the_job_after_the_collective_timeout(tmp_path):
+    """A rank that stops answering (SIGSTOP) without dying: the other fails after
+    LM_DIST_TIMEOUT, and torchrun ends the job."""
+    cfg, train_npy, valid_npy = _setup(tmp_path, steps=100_000, checkpoint_every=100)
+    out = tmp_path / "hung"
+    proc = subprocess.Popen(
+        [
+            *TORCHRUN,
+            "--standalone",
+            "--nproc-per-node=2",
+            *_lm_train(cfg, train_npy, valid_npy, out),
+        ],
+        env=_env(LM_DIST_TIMEOUT="8"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for("checkpoints/step_*.pt", out, proc)
+    workers = subprocess.run(
+        ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+    ).stdout.split()
+    assert len(workers) == 2, workers
+    stopped = max(workers, key=int)
+    os.kill(int(stopped), signal.SIGSTOP)
+    try:
+        log, _ = proc.communicate(timeout=150)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(stopped), signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "did not answer within 8 s" in log, log[-3000:]

@@ -1,0 +1,99 @@
+"""Wall-clock budgets: how many steps fit, and the schedule that ends there.
+
+A run with ``training.max_wallclock_minutes`` is planned in three moves by the loop:
+
+1. **Measure.** After the step-0 evaluation (timed), the loop runs a few calibration steps
+   (the first ones absorb torch.compile and allocator warm-up, the rest are timed) and then
+   puts the model, the optimizer and every random state back exactly as they were, so the
+   calibration leaves no trace in the run's numbers.
+2. **Plan.** :func:`plan_steps` fixes the number of steps so that training, the periodic
+   evaluations and checkpoints, and the final evaluation and checkpoint end at the budget
+   (a safety margin kept back); ``training.steps``/``total_tokens``, when set, cap it.
+   :func:`plan_schedule` then sets warmup (``warmup_ratio`` of the planned steps) and the
+   cosine decay to end on the last planned step. The plan is saved in every checkpoint:
+   a resumed run keeps it, so its learning rates are those of an uninterrupted one, and a
+   run is reproduced exactly by giving its planned ``steps`` (result.json) without a budget.
+3. **Stop.** Whatever the plan, the loop stops when the next steps and the final evaluation
+   would cross the budget, then evaluates and checkpoints; result.json records the budget,
+   the steps planned and reached, and why it stopped. Time spent by a killed session after
+   its last checkpoint still counts (read back from metrics.jsonl).
+
+Everything the budget counts is the loop's wall clock: calibration, training, evaluation
+and checkpoints, over all sessions; setup (imports, opening data, building the model) is
+not counted, as in result.json's ``wallclock_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from lm.errors import LMError
+
+#: Calibration: untimed warm-up steps, then timed steps until both minimums are reached
+#: (or the cap, a share of the budget, is).
+WARMUP_STEPS = 3
+MIN_TIMED_STEPS = 10
+MIN_TIMED_S = 2.0
+MAX_CALIBRATION_SHARE = 0.05
+#: Kept back from the budget for timing noise.
+SAFETY_SHARE = 0.03
+
+
+def plan_schedule(run_cfg: dict, steps: int) -> dict:
+    """``{"steps", "warmup_iters", "cosine_cycle_iters"}`` of a run trained for ``steps``.
+
+    A resolved run without a budget already has all three; a budgeted one has
+    ``warmup_ratio`` (or ``warmup_iters``) and usually no ``cosine_cycle_iters``.
+    """
+    sched = run_cfg["schedule"]
+    warmup = sched.get("warmup_iters")
+    if warmup is None:
+        warmup = round(sched.get("warmup_ratio", 0.0) * steps)
+    cosine = sched.get("cosine_cycle_iters") or steps
+    return {"steps": steps, "warmup_iters": min(warmup, cosine), "cosine_cycle_iters": cosine}
+
+
+def budget_seconds(run_cfg: dict) -> float | None:
+    minutes = run_cfg["training"].get("max_wallclock_minutes")
+    return None if minutes is None else 60.0 * minutes
+
+
+def plan_steps(
+    *,
+    budget_s: float,
+    spent_s: float,
+    step_s: float,
+    eval_s: float,
+    checkpoint_s: float,
+    eval_every: int,
+    checkpoint_every: int,
+    max_steps: int | None,
+) -> int:
+    """The number of steps that fits in what is left of the budget.
+
+    Each step costs ``step_s`` plus its share of the periodic evaluations and checkpoints;
+    the final evaluation and checkpoint and a safety margin are kept back. At least one
+    step; at most ``max_steps`` when set.
+    """
+    if step_s <= 0:
+        raise LMError(f"cannot plan a budget from a measured step time of {step_s} s")
+    left = budget_s * (1 - SAFETY_SHARE) - spent_s - eval_s - checkpoint_s
+    per_step = step_s + eval_s / eval_every + checkpoint_s / checkpoint_every
+    steps = max(1, math.floor(left / per_step))
+    return min(steps, max_steps) if max_steps else steps
+
+
+def spent_before(metrics_path: Path, checkpoint_elapsed: float) -> float:
+    """Wall clock already spent by earlier sessions: the checkpoint's, or later, the last
+    line a killed session wrote to metrics.jsonl after that checkpoint."""
+    spent = checkpoint_elapsed
+    if metrics_path.is_file():
+        with open(metrics_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    spent = max(spent, float(json.loads(line).get("wallclock_s") or 0.0))
+                except (ValueError, AttributeError):
+                    continue  # a line cut short by the kill
+    return spent

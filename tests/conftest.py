@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -26,11 +27,17 @@ MICRO_MODEL = {
 
 
 def snakemake(
-    root: Path, *args: str, check: bool = False, timeout: float = 600
+    root: Path, *args: str, check: bool = False, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """`snakemake ARGS` run in ``root`` as a user types it (no --cores: the default profile)."""
+    """`snakemake ARGS` run in ``root`` as a user types it (no --cores: the default profile),
+    with ``env`` added to the environment."""
     proc = subprocess.run(
-        [str(SNAKEMAKE), *args], cwd=root, capture_output=True, text=True, timeout=timeout
+        [str(SNAKEMAKE), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr

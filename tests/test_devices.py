@@ -114,7 +114,9 @@ def test_concurrent_jobs_get_disjoint_devices_and_a_killed_job_frees_its_own(tmp
 def test_with_gpus_zero_hides_every_gpu_and_too_many_is_an_error(tmp_path):
     show = [sys.executable, "-c", "import os; print(repr(os.environ['CUDA_VISIBLE_DEVICES']))"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
-    zero = subprocess.run([*LM, "with-gpus", "0", "--", *show], capture_output=True, text=True, env=env)
+    zero = subprocess.run(
+        [*LM, "with-gpus", "0", "--", *show], capture_output=True, text=True, env=env
+    )
     assert zero.returncode == 0 and zero.stdout.strip() == "''"
     lock_dir = str(tmp_path / "locks")
     many = subprocess.run(

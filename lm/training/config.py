@@ -145,6 +145,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
         "dtype": "auto",
         "divergence_factor": 2.0,
         "processes": 1,
+        "max_wallclock_minutes": None,
     },
     "resources": {},
     "wandb": {"enabled": False, "project": "lm", "entity": None, "group": None, "mode": "online"},
@@ -602,12 +603,18 @@ def _finish(
             f"{where}.model: RoPE needs an even head size, got d_model/num_heads = {model['d_model'] // model['num_heads']}"
         )
 
-    # steps from a token budget
+    # steps from a token budget; under a wall-clock budget they are an upper bound (or
+    # none): the loop plans the steps that fit the budget (lm.training.budget)
     tokens_per_step = train["batch_size"] * model["context_length"]
-    if "steps" not in train and "total_tokens" not in train:
-        raise LMError(f"{where}.training: set either steps or total_tokens (the run's length)")
+    budgeted = train.get("max_wallclock_minutes") is not None
+    if "steps" not in train and "total_tokens" not in train and not budgeted:
+        raise LMError(
+            f"{where}.training: set steps or total_tokens (the run's length), or max_wallclock_minutes "
+            f"(a time budget the loop plans the steps for)"
+        )
     if "steps" not in train:
-        train["steps"] = max(1, math.ceil(train["total_tokens"] / tokens_per_step))
+        total = train.get("total_tokens")
+        train["steps"] = max(1, math.ceil(total / tokens_per_step)) if total else None
 
     # learning-rate floor and schedule
     if "min_lr" not in opt:
@@ -617,11 +624,22 @@ def _finish(
         raise LMError(
             f"{where}.optimizer: min_lr {opt['min_lr']} is above lr {opt['lr']}; lower min_lr (or use min_lr_ratio <= 1)"
         )
-    if "warmup_iters" not in sched:
-        sched["warmup_iters"] = round(sched.get("warmup_ratio", 0.0) * train["steps"])
-    sched.pop("warmup_ratio", None)
-    sched.setdefault("cosine_cycle_iters", train["steps"])
-    if sched["warmup_iters"] > sched["cosine_cycle_iters"]:
+    if budgeted:
+        # the planned steps are known only once the loop has measured its speed: keep
+        # the schedule's ratio form and let lm.training.budget.plan_schedule finish it
+        if "warmup_iters" not in sched:
+            sched.setdefault("warmup_ratio", 0.0)
+        sched.setdefault("cosine_cycle_iters", None)
+    else:
+        if "warmup_iters" not in sched:
+            sched["warmup_iters"] = round(sched.get("warmup_ratio", 0.0) * train["steps"])
+        sched.pop("warmup_ratio", None)
+        sched.setdefault("cosine_cycle_iters", train["steps"])
+    if (
+        sched.get("warmup_iters") is not None
+        and sched["cosine_cycle_iters"] is not None
+        and sched["warmup_iters"] > sched["cosine_cycle_iters"]
+    ):
         raise LMError(
             f"{where}.schedule: warmup_iters {sched['warmup_iters']} exceeds cosine_cycle_iters {sched['cosine_cycle_iters']}; shorten the warmup"
         )
@@ -638,7 +656,9 @@ def _finish(
         "optimizer": {
             k: opt[k] for k in ("lr", "min_lr", "betas", "eps", "weight_decay", "grad_clip")
         },
-        "schedule": {k: sched[k] for k in ("warmup_iters", "cosine_cycle_iters")},
+        "schedule": {
+            k: sched[k] for k in ("warmup_iters", "warmup_ratio", "cosine_cycle_iters") if k in sched
+        },
         "training": {k: train[k] for k in SPEC["training"] if k != "total_tokens"},
         "threads": r["threads"],
         "resources": r.get("resources") or {},

@@ -5,8 +5,8 @@ the training loop needs.
 --standalone --nproc-per-node N -m lm train ...``; several nodes: the c10d rendezvous).
 torchrun sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; :func:`setup` reads them and
 joins the process group: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), gloo on
-CPU. Without torchrun (or with one process) nothing is initialised and every helper here
-is the identity, so the single-process loop pays nothing.
+CPU. Without torchrun nothing is initialised and every helper here is the identity, so the
+plain single-process loop pays nothing.
 
 How the ranks share the work, so that the N-process run sees exactly the data of the
 1-process run: ``training.batch_size`` is the global batch; every rank draws the same
@@ -57,10 +57,13 @@ class Dist:
     world: int = 1
     rank: int = 0
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: a process group, even of one process
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        """In a process group: DDP and the collectives run (also for one process under
+        torchrun, so that its cost is the real one)."""
+        return self.launched or self.world > 1
 
     @property
     def main(self) -> bool:
@@ -137,7 +140,8 @@ def from_env() -> Dist:
         ) from None
     if world < 1 or not 0 <= rank < world:
         raise LMError(f"RANK {rank} is outside WORLD_SIZE {world}; launch lm train with torchrun")
-    return Dist(world=world, rank=rank, local_rank=local_rank)
+    launched = "TORCHELASTIC_RUN_ID" in os.environ
+    return Dist(world=world, rank=rank, local_rank=local_rank, launched=launched)
 
 
 def die_with_launcher() -> None:

@@ -681,4 +681,9 @@ def _result(
         "overhead_share": round(1 - compute / loop_total, 4) if loop_total > 0 else None,
         "setup_s": round(setup_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": (
+            round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            if device.type == "cuda"
+            else None
+        ),
     }

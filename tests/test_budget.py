@@ -1,0 +1,189 @@
+"""Wall-clock budgets (training.max_wallclock_minutes): planning, stopping, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lm.errors import LMError
+from lm.training import budget as wall
+from lm.training.config import resolve_runs, run_from_file
+from lm.training.loop import train
+
+RUN = {
+    "name": "budget-micro",
+    "model": {
+        "d_model": 32,
+        "num_layers": 2,
+        "num_heads": 2,
+        "d_ff": 64,
+        "context_length": 16,
+        "rope_theta": 10000,
+        "vocab_size": 128,
+    },
+    "optimizer": {"lr": 0.01},
+    "schedule": {"warmup_ratio": 0.1},
+    "threads": 1,
+    "training": {
+        "batch_size": 8,
+        "eval_every": 200,
+        "eval_batches": 2,
+        "log_every": 20,
+        "checkpoint_every": 100,
+        "device": "cpu",
+        "max_wallclock_minutes": 20 / 60,
+    },
+}
+
+
+def _config(**runs) -> dict:
+    return {"runs": {k: {key: v for key, v in r.items() if key != "name"} for k, r in runs.items()}}
+
+
+def test_budget_replaces_the_length_and_keeps_the_ratio_schedule():
+    run = resolve_runs(_config(r=RUN))["r"]
+    assert run["training"]["steps"] is None
+    assert run["schedule"] == {"warmup_ratio": 0.1, "cosine_cycle_iters": None}
+    assert wall.plan_schedule(run, 1000) == {
+        "steps": 1000,
+        "warmup_iters": 100,
+        "cosine_cycle_iters": 1000,
+    }
+    capped = json.loads(json.dumps(RUN))
+    capped["training"]["total_tokens"] = 128 * 50
+    assert resolve_runs(_config(r=capped))["r"]["training"]["steps"] == 50
+
+
+def test_a_run_without_length_or_budget_is_an_error():
+    run = json.loads(json.dumps(RUN))
+    del run["training"]["max_wallclock_minutes"]
+    with pytest.raises(LMError, match="steps or total_tokens.*max_wallclock_minutes"):
+        resolve_runs(_config(r=run))
+
+
+def test_unbudgeted_schedule_is_unchanged():
+    run = json.loads(json.dumps(RUN))
+    del run["training"]["max_wallclock_minutes"]
+    run["training"]["steps"] = 300
+    resolved = resolve_runs(_config(r=run))["r"]
+    assert resolved["schedule"] == {"warmup_iters": 30, "cosine_cycle_iters": 300}
+    assert wall.plan_schedule(resolved, 300) == {
+        "steps": 300,
+        "warmup_iters": 30,
+        "cosine_cycle_iters": 300,
+    }
+
+
+def test_plan_steps_fits_steps_evals_and_the_final_save_in_the_budget():
+    kw = dict(budget_s=100.0, spent_s=10.0, step_s=0.1, eval_s=1.0, checkpoint_s=0.5)
+    steps = wall.plan_steps(**kw, eval_every=100, checkpoint_every=200, max_steps=None)
+    # the plan's own cost model: periodic evals and checkpoints, then the final ones
+    total = (
+        kw["spent_s"]
+        + steps * kw["step_s"]
+        + steps / 100 * kw["eval_s"]
+        + steps / 200 * kw["checkpoint_s"]
+        + kw["eval_s"]
+        + kw["checkpoint_s"]
+    )
+    assert total <= kw["budget_s"] * (1 - wall.SAFETY_SHARE)
+    assert total + kw["step_s"] + kw["eval_s"] / 100 > kw["budget_s"] * (1 - wall.SAFETY_SHARE) - 0.01
+    assert wall.plan_steps(**kw, eval_every=100, checkpoint_every=200, max_steps=50) == 50
+    assert wall.plan_steps(**{**kw, "spent_s": 1e6}, eval_every=1, checkpoint_every=1, max_steps=None) == 1
+
+
+def test_time_spent_after_the_last_checkpoint_is_read_back(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 0, "wallclock_s": 1.5}\n{"step": 20, "wallclock_s": 7.25}\n{"step": 4')
+    assert wall.spent_before(metrics, 3.0) == 7.25
+    assert wall.spent_before(metrics, 9.0) == 9.0
+    assert wall.spent_before(tmp_path / "none.jsonl", 2.0) == 2.0
+
+
+def _tokens(tmp):
+    rng = np.random.default_rng(0)
+    ids = (np.arange(60_000) * 7 % 97 + rng.integers(0, 3, 60_000)).astype(np.uint16)
+    np.save(tmp / "train.npy", ids[:50_000])
+    np.save(tmp / "valid.npy", ids[50_000:])
+    return tmp / "train.npy", tmp / "valid.npy"
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path):
+    """A 20 s budget: killed after its first checkpoint, resumed by the same command, it
+    keeps its plan and the time already spent, stops at the budget with a final eval and
+    checkpoint, and its losses are those of an unbudgeted run of the planned length."""
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps(RUN))
+    train_npy, valid_npy = _tokens(tmp_path)
+    out = tmp_path / "budget"
+    cmd = [
+        sys.executable, "-m", "lm", "train", "--config", str(cfg), "--train-tokens", str(train_npy),
+        "--valid-tokens", str(valid_npy), "--out", str(out), "--progress", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("step_*.pt")):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # let it train past the checkpoint: that time must still count
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = torch.load(sorted((out / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)
+    plan = first["extra"]["loop"]["plan"]
+    spent = wall.spent_before(out / "metrics.jsonl", first["extra"]["loop"]["elapsed"])
+    assert spent > first["extra"]["loop"]["elapsed"]  # the killed session's tail
+    assert plan["steps"] > first["iteration"], "the budget ran out before the kill; retune the test"
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "ok" and result["sessions"] == 2
+    assert result["max_wallclock_minutes"] == pytest.approx(20 / 60)
+    assert result["budget_plan"] == plan  # the plan survives the kill
+    assert result["stop_reason"] in ("steps", "budget")
+    assert result["steps"] <= plan["steps"]
+    if result["stop_reason"] == "steps":
+        assert result["steps"] == plan["steps"]
+    # time: what the first session spent counts; the budget holds (a step or an eval of slack)
+    assert spent <= result["wallclock_s"] <= 20 + 3
+    # a final evaluation at the last step, and a final checkpoint
+    records = _metrics(out)
+    assert records[-1]["step"] == result["steps"] and records[-1]["val_loss"] is not None
+    assert result["final_val_loss"] == records[-1]["val_loss"]
+    assert (out / "checkpoints" / "final.pt").is_file()
+    assert "planned for the 0.333333-minute budget" in resumed.stdout
+
+    # The same run without a budget, for the planned steps: identical losses, step by step
+    # (the calibration left no trace, the resumed plan is the planned schedule).
+    fixed = json.loads(json.dumps(RUN))
+    del fixed["training"]["max_wallclock_minutes"]
+    fixed["training"]["steps"] = plan["steps"]
+    ref_cfg = tmp_path / "fixed.json"
+    ref_cfg.write_text(json.dumps(fixed))
+    ref_out = tmp_path / "fixed"
+    ref = train(run_from_file(ref_cfg), train_npy, valid_npy, ref_out, progress=False)
+    ref_records = {r["step"]: r for r in _metrics(ref_out)}
+    compared = 0
+    for r in records:
+        if r["step"] in ref_records and r["step"] % RUN["training"]["log_every"] == 0:
+            assert r["train_loss"] == ref_records[r["step"]]["train_loss"], r["step"]
+            assert r["lr"] == ref_records[r["step"]]["lr"], r["step"]
+            compared += 1
+    assert compared >= 5
+    if result["stop_reason"] == "steps":
+        assert result["final_val_loss"] == ref["final_val_loss"]

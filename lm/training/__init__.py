@@ -21,6 +21,7 @@ _EXPORTS = {
     "resolve_runs": "lm.training.config",
     "sweep_members": "lm.training.config",
     "run_resources": "lm.training.config",
+    "run_runtime": "lm.training.config",
     "run_from_file": "lm.training.config",
     "train": "lm.training.loop",
     "sweep_report": "lm.training.sweep",

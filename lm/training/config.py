@@ -86,7 +86,7 @@ SPEC: dict[str, dict[str, Any]] = {
         "divergence_factor": "num+?",
         "processes": "int+",
     },
-    "resources": {"mem_mb": "int+", "gpu": "int0"},
+    "resources": {"mem_mb": "int+", "gpu": "int0", "runtime": "int+"},
     "wandb": {
         "enabled": "bool",
         "project": "str",
@@ -722,16 +722,85 @@ def run_resources(run_cfg: dict) -> dict:
     logits = 3 * b * t * model["vocab_size"] * 4
     activations = model["num_layers"] * per_layer + logits
     if device.startswith("cuda"):
-        mem = 3000 + 2 * state_bytes / 2**20
+    # each process of a torchrun job holds the whole state; the batch is split among them
+    procs = train.get("processes", 1)
+        mem = procs * (3000 + 2 * state_bytes / 2**20)
     else:
-        mem = 500 + 1.25 * (state_bytes + activations + 4 * params) / 2**20
-    gpu = train.get("processes", 1) if device.startswith("cuda") else 0  # one per process
+        mem = procs * (500 + 1.25 * (state_bytes + 4 * params) / 2**20) + 1.25 * activations / 2**20
+    gpu = procs if device.startswith("cuda") else 0  # one per process
     out = {"mem_mb": int(math.ceil(mem / 100) * 100), "gpu": gpu}
     out.update(declared)
     return out
 
 
 # ---------------------------------------------------------------------------- files
+#: What `scheduler:` in config.yaml may leave out (see run_runtime).
+SCHEDULER_DEFAULTS: dict[str, Any] = {
+    # training tokens/s of one device of each kind on REFERENCE_MODEL; cpu: the README's
+    # 1-thread forward+backward speed at that shape (1,280 tokens/s), rounded down for
+    # the optimizer step and evaluations
+    "throughput": {"cpu": 1000, "mps": 5000, "cuda": 100000},
+    "safety_factor": 2.0,
+    "startup_minutes": 10,
+}
+
+#: The model the `scheduler.throughput` figures are measured on: CS336's 17M TinyStories
+#: model (the `tinystories-17m` preset, 10,000-token vocabulary) at batch 32.
+REFERENCE_MODEL = {
+    "vocab_size": 10000, "context_length": 256, "d_model": 512, "num_layers": 4,
+    "num_heads": 16, "d_ff": 1344, "rope_theta": 10000.0,
+}  # fmt: skip
+REFERENCE_BATCH = 32
+
+
+def training_flops_per_token(model: dict, batch_size: int) -> float:
+    """FLOPs of one training step per token it trains on: forward, backward and the AdamW
+    update, from the accounting formulas (lm.accounting.formulas.adamw_step_flops)."""
+    from lm.accounting.formulas import adamw_step_flops
+    from lm.model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(model, where="the run's model")
+    return adamw_step_flops(cfg, batch_size)["total"] / (batch_size * cfg.context_length)
+
+
+def device_kind(device: str) -> str:
+    """cpu, cuda or mps: the `scheduler.throughput` entry a run's `training.device` uses
+    (auto on a node the scheduler gave no GPU runs on its CPUs)."""
+    return next((k for k in ("cuda", "mps") if device.startswith(k)), "cpu")
+
+
+def run_runtime(run_cfg: dict, scheduler: dict | None = None) -> int:
+    """Minutes of wall time to ask a scheduler for, for a resolved run (`resources.runtime`
+    when the run declares one).
+
+    The run's tokens (steps x batch x context) at the configured throughput of its device
+    kind (``scheduler.throughput``, tokens/s on REFERENCE_MODEL), scaled by the ratio of
+    training FLOPs per token of the reference to the run's model, times the processes on
+    CUDA (one GPU each); times ``safety_factor``, capped by the run's wall-clock budget
+    (``training.max_wallclock_minutes``), plus ``startup_minutes`` (start-up, the final
+    evaluation and checkpoint).
+    """
+    declared = (run_cfg.get("resources") or {}).get("runtime")
+    if declared:
+        return int(declared)
+    sched = {**SCHEDULER_DEFAULTS, **(scheduler or {})}
+    throughput = {**SCHEDULER_DEFAULTS["throughput"], **(sched.get("throughput") or {})}
+    model, train = run_cfg["model"], run_cfg["training"]
+    kind = device_kind(train.get("device", "auto"))
+    devices = train.get("processes", 1) if kind == "cuda" else 1
+    reference = training_flops_per_token(REFERENCE_MODEL, REFERENCE_BATCH)
+    own = training_flops_per_token(model, train["batch_size"])
+    tokens_per_s = throughput[kind] * devices * reference / own
+    minutes = None
+    if train.get("steps"):
+        tokens = train["steps"] * train["batch_size"] * model["context_length"]
+        minutes = sched["safety_factor"] * tokens / tokens_per_s / 60
+    budget = train.get("max_wallclock_minutes")
+    if budget is not None:
+        minutes = budget if minutes is None else min(minutes, budget)
+    return math.ceil(minutes + sched["startup_minutes"])
+
+
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

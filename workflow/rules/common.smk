@@ -17,7 +17,8 @@ from lm.devices import machine_gpus
 from lm.errors import LMError
 from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
-from lm.training.config import resolve_runs, sweep_members
+from lm.tokenizer.memory import tokenizer_mem_mb
+from lm.training.config import resolve_runs, run_runtime, sweep_members
 from lm.training.launch import job_gpus, train_launcher
 
 
@@ -64,9 +65,6 @@ os.environ.update(
 )
 REPO = Path(workflow.basedir)
 SPLITS = ["train", "valid"]
-# Threads of the parallel data steps (BPE pre-tokenization, encoding): every CPU of this
-# machine, capped by --cores; on a cluster choose with --set-threads RULE=N.
-ALL_CPUS = os.cpu_count() or 1
 
 
 def dataset_config(name):
@@ -180,6 +178,29 @@ LOCAL_JOBS = workflow.local_exec and workflow.is_main_process
 LOCAL_GPUS = len(machine_gpus()) if LOCAL_JOBS else 0
 if LOCAL_JOBS:
     workflow.global_resources.setdefault("gpu", LOCAL_GPUS)
+
+# Threads of the parallel data steps (BPE pre-tokenization, encoding): scheduler.data_threads,
+# else, run here, all that --cores allows (`--cores all`: this machine's); on a cluster,
+# where the submitting host's cores say nothing about a node's, DATA_THREADS_ON_CLUSTER.
+# A cluster job's snakemake on its node must reach the same number as the submitting one:
+# the job's command asks srun for that many CPUs of what sbatch gave it.
+DATA_THREADS_ON_CLUSTER = 4
+
+
+def _data_threads():
+    configured = section("scheduler").get("data_threads")
+    if configured:
+        return configured
+    if not LOCAL_JOBS:
+        return DATA_THREADS_ON_CLUSTER
+    # no --cores (e.g. --workflow-profile none -n): this machine's
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return os.cpu_count() or 1
+
+
+DATA_THREADS = _data_threads()
 
 
 def _launch(how, name):

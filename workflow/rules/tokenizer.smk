@@ -21,10 +21,13 @@ rule train_tokenizer:
         "results/{dataset}/logs/train_tokenizer.log",
     conda:
         "../envs/lm.yaml"
-    threads: ALL_CPUS
+    threads: DATA_THREADS
     resources:
-        # memory is flat in the corpus size (counts of distinct pre-tokens); 8 GB covers OWT
-        mem_mb=8000,
+        # follows the distinct pre-tokens (estimated from the text's first 8 MB), not the
+        # corpus size (lm.tokenizer.memory)
+        mem_mb=lambda wc, input, threads: tokenizer_mem_mb(
+            input.text, special_tokens(wc.dataset), threads
+        ),
     params:
         vocab_size=lambda wc: dataset_config(wc.dataset)["tokenizer"]["vocab_size"],
         specials=lambda wc: special_token_args(wc.dataset),
@@ -46,7 +49,7 @@ rule encode_split:
         "results/{dataset}/logs/encode_{split}.log",
     conda:
         "../envs/lm.yaml"
-    threads: ALL_CPUS
+    threads: DATA_THREADS
     params:
         specials=lambda wc: special_token_args(wc.dataset, none_flag=""),
         code=code_version("encode"),

@@ -48,6 +48,8 @@ rule train:
     resources:
         mem_mb=lambda wc: resolved_run(wc.run)["resources"]["mem_mb"],
         gpu=lambda wc: run_gpus(wc.run),
+        # minutes, from the token budget and scheduler.throughput (lm.training.config)
+        runtime=lambda wc: run_runtime(resolved_run(wc.run), section("scheduler")),
     params:
         outdir=lambda wc: f"results/runs/{wc.run}",
         launch=lambda wc: train_command(wc.run),

@@ -20,6 +20,7 @@ STAGES = [
     "lm.accounting.cli",
     "lm.training.cli",
     "lm.inference.cli",
+    "lm.inference.compare_cli",
     "lm.writeup.cli",
     "lm.export.cli",
     "lm.codeversion",

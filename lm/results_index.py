@@ -15,6 +15,7 @@ a directory holding             is indexed as
 ``raw/*.stats.json``               a dataset's raw text splits
 ``report.json`` with lr ``runs``   the learning-rate toy
 ``report.json`` with throughput    the tokenizer experiments
+``report.json`` with explanation   a comparison of runs (lm compare-runs)
 ``transformer.md``/``adamw.md``    the accounting reports
 ==============================  ==========================================================
 
@@ -39,6 +40,7 @@ SECTIONS = (
     "Accounting",
     "Runs",
     "Sweeps",
+    "Comparisons",
     "Learning-rate toy",
     "Other",
 )
@@ -78,9 +80,11 @@ def _describe_eval(e: dict | None) -> str:
         return "unreadable"
     if e.get("perplexity") is None:
         return f"no perplexity: {e.get('note') or 'loss is null'}"
+    bits = e.get("bits_per_byte")
     return (
-        f"perplexity {_num(e['perplexity'], '.3f')} (loss {_num(e.get('loss'))} nats/token "
-        f"over {_count(e.get('tokens_predicted'))} tokens)"
+        f"perplexity {_num(e['perplexity'], '.3f')} (loss {_num(e.get('loss'))} nats/token"
+        + (f", {_num(bits)} bits/byte" if bits is not None else "")
+        + f" over {_count(e.get('tokens_predicted'))} tokens)"
     )
 
 
@@ -130,6 +134,17 @@ def _sweep_entries(d: Path) -> list[tuple[Path, str]]:
         out.append((d / "curves.png", "loss curves of every run"))
     out.append((d / "summary.csv", "one row per run"))
     return out + _hf_entries(d)
+
+
+def _comparison_entry(d: Path, runs: list) -> tuple[Path, str]:
+    """A comparison report (lm compare-runs): each run's loss per token and per byte."""
+    desc = "; ".join(
+        f"{r.get('run')} ({r.get('dataset')}): {_num(r.get('eval_loss'))} nats/token, "
+        f"{_num(r.get('bits_per_byte'))} bits/byte"
+        for r in runs
+        if isinstance(r, dict)
+    )
+    return d / "report.md", desc
 
 
 def _tokenizer_entry(d: Path) -> tuple[Path, str]:
@@ -202,6 +217,10 @@ def collect(results_dir: str | os.PathLike) -> list[dict]:
                 add("Learning-rate toy", None, d / "report.md", outcomes)
                 if (d / "curves.png").is_file():
                     add("Learning-rate toy", None, d / "curves.png", "loss per iteration")
+            elif "explanation" in rep and isinstance(runs, list):
+                add("Comparisons", d.name, *_comparison_entry(d, runs))
+                if (d / "curves.png").is_file():
+                    add("Comparisons", d.name, d / "curves.png", "loss vs tokens, wallclock, bytes")
             elif "throughput" in rep or "tokenizer_experiments" in d.parts:
                 names = ", ".join(rep.get("datasets") or {}) or d.name
                 add(

@@ -60,13 +60,18 @@ def test_sweep_report_files(tmp_path):
         _fake_run(tmp_path, "lr-lr1e-3", 1e-3, [7.0, 5.0, 4.0]),
         _fake_run(tmp_path, "lr-lr1", 1.0, [7.0, None], status="diverged", diverged_step=10),
     ]
+    # an evaluated run: its whole-split loss and bits per byte join the table
+    (dirs[1] / "eval.json").write_text(json.dumps({"loss": 4.25, "bits_per_byte": 1.5625}))
     out = tmp_path / "report"
     assert main(["sweep-report", "--runs", *map(str, dirs), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert (rows[1]["eval_loss"], rows[1]["bits_per_byte"]) == ("4.25", "1.5625")
+    assert rows[0]["bits_per_byte"] == ""
     assert [r["run"] for r in rows] == ["lr-lr1e-4", "lr-lr1e-3", "lr-lr1"]
     assert rows[1]["optimizer.lr"] == "0.001" and rows[1]["best_val_loss"] == "4.0"
     assert rows[2]["status"] == "diverged" and rows[2]["diverged_step"] == "10"
     md = (out / "report.md").read_text()
+    assert "| 4.25 | 1.562 |" in md
     assert "Best: **lr-lr1e-3**" in md and "diverged at step 10" in md and "train loss is nan" in md
     assert (out / "curves.png").stat().st_size > 1000
     assert json.loads((out / "report.json").read_text())["diverged"] == ["lr-lr1"]

@@ -174,3 +174,50 @@ def plot_lr_tuning(
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def plot_comparison(runs: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Runs of different datasets or tokenizers side by side: validation loss (nats/token)
+    against training tokens and against wallclock, and bits per byte against tokens.
+
+    ``runs`` items: ``{"label", "records", "bytes_per_token"}``; the loss in bits per byte of
+    a run is ``val_loss / ln 2 / bytes_per_token`` (the run is left out of that panel when
+    its bytes per token are unknown). Training loss is drawn thin beside each val curve.
+    """
+    from lm.io import atomic_path
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), constrained_layout=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = (
+        (axes[0], "tokens", 1.0, "loss (nats/token)"),
+        (axes[1], "wallclock_s", 1.0, "loss (nats/token)"),
+        (axes[2], "tokens", None, "loss (bits/byte)"),
+    )
+    for ax, x, scale, ylabel in panels:
+        shown = []
+        for i, run in enumerate(runs):
+            per_byte = scale is None
+            bpt = run.get("bytes_per_token")
+            if per_byte and not bpt:
+                continue
+            k = 1 / math.log(2) / bpt if per_byte else scale
+            color = colors[i % len(colors)]
+            tx, ty = _series(run["records"], x, "train_loss")
+            vx, vy = _series(run["records"], x, "val_loss")
+            ty, vy = [k * v for v in ty], [k * v for v in vy]
+            ax.plot(tx, ty, lw=0.8, alpha=0.45, color=color)
+            ax.plot(vx, vy, "o-", ms=2.5, lw=1.5, color=color, label=f"{run['label']} (val)")
+            shown += ty + vy
+        finite = [v for v in shown if math.isfinite(v)]
+        if finite and _log_ok(finite):
+            ax.set_yscale("log")
+        ax.set_xlabel("training tokens" if x == "tokens" else "wallclock (s)")
+        ax.set_ylabel(ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""))
+        ax.grid(alpha=0.3, which="both")
+        if shown:
+            ax.legend(fontsize=8)
+    fig.suptitle(title + "   (thin: training loss)")
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

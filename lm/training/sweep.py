@@ -49,6 +49,18 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return {"dir": str(run_dir), "config": config, "result": result, "records": records}
 
 
+def _eval(run_dir: str | os.PathLike) -> dict:
+    """The run's ``eval.json`` (``lm evaluate``: the whole-split loss in nats/token and bits
+    per byte), or {} when it has none."""
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LMError(f"{path} is not valid JSON ({e}); re-run lm evaluate on the run") from e
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -114,7 +126,7 @@ def sweep_report(
 
     rows = []
     for run in runs:
-        c, res = run["config"], run["result"]
+        c, res, ev = run["config"], run["result"], _eval(run["dir"])
         row = {"run": c.get("name") or res.get("run")}
         for k in keys:
             row[k] = _value(c, k)
@@ -125,6 +137,8 @@ def sweep_report(
             best_val_loss=res.get("best_val_loss"),
             best_val_step=res.get("best_val_step"),
             final_train_loss=res.get("final_train_loss"),
+            eval_loss=ev.get("loss"),
+            bits_per_byte=ev.get("bits_per_byte"),
             steps=res.get("steps"),
             tokens=res.get("tokens"),
             wallclock_s=res.get("wallclock_s"),
@@ -178,6 +192,8 @@ def sweep_report(
         "final_val_loss",
         "best_val_loss",
         "final_train_loss",
+        "eval_loss",
+        "bits_per_byte",
         "steps",
         "tokens",
         "wallclock_s",
@@ -217,7 +233,9 @@ def sweep_report(
         "",
         "![loss curves, log scale](curves.png)",
         "",
-        "Per-run numbers: `summary.csv`.",
+        "eval_loss: the whole validation split (`eval.json`, nats/token); bits_per_byte: the "
+        "same loss per byte of text, eval_loss / ln 2 / (bytes/token of the split), comparable "
+        "across tokenizers. Per-run numbers: `summary.csv`.",
         "",
     ]
     write_text(out / "report.md", "\n".join(lines))

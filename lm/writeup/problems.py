@@ -862,7 +862,13 @@ def _run_answer(s: Section, role: dict) -> bool:
         s.add(
             "",
             f"Over the whole validation split ({s.num(ev, 'tokens_predicted')} tokens): loss "
-            f"{s.num(ev, 'loss', fmt='.4f')}, perplexity {s.num(ev, 'perplexity', fmt='.2f')}.",
+            f"{s.num(ev, 'loss', fmt='.4f')}, perplexity {s.num(ev, 'perplexity', fmt='.2f')}"
+            + (
+                f", {s.num(ev, 'bits_per_byte', fmt='.4f')} bits per byte "
+                f"({s.num(ev, 'bytes_per_token', fmt='.3f')} bytes/token)."
+                if ev.has("bits_per_byte") and ev.get("bits_per_byte") is not None
+                else "."
+            ),
         )
     if (d / "curves.png").is_file():
         s.figure(str(d / "curves.png"), f"loss curves of {role['name']}")
@@ -899,6 +905,23 @@ def main_experiment(s: Section, plan: dict) -> None:
         f"{s.num(rep, 'runs', b, 'best_val_loss', fmt='.4f')}: the loss on OpenWebText is "
         f"{'higher' if higher else 'lower'}. The datasets and their tokenizers differ, so the "
         "two are losses per token of different tokenizations and compare only roughly.",
+    )
+    # per byte of text, the figure that compares across tokenizers
+    ts = load(Path(role["dir"]).parent / rep.get("runs", b, "run") / "eval.json")
+    owt = load(Path(role["dir"]) / "eval.json")
+    if not all(e is not None and e.has("bits_per_byte") for e in (ts, owt)):
+        return
+    if None in (ts.get("bits_per_byte"), owt.get("bits_per_byte")):
+        return
+    harder = owt.get("bits_per_byte") > ts.get("bits_per_byte")
+    s.add(
+        "",
+        f"Per byte of text: {s.num(owt, 'bits_per_byte', fmt='.4f')} bits/byte on OpenWebText "
+        f"({s.num(owt, 'bytes_per_token', fmt='.3f')} bytes/token) against "
+        f"{s.num(ts, 'bits_per_byte', fmt='.4f')} on TinyStories "
+        f"({s.num(ts, 'bytes_per_token', fmt='.3f')} bytes/token): OpenWebText is "
+        f"{'harder' if harder else 'easier'} to predict per byte "
+        f"{'as well' if harder == higher else 'although not per token'}.",
     )
 
 

@@ -123,6 +123,8 @@ rule sweep_report:
         results=lambda wc: [
             f"results/runs/{r}/result.json" for r in sweep_runs(wc.sweep)
         ],
+        # whole-split losses and bits per byte (lm evaluate)
+        evals=lambda wc: [f"results/runs/{r}/eval.json" for r in sweep_runs(wc.sweep)],
     output:
         md=report(
             "results/sweeps/{sweep}/report.md",

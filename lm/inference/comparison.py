@@ -113,8 +113,11 @@ def explain(rows: list[dict]) -> str:
         least = min(scored, key=lambda r: r["bytes_per_token"])
         parts.append(
             "A token is not the same unit in each run: on its own validation text, "
-            + ", ".join(f"{r['run']}'s tokenizer packs {r['bytes_per_token']:.3f}" for r in scored)
-            + f" bytes into a token, so a token of {most['run']} carries "
+            + ", ".join(
+                f"{r['run']}'s tokenizer puts {r['bytes_per_token']:.3f} bytes into a token"
+                for r in scored
+            )
+            + f", so a token of {most['run']} carries "
             f"{most['bytes_per_token'] / least['bytes_per_token']:.2f}x the text of one of "
             f"{least['run']} and is correspondingly harder to predict."
         )
@@ -173,7 +176,7 @@ COLUMNS = (
     ("status", "status", None),
     ("steps", "steps", None),
     ("tokens", "training tokens", None),
-    ("wallclock_s", "wallclock s", ".0f"),
+    ("wallclock_s", "wallclock s", ".1f"),
     ("final_val_loss", "last val loss (training)", ".4f"),
     ("eval_loss", "eval loss (nats/token)", ".4f"),
     ("perplexity", "perplexity", ".3f"),

@@ -190,11 +190,12 @@ def plot_comparison(runs: list[dict], path: str | os.PathLike, title: str = "") 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     panels = (
-        (axes[0], "tokens", 1.0, "loss (nats/token)"),
-        (axes[1], "wallclock_s", 1.0, "loss (nats/token)"),
-        (axes[2], "tokens", None, "loss (bits/byte)"),
+        (axes[0], "tokens", 1.0, "loss (nats/token)", "per token, against tokens"),
+        (axes[1], "wallclock_s", 1.0, "loss (nats/token)", "per token, against wallclock"),
+        (axes[2], "tokens", None, "loss (bits/byte)", "per byte of text (comparable)"),
     )
-    for ax, x, scale, ylabel in panels:
+    for ax, x, scale, ylabel, heading in panels:
+        ax.set_title(heading, fontsize=10)
         shown = []
         for i, run in enumerate(runs):
             per_byte = scale is None

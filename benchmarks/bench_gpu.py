@@ -145,6 +145,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma-separated from off, model, model+loss (default: off,model; on CPU off)",
     )
     ap.add_argument(
+        "--configs",
+        help="instead of the grid: comma-separated MODEL:DTYPE:COMPILE:BATCH, run in this order "
+        "(e.g. tinystories-17m:bf16:model+loss:512,tinystories-17m:bf16:off:512)",
+    )
+    ap.add_argument(
         "--attention",
         default="sdpa",
         choices=("sdpa", "reference"),
@@ -190,6 +195,48 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")
     return args
+
+
+def _checked(value: str, allowed, flag: str) -> str:
+    value = DTYPE_ALIASES.get(value, value)
+    value = "off" if value in ("none", "eager") else value
+    if value not in allowed:
+        raise SystemExit(f"{flag}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
+    """(model, dtype, compile, batch) in run order: ``--configs`` as listed, else the cross
+    product of ``--models``, ``--dtypes``, ``--compile`` and ``--batch-sizes``, nested in that order."""
+    if args.configs:
+        grid = []
+        for item in _csv(args.configs):
+            parts = item.split(":")
+            if len(parts) != 4 or not parts[3].isdigit() or int(parts[3]) <= 0:
+                raise SystemExit(
+                    f"--configs {item!r}: give MODEL:DTYPE:COMPILE:BATCH, e.g. tinystories-17m:bf16:model:512"
+                )
+            dtype = _checked(parts[1], DTYPES, "--configs")
+            grid.append(
+                (parts[0], dtype, _checked(parts[2], COMPILE_MODES, "--configs"), int(parts[3]))
+            )
+        return grid
+    cpu = device_type == "cpu"
+    models = _csv(args.models or ("tinystories-17m" if cpu else "tinystories-17m,gpt2-small"))
+    dtypes = _csv(args.dtypes or ("fp32" if cpu else "bf16,fp32"))
+    modes = _csv(args.compile or ("off" if cpu else "off,model"))
+    if not (models and dtypes and modes):
+        raise SystemExit("--models, --dtypes and --compile each need at least one value")
+    dtypes = [_checked(d, DTYPES, "--dtypes") for d in dtypes]
+    modes = [_checked(m, COMPILE_MODES, "--compile") for m in modes]
+    batch_sizes = parse_batch_sizes(args.batch_sizes, models, device_type)
+    return [
+        (name, dtype, mode, batch)
+        for name in models
+        for dtype in dtypes
+        for mode in modes
+        for batch in batch_sizes[name]
+    ]
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -475,41 +522,20 @@ def main(argv=None) -> int:
         raise SystemExit(f"--config {config_path} does not exist; give the pipeline's config.yaml")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     presets = load_presets(config)
-    models = (
-        _csv(args.models)
-        if args.models
-        else (["tinystories-17m"] if device.type == "cpu" else ["tinystories-17m", "gpt2-small"])
-    )
+    grid = build_grid(args, device.type)
+    models = list(dict.fromkeys(name for name, *_ in grid))
+    dtypes = list(dict.fromkeys(dtype for _, dtype, *_ in grid))
     cfgs = {}
     for name in models:
         if name not in presets:
-            raise SystemExit(
-                f"--models: no preset {name!r} in {config_path} (known: {', '.join(presets)})"
-            )
+            raise SystemExit(f"no preset {name!r} in {config_path} (known: {', '.join(presets)})")
         if "vocab_size" not in presets[name]:
             raise SystemExit(
-                f"--models: preset {name!r} has no vocab_size (its run takes it from the tokenizer); add one in {config_path}"
+                f"preset {name!r} has no vocab_size (its run takes it from the tokenizer); add one in {config_path}"
             )
         cfgs[name] = ModelConfig.from_dict(
             presets[name], where=f"preset {name}", attention=args.attention
         )
-    dtypes = [
-        DTYPE_ALIASES.get(d, d)
-        for d in _csv(args.dtypes or ("fp32" if device.type == "cpu" else "bf16,fp32"))
-    ]
-    modes = (
-        _csv(args.compile)
-        if args.compile
-        else (["off"] if device.type == "cpu" else ["off", "model"])
-    )
-    modes = ["off" if m in ("none", "eager") else m for m in modes]
-    for value, allowed, flag in ((dtypes, DTYPES, "--dtypes"), (modes, COMPILE_MODES, "--compile")):
-        bad = [v for v in value if v not in allowed]
-        if bad or not value:
-            raise SystemExit(
-                f"{flag}: {', '.join(bad) or 'nothing given'}; choose from {', '.join(allowed)}"
-            )
-    batch_sizes = parse_batch_sizes(args.batch_sizes, models, device.type)
     peaks, peak_source = peaks_for(device, parse_peak(args.peak_tflops))
 
     matmul_size = (
@@ -522,18 +548,11 @@ def main(argv=None) -> int:
         for dtype in dtypes:
             matmul[dtype] = matmul_tflops(device, DTYPES[dtype] or torch.float32, matmul_size)
             print(
-                f"matmul {matmul_size}^3 {dtype}: {matmul[dtype]:.1f} TFLOP/s",
+                f"matmul {matmul_size}^3 {dtype}: {matmul[dtype]:.3g} TFLOP/s",
                 file=sys.stderr,
                 flush=True,
             )
 
-    grid = [
-        (name, dtype, mode, batch)
-        for name in models
-        for dtype in dtypes
-        for mode in modes
-        for batch in batch_sizes[name]
-    ]
     rows = []
     for i, (name, dtype, mode, batch) in enumerate(grid, 1):
         cfg = cfgs[name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -19,6 +20,7 @@ from conftest import (
     write_readme_local_yaml,
 )
 
+from lm.data.demo import write_corpus
 from lm.inference.comparison import explain
 
 EOT = "<|endoftext|>"
@@ -54,10 +56,15 @@ def test_the_paragraph_follows_the_numbers():
     assert gone.startswith("Fewer than two runs") and "b has no evaluation" in gone
 
 
-def comparison_config() -> dict:
+def comparison_config(data: Path) -> dict:
+    """Two datasets read in place (`path:`, so no fetch jobs): different training corpora
+    and vocabularies, the same validation text, so bytes/token differ by tokenizer alone."""
     cfg = tiny_config(small=30, large=30)
-    # different corpora and vocabularies, so bytes/token differ between the two runs
-    cfg["datasets"]["large"]["train"]["generate"]["seed"] = 3
+    for name, seed in (("small", 0), ("large", 3)):
+        for split, docs in (("train", 30), ("valid", 5)):
+            path = data / f"{name}_{split}.txt"
+            write_corpus(path, documents=docs, seed=seed if split == "train" else 1)
+            cfg["datasets"][name][split] = {"path": str(path)}
     cfg["datasets"]["large"]["tokenizer"]["vocab_size"] = 420
     cfg["models"] = {"micro": MICRO_MODEL}
     cfg["training_defaults"] = {
@@ -78,7 +85,9 @@ def comparison_config() -> dict:
 def test_snakemake_builds_a_comparison_whose_numbers_are_the_runs(workflow: Workflow):
     from lm.tokenizer import Tokenizer
 
-    workflow.write_config(comparison_config())
+    data = workflow.root / "data"
+    data.mkdir()
+    workflow.write_config(comparison_config(data))
     workflow.run("results/comparisons/pair/report.md")
     out = workflow.root / "results" / "comparisons" / "pair"
     report = json.loads((out / "report.json").read_text())
@@ -91,7 +100,7 @@ def test_snakemake_builds_a_comparison_whose_numbers_are_the_runs(workflow: Work
         assert row["eval_loss"] == ev["loss"] and row["bits_per_byte"] == ev["bits_per_byte"]
         assert row["bytes_per_token"] == ev["bytes_per_token"]
         # bits per byte from scratch: the split's UTF-8 bytes over its ids, counted here
-        text = (workflow.root / f"results/{name}/raw/valid.txt").read_bytes()
+        text = (data / f"{name}_valid.txt").read_bytes()
         tok = Tokenizer.from_dir(workflow.root / f"results/{name}/tokenizer", [EOT])
         n_ids = len(tok.encode(text.decode("utf-8")))
         assert ev["split_bytes"] == len(text) and ev["split_tokens"] == n_ids

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,10 @@ def illustrative(cmd: str) -> str | None:
     """Why a README command cannot be planned as it stands, or None when it can."""
     if "..." in cmd:
         return "an elided example"
-    if "--profile workflow/profiles/slurm" in cmd:
-        return "needs the SLURM executor plugin and a cluster"
+    if "--profile workflow/profiles/slurm" in cmd and not find_spec(
+        "snakemake_executor_plugin_slurm"
+    ):
+        return "needs the SLURM executor plugin (pip install -e '.[slurm]')"
     if "--report" in cmd:
         return "a report of built results (run by tests/test_workflow_pipeline.py)"
     return None

@@ -33,7 +33,6 @@ Prints a Markdown table; ``--out`` writes the JSON (and the table beside it as .
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import itertools
 import math
@@ -296,17 +295,20 @@ def flops_per_token(cfg: ModelConfig) -> float:
 def make_step(model, optimizer, compile_mode: str, amp_dtype, device: torch.device):
     """One training step as ``lm.training.loop`` runs it; returns ``step(x, y) -> loss``."""
 
-    def amp():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
     step_model = torch.compile(model, dynamic=False) if compile_mode == "model" else model
 
-    def forward_loss(x, y):
-        with amp():
-            logits = step_model(x)
-        return cross_entropy(logits, y)
+    # the loop's order: the forward under autocast, the loss (which upcasts) outside it
+    if amp_dtype is None:
+
+        def forward_loss(x, y):
+            return cross_entropy(step_model(x), y)
+
+    else:
+
+        def forward_loss(x, y):
+            with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                logits = step_model(x)
+            return cross_entropy(logits, y)
 
     if compile_mode == "model+loss":
         forward_loss = torch.compile(forward_loss, dynamic=False)

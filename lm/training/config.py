@@ -85,6 +85,7 @@ SPEC: dict[str, dict[str, Any]] = {
         "dtype": ("auto", "float32", "bfloat16"),
         "divergence_factor": "num+?",
         "processes": "int+",
+        "max_wallclock_minutes": "num+?",
     },
     "resources": {"mem_mb": "int+", "gpu": "int0", "runtime": "int+"},
     "wandb": {

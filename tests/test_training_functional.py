@@ -82,3 +82,17 @@ def test_cosine_schedule_without_warmup_and_degenerate_cycle():
     assert get_lr_cosine_schedule(0, 1.0, 0.0, 0, 10) == 1.0
     assert get_lr_cosine_schedule(5, 1.0, 0.0, 5, 5) == 1.0
     assert get_lr_cosine_schedule(6, 1.0, 0.0, 5, 5) == 0.0
+
+
+def test_gradient_clipping_of_mixed_dtypes_matches_torch():
+    # the list operations split by dtype; the result is still one global norm
+    ours, ref = _params_with_grads(10.0), _params_with_grads(10.0)
+    for params in (ours, ref):
+        grad = params[1].grad.double()
+        params[1] = torch.nn.Parameter(params[1].detach().double())
+        params[1].grad = grad
+    norm = gradient_clipping(ours, 1.0)
+    torch.testing.assert_close(norm, torch.nn.utils.clip_grad_norm_(ref, 1.0).float())
+    for a, b in zip(ours[:2], ref[:2], strict=True):
+        assert a.grad.dtype == b.grad.dtype
+        torch.testing.assert_close(a.grad, b.grad)

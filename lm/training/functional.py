@@ -36,14 +36,15 @@ def gradient_clipping(parameters: Iterable[torch.nn.Parameter], max_l2_norm: flo
     0-d tensor, on the gradients' device, so logging it does not force a sync).
     ``max_l2_norm=math.inf`` only measures the norm.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    norms = torch.stack([torch.linalg.vector_norm(g.detach(), 2.0).float() for g in grads])
+    # Each list operation is one kernel per device and dtype (not one per gradient): the
+    # per-gradient norms, then the norm of those norms.
+    norms = torch.stack([n.float() for n in torch._foreach_norm(grads, 2.0)])
     total = torch.linalg.vector_norm(norms, 2.0)
     if math.isinf(max_l2_norm):  # measure only
         return total
     coef = torch.clamp(max_l2_norm / (total + CLIP_EPS), max=1.0)
-    for g in grads:
-        g.mul_(coef.to(g.dtype))
+    torch._foreach_mul_(grads, coef)
     return total

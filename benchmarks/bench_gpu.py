@@ -16,7 +16,10 @@ steps run without a host sync (no ``.item()``) between CUDA events.
 Grid: ``--models`` x ``--dtypes`` (fp32, bf16 = bf16 autocast) x ``--compile`` (off; model =
 ``torch.compile(model)`` as the loop does; model+loss = the forward and the loss compiled as one
 function) x ``--batch-sizes`` (one list for all models, or ``NAME:32,128`` per model), run in
-that nesting order. A config that runs out of memory is reported as ``oom`` and the grid goes on;
+that nesting order; or ``--configs MODEL:DTYPE:COMPILE:BATCH,...``, a list run as given. On CUDA
+with none of these options, a built-in list in priority order (``CUDA_DEFAULT_CONFIGS``: the
+17M model in bf16 compiled and eager at several batch sizes, fp32, then gpt2-small). A config
+that runs out of memory is reported as ``oom`` and the grid goes on;
 ``--max-seconds`` (wall clock since start) skips the configs not yet started when it is spent.
 
 FLOPs per token are ``lm accounting``'s: 3 x the forward matmuls (backward = 2 x forward), i.e.
@@ -58,6 +61,23 @@ DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 COMPILE_MODES = ("off", "model", "model+loss")
 # ts17m's optimizer (config.yaml: training_defaults + the run); the values do not change the cost
 LR, BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = 3e-3, (0.9, 0.95), 1e-8, 0.1, 1.0
+
+# On CUDA with no grid option: the points that matter first, so that --max-seconds cuts the
+# least useful (the compiles of the larger model and of fp32); estimated 3-4 minutes on an
+# H100/H200, most of it compiling.
+CUDA_DEFAULT_CONFIGS = (
+    "tinystories-17m:bf16:model+loss:512",
+    "tinystories-17m:bf16:model:512",
+    "tinystories-17m:bf16:off:512",
+    "tinystories-17m:bf16:off:128",
+    "tinystories-17m:bf16:off:32",
+    "tinystories-17m:fp32:off:512",
+    "gpt2-small:bf16:off:16",
+    "gpt2-small:fp32:off:16",
+    "tinystories-17m:bf16:model+loss:128",
+    "gpt2-small:bf16:model+loss:16",
+    "tinystories-17m:fp32:model+loss:512",
+)
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets, by a substring of the device name,
 # first match wins. "tf32" is the fp32 matmul rate on tensor cores (allow_tf32 on).
@@ -206,10 +226,15 @@ def _checked(value: str, allowed, flag: str) -> str:
 
 def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
     """(model, dtype, compile, batch) in run order: ``--configs`` as listed, else the cross
-    product of ``--models``, ``--dtypes``, ``--compile`` and ``--batch-sizes``, nested in that order."""
-    if args.configs:
+    product of ``--models``, ``--dtypes``, ``--compile`` and ``--batch-sizes``, nested in that
+    order (defaults for the ones not given); on CUDA with none of them, CUDA_DEFAULT_CONFIGS."""
+    grid_options = (args.models, args.dtypes, args.compile, args.batch_sizes)
+    configs = args.configs
+    if not configs and device_type == "cuda" and not any(grid_options):
+        configs = ",".join(CUDA_DEFAULT_CONFIGS)
+    if configs:
         grid = []
-        for item in _csv(args.configs):
+        for item in _csv(configs):
             parts = item.split(":")
             if len(parts) != 4 or not parts[3].isdigit() or int(parts[3]) <= 0:
                 raise SystemExit(

@@ -126,3 +126,27 @@ def test_bench_gpu_budget_skips_configs_and_bad_input_is_named(tmp_path):
     assert proc.returncode != 0 and "no preset 'nosuch'" in proc.stderr and "micro" in proc.stderr
     proc = _bench(tmp_path, "--configs", "micro:fp16:off:2")
     assert proc.returncode != 0 and "'fp16' is not one of fp32, bf16" in proc.stderr
+
+
+def test_bench_gpu_cuda_default_list_names_real_presets():
+    """The built-in CUDA list (what a GPU run without grid options measures) parses, puts the
+    goal's point first, and every model it names is a preset of config.yaml with a vocabulary."""
+    import importlib.util
+
+    from lm.model.config import load_presets
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    grid = bench.build_grid(bench.parse_args([]), "cuda")
+    assert grid[0] == ("tinystories-17m", "bf16", "model+loss", 512)
+    assert len(grid) == len(set(grid)) == len(bench.CUDA_DEFAULT_CONFIGS)
+    presets = load_presets(REPO / "config.yaml")
+    assert all("vocab_size" in presets[name] for name, *_ in grid)
+    # any grid option replaces the list with the cross product
+    assert bench.build_grid(bench.parse_args(["--dtypes", "fp32"]), "cuda")[0] == (
+        "tinystories-17m",
+        "fp32",
+        "off",
+        32,
+    )

@@ -542,9 +542,51 @@ def test_merge_algorithms_agree(tok):
     assert tok._merge_many(words) == simple
 
 
-def test_long_pretokens_are_fast_enough(tok):
-    text = " " * 20000 + "x" + "ab" * 10000 + "日本" * 3000
-    assert tok.decode(tok.encode(text)) == text
+class _CountingPairs(dict):
+    """The merge table of a tokenizer, counting its lookups (the unit of merging work)."""
+
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.lookups += 1
+        return super().__getitem__(key)
+
+
+def test_long_pretokens_merge_in_linear_work(trained, engine):
+    """A long pre-token is merged by the heap + linked-list path: its merge-table lookups grow
+    linearly with its length (a few per byte), where the reference merge (one scan per merge
+    applied) needs many per byte on the same input. So a quadratic merge of long pre-tokens,
+    in ``encode`` or in ``_merge_many``, fails here; the ids equal the reference merge's."""
+    vocab, merges = trained
+    tok = Tokenizer(vocab, merges, [EOT])
+    pairs = tok._pair = _CountingPairs(tok._pair)
+    rng = random.Random(0)
+    letters = [w for w in _WORDS if w.isascii() and w.isalpha()]
+    text = "".join(rng.choice(letters) for _ in range(3000))  # letters only: one pre-token
+    assert PRETOKEN_RE.findall(text) == [text]
+    word = text.encode()
+    n = len(word)
+
+    pairs.lookups = 0
+    reference = tok._merge_simple(word)
+    reference_work = pairs.lookups
+    assert reference_work > 20 * n  # superlinear on this input, so the bound below means something
+    assert len(reference) < n / 2  # and many merges applied
+
+    pairs.lookups = 0
+    assert tok._merge_many([word]) == [reference]
+    assert n - 1 <= pairs.lookups <= 6 * n
+
+    pairs.lookups = 0
+    assert tok.encode(text) == reference
+    if engine == "python":
+        assert n - 1 <= pairs.lookups <= 6 * n
+    mixed = " " * 20000 + "x" + "ab" * 10000 + "日本" * 3000 + " " + text
+    assert tok.decode(tok.encode(mixed)) == mixed
 
 
 def test_caches_stay_bounded(trained, monkeypatch):

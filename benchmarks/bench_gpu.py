@@ -14,8 +14,8 @@ measures that). ``--warmup`` steps (which include compiling) are untimed; the ``
 steps run without a host sync (no ``.item()``) between CUDA events.
 
 Grid: ``--models`` x ``--dtypes`` (fp32, bf16 = bf16 autocast) x ``--compile`` (off; model =
-``torch.compile(model)`` as the loop does; model+loss = the forward and the loss compiled as one
-function) x ``--batch-sizes`` (one list for all models, or ``NAME:32,128`` per model), run in
+``torch.compile(model)`` around the model alone; model+loss = the forward and the loss compiled
+as one function, as the loop compiles them: ``lm.training.loop.forward_loss``) x ``--batch-sizes`` (one list for all models, or ``NAME:32,128`` per model), run in
 that nesting order; or ``--configs MODEL:DTYPE:COMPILE:BATCH,...``, a list run as given. On CUDA
 with none of these options, a built-in list in priority order (``CUDA_DEFAULT_CONFIGS``: the
 17M model in bf16 compiled and eager at several batch sizes, fp32, then gpt2-small). A config
@@ -51,8 +51,8 @@ import yaml
 from lm.accounting.formulas import flop_totals, forward_matmuls
 from lm.io import write_json, write_text
 from lm.model.config import ModelConfig, load_presets
-from lm.training.functional import cross_entropy, gradient_clipping
-from lm.training.loop import param_groups
+from lm.training.functional import gradient_clipping
+from lm.training.loop import forward_loss, param_groups
 from lm.training.optim import AdamW
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,7 @@ LR, BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = 3e-3, (0.9, 0.95), 1e-8, 0.1, 1.0
 # H100/H200, most of it compiling.
 CUDA_DEFAULT_CONFIGS = (
     "tinystories-17m:bf16:model+loss:512",
+    "tinystories-17m:bf16:model+loss:1024",
     "tinystories-17m:bf16:model:512",
     "tinystories-17m:bf16:off:512",
     "tinystories-17m:bf16:off:128",
@@ -320,28 +321,15 @@ def flops_per_token(cfg: ModelConfig) -> float:
 def make_step(model, optimizer, compile_mode: str, amp_dtype, device: torch.device):
     """One training step as ``lm.training.loop`` runs it; returns ``step(x, y) -> loss``."""
 
-    step_model = torch.compile(model, dynamic=False) if compile_mode == "model" else model
-
-    # the loop's order: the forward under autocast, the loss (which upcasts) outside it
-    if amp_dtype is None:
-
-        def forward_loss(x, y):
-            return cross_entropy(step_model(x), y)
-
-    else:
-
-        def forward_loss(x, y):
-            with torch.autocast(device_type=device.type, dtype=amp_dtype):
-                logits = step_model(x)
-            return cross_entropy(logits, y)
-
-    if compile_mode == "model+loss":
-        forward_loss = torch.compile(forward_loss, dynamic=False)
+    module = torch.compile(model, dynamic=False) if compile_mode == "model" else model
+    # the loop's own forward and loss (lm.training.loop.forward_loss), compiled with the
+    # loss as the loop compiles it (training.compile: true), or around the model alone
+    loss_of = forward_loss(module, amp_dtype, device.type, compile=compile_mode == "model+loss")
 
     def step(x, y):
         for group in optimizer.param_groups:
             group["lr"] = LR
-        loss = forward_loss(x, y)
+        loss = loss_of(x, y)
         loss.backward()
         gradient_clipping(model.parameters(), GRAD_CLIP)
         optimizer.step()

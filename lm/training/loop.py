@@ -22,7 +22,6 @@ measures the share of wallclock spent outside compute.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
@@ -165,20 +164,40 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------- evaluation
 
 
+def forward_loss(module, amp_dtype: torch.dtype | None, device_type: str, compile: bool):
+    """The run's loss of a batch, ``loss_of(x, y)``: the forward under autocast (when
+    ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
+    loss over all the logits (a small model's largest tensors) is fused with the forward.
+    The one definition of a training step's forward, used by the loop and bench_gpu.py."""
+    if amp_dtype is None:
+
+        def loss_of(x, y):
+            return cross_entropy(module(x), y)
+
+    else:
+
+        def loss_of(x, y):
+            with torch.autocast(device_type=device_type, dtype=amp_dtype):
+                logits = module(x)
+            return cross_entropy(logits, y)
+
+    return torch.compile(loss_of) if compile else loss_of
+
+
 @torch.no_grad()
 def evaluate(
-    model, valid, starts: np.ndarray, context_length: int, device, amp, dist=distributed.SINGLE
+    model, loss_of, valid, starts: np.ndarray, context_length: int, device, dist=distributed.SINGLE
 ) -> float:
-    """Mean loss over the fixed validation batches (rows of ``starts``); under DDP each rank
-    takes its slice of every row and the means are averaged over ranks."""
+    """Mean loss (``loss_of``, see :func:`forward_loss`) over the fixed validation batches
+    (rows of ``starts``) of ``model`` in eval mode; under DDP each rank takes its slice of
+    every row and the means are averaged over ranks."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=device)
     cols = dist.shard(starts.shape[1])
     for row in starts:
         x, y = gather_windows(valid, row[cols], context_length, device)
-        with amp():
-            total += cross_entropy(model(x), y)
+        total += loss_of(x, y)
     model.train(was_training)
     return (dist.mean(total) / len(starts)).item()
 
@@ -307,11 +326,6 @@ def _train_process(
     mcfg, ocfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "training"))
     amp_dtype = autocast_dtype(tcfg["dtype"], device)
 
-    def amp():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
     def sync():
         if sync_timing and device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -380,9 +394,9 @@ def _train_process(
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    step_model = ddp if ddp is not None else model
-    if tcfg["compile"]:
-        step_model = torch.compile(step_model)
+    loss_of = forward_loss(
+        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg["compile"]
+    )
     model.train()
     metrics = Metrics(out / "metrics.jsonl", state.records, enabled=dist.main)
     wandb_run = _wandb_start(run_cfg, out) if dist.main else None
@@ -463,7 +477,7 @@ def _train_process(
 
     def do_eval() -> float:
         t = time.perf_counter()
-        loss = evaluate(step_model, valid_data, val_starts, ctx, device, amp, dist)
+        loss = evaluate(model, loss_of, valid_data, val_starts, ctx, device, dist)
         measured["eval_s"] = time.perf_counter() - t
         timings["eval"] += measured["eval_s"]
         return loss
@@ -498,9 +512,7 @@ def _train_process(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with dist.guard("averaging gradients"):
-            with amp():
-                logits = step_model(x)
-            loss = cross_entropy(logits, y)
+            loss = loss_of(x, y)
             loss.backward()
         norm = gradient_clipping(model.parameters(), clip)
         optimizer.step()

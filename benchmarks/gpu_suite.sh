@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The GPU checks of the README's "GPU numbers" in one go, on one CUDA machine, from the
+# repository root, in about 6 minutes (an H100/H200); no install needed beyond torch, numpy,
+# pyyaml and regex (lm runs from the checkout through PYTHONPATH):
+#
+#   bash benchmarks/gpu_suite.sh [OUT_DIR]        # default results/gpu_suite
+#
+# 1. benchmarks/bench_gpu.py: tokens/s, MFU and peak memory of the real training step over
+#    fp32/bf16 x eager/compile x batch sizes (bounded by BENCH_SECONDS);
+# 2. the same lm train run (17M model, synthetic tokens) as a plain process and under
+#    torchrun (NCCL, DDP), steady-state tokens/s of each;
+# 3. a wall-clock-budgeted lm train run of the owt-leaderboard shape (GPT-2-small, bf16,
+#    torch.compile, batch 128) on synthetic tokens: the plan, where it stopped, tokens/s,
+#    peak GPU memory.
+# SUITE_DEVICE=cpu runs a miniature of all three on the CPU (a dry run of this script).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-results/gpu_suite}
+DEVICE=${SUITE_DEVICE:-cuda}
+BENCH_SECONDS=${BENCH_SECONDS:-170}
+BUDGET_MINUTES=${BUDGET_MINUTES:-1.5}
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+if [ "$DEVICE" = cpu ]; then
+    BENCH_ARGS=(--device cpu --steps 2 --warmup 1 --max-seconds 60)
+    SHAPE='{"d_model": 32, "num_layers": 2, "num_heads": 2, "d_ff": 64, "context_length": 16}'
+    BIG="$SHAPE"
+    BATCH=8 STEPS=40 BIG_BATCH=8 VOCAB_SMALL=128 VOCAB_BIG=128 COMPILE=false DTYPE=float32
+    BUDGET_MINUTES=0.3
+else
+    BENCH_ARGS=(--device cuda --max-seconds "$BENCH_SECONDS")
+    SHAPE='{"d_model": 512, "num_layers": 4, "num_heads": 16, "d_ff": 1344, "context_length": 256}'
+    BIG='{"d_model": 768, "num_layers": 12, "num_heads": 12, "d_ff": 2048, "context_length": 512}'
+    BATCH=128 STEPS=400 BIG_BATCH=128 VOCAB_SMALL=10000 VOCAB_BIG=32000 COMPILE=true DTYPE=bfloat16
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT_DIR/nvidia-smi.txt"
+fi
+"$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT_DIR/versions.txt"
+
+echo "== 1. bench_gpu"
+"$PY" benchmarks/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.log"
+
+echo "== 2. plain process vs torchrun (DDP)"
+"$PY" - "$OUT_DIR" "$SHAPE" "$BIG" "$VOCAB_SMALL" "$VOCAB_BIG" "$BATCH" "$STEPS" "$BIG_BATCH" "$COMPILE" "$DTYPE" "$BUDGET_MINUTES" "$DEVICE" <<'EOF'
+import json, sys
+import numpy as np
+out, shape, big, v_small, v_big, batch, steps, big_batch, compile_, dtype, minutes, device = sys.argv[1:]
+rng = np.random.default_rng(0)
+for name, vocab in (("small", int(v_small)), ("big", int(v_big))):
+    np.save(f"{out}/{name}_train.npy", rng.integers(0, vocab, 20_000_000 if device == "cuda" else 200_000, dtype=np.uint16))
+    np.save(f"{out}/{name}_valid.npy", rng.integers(0, vocab, 1_000_000 if device == "cuda" else 20_000, dtype=np.uint16))
+common = {"optimizer": {"lr": 3e-3}, "threads": 4}
+train = {"eval_batches": 4, "log_every": 10, "device": device, "compile": compile_ == "true", "dtype": dtype}
+ddp = {"name": "ddp-check", **common, "model": {**json.loads(shape), "rope_theta": 10000, "vocab_size": int(v_small)},
+       "training": {**train, "batch_size": int(batch), "steps": int(steps), "eval_every": int(steps), "checkpoint_every": int(steps)}}
+budget = {"name": "budget-check", **common, "schedule": {"warmup_ratio": 0.02},
+          "model": {**json.loads(big), "rope_theta": 10000, "vocab_size": int(v_big)},
+          "training": {**train, "batch_size": int(big_batch), "max_wallclock_minutes": float(minutes),
+                       "eval_every": 200, "checkpoint_every": 400}}
+json.dump(ddp, open(f"{out}/ddp-check.json", "w"))
+json.dump(budget, open(f"{out}/budget-check.json", "w"))
+EOF
+LM_TRAIN=(-m lm train --config "$OUT_DIR/ddp-check.json" --train-tokens "$OUT_DIR/small_train.npy" --valid-tokens "$OUT_DIR/small_valid.npy" --progress log)
+"$PY" "${LM_TRAIN[@]}" --out "$OUT_DIR/plain" 2>&1 | tail -n 3
+"$PY" -m torch.distributed.run --standalone --nproc-per-node 1 "${LM_TRAIN[@]}" --out "$OUT_DIR/torchrun" 2>&1 | tail -n 3
+
+echo "== 3. wall-clock budget, owt-leaderboard shape"
+"$PY" -m lm train --config "$OUT_DIR/budget-check.json" --train-tokens "$OUT_DIR/big_train.npy" \
+    --valid-tokens "$OUT_DIR/big_valid.npy" --out "$OUT_DIR/budget" --progress log 2>&1 | tail -n 4
+
+echo "== summary"
+"$PY" - "$OUT_DIR" <<'EOF' | tee "$OUT_DIR/summary.md"
+import json, statistics, sys
+out = sys.argv[1]
+def steady(run):
+    recs = [json.loads(l) for l in open(f"{out}/{run}/metrics.jsonl")]
+    rates = [r["tokens_per_s"] for r in recs[len(recs) // 2:] if r.get("tokens_per_s")]
+    return statistics.median(rates) if rates else float("nan")
+plain, ddp = steady("plain"), steady("torchrun")
+rp, rd = (json.load(open(f"{out}/{r}/result.json")) for r in ("plain", "torchrun"))
+print("| launch | processes | steady tokens/s | final val loss | peak GPU MB |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for name, r, rate in (("plain lm train", rp, plain), ("torchrun (DDP)", rd, ddp)):
+    print(f"| {name} | {r['processes']} | {rate:,.0f} | {r['final_val_loss']:.4f} | {r['peak_gpu_mb']} |")
+print(f"\ntorchrun / plain tokens/s: {ddp / plain:.3f}\n")
+b = json.load(open(f"{out}/budget/result.json"))
+keys = ("max_wallclock_minutes", "steps_planned", "steps", "stop_reason", "wallclock_s", "tokens_per_s", "final_val_loss", "peak_gpu_mb", "budget_plan")
+print("budget run: " + json.dumps({k: b.get(k) for k in keys}))
+print(f"budget run steady tokens/s: {steady('budget'):,.0f}")
+EOF
+rm -f "$OUT_DIR"/*_train.npy "$OUT_DIR"/*_valid.npy "$OUT_DIR"/*/checkpoints/*.pt

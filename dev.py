@@ -5,7 +5,8 @@
                           # then its HTML report (results/report.html)
     python3 dev.py test   # venv + install with the dev extra, then the test suite
     python3 dev.py slurm  # a single-node SLURM cluster on this machine (Debian packages,
-                          # as root), for `snakemake --profile workflow/profiles/slurm`
+                          # as root), for `snakemake --workflow-profile
+                          # workflow/profiles/slurm`
 
 Extra arguments go to snakemake or pytest. The virtual environment is .venv/ in the
 repository; the install is redone only when pyproject.toml changes.

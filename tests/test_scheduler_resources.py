@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import shutil
 
 import pytest
 import yaml
@@ -122,9 +121,10 @@ def test_data_threads_come_from_cores_or_the_config_not_the_host(tmp_path):
     cfg["scheduler"] = {"data_threads": 5}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert _workers(snakemake(root, "--cores", "8", *dry, check=True).stdout) == {"5"}
-    # on a cluster, not this host's cores: the configured number, else 4
-    if shutil.which("sinfo") and _has_slurm_plugin():
-        slurm = ("--executor", "slurm", "--jobs", "1", *dry)
+    # on a cluster, not this host's cores: the configured number, else 4 (planned with a
+    # --cores above both: a dry run's default of 1 would cap them)
+    if _has_slurm_plugin():
+        slurm = ("--workflow-profile", "workflow/profiles/slurm", "--cores", "100", *dry)
         assert _workers(snakemake(root, *slurm, check=True).stdout) == {"5"}
         del cfg["scheduler"]
         (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -121,7 +121,7 @@ def test_profile_runs_every_job_through_sbatch_and_matches_a_local_run(cluster, 
     )  # fmt: skip
     started = time.monotonic()
     cluster_run = subprocess.run(
-        [str(SNAKEMAKE), "--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks",
+        [str(SNAKEMAKE), "--workflow-profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks",
          "1", "--retries", "0", TARGET],
         cwd=remote, capture_output=True, text=True, timeout=900,
     )  # fmt: skip

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.logging import logger
+from snakemake.utils import available_cpu_count, validate
 
 from lm.codeversion import command_version
 from lm.config_layers import merge_layers, typed_command_line_config
@@ -174,7 +175,12 @@ def resolved_run(name):
 # GPU job takes its own from this machine's lock-file pool (`lm with-gpus`, lm.devices).
 # Run at most as many GPU jobs at once as there are GPUs here, unless --resources gpu=G.
 # A cluster executor counts GPUs itself (and the submitting host may have none).
-LOCAL_JOBS = workflow.local_exec and workflow.is_main_process
+# While the Snakefile is read the executor is not known yet (workflow.local_exec is True even
+# under --executor slurm); a cluster executor has a number of jobs to submit at once (--jobs,
+# the profile's `jobs:`), which Snakemake keeps as `nodes`, and so do the jobs on the nodes.
+# (A local run given --jobs beside --cores counts as a cluster run here.)
+ON_CLUSTER = workflow.remote_exec or workflow.resource_settings.nodes is not None
+LOCAL_JOBS = workflow.is_main_process and not ON_CLUSTER
 LOCAL_GPUS = len(machine_gpus()) if LOCAL_JOBS else 0
 if LOCAL_JOBS:
     workflow.global_resources.setdefault("gpu", LOCAL_GPUS)
@@ -191,7 +197,7 @@ def _data_threads():
     configured = section("scheduler").get("data_threads")
     if configured:
         return configured
-    if not LOCAL_JOBS:
+    if ON_CLUSTER:
         return DATA_THREADS_ON_CLUSTER
     # no --cores (e.g. --workflow-profile none -n): this machine's
     try:
@@ -201,6 +207,27 @@ def _data_threads():
 
 
 DATA_THREADS = _data_threads()
+
+
+def _warn_cluster_cores():
+    """Under a cluster executor --cores caps every job's threads and is passed to the jobs;
+    profiles/default's `cores: all` (this host's cores) is meant for runs here."""
+    if not (ON_CLUSTER and workflow.is_main_process):
+        return
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return
+    if cores == available_cpu_count():
+        logger.warning(
+            f"--cores {cores} (this host's cores; profiles/default sets cores: all) caps "
+            f"each cluster job's threads. Give the cluster profile as the workflow profile "
+            f"(snakemake --workflow-profile workflow/profiles/slurm ...), which replaces "
+            f"profiles/default, or set --cores to what jobs may use."
+        )
+
+
+_warn_cluster_cores()
 
 
 def _launch(how, name):

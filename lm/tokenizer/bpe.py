@@ -92,31 +92,26 @@ def merge_loop(
     no pair is left. ``on_merge(n)`` is called now and then with the number of merges done
     since the last call (for a progress bar).
 
-    Data structures:
+    Data structures (the Python engine; the C one, ``_native.c``, mirrors them):
 
-    - A token id is a character: token ``i`` is ``chr(i)``. A distinct pre-token ``w`` is the
-      ``str`` ``words[w]`` of its token ids (at first ``bytes.decode("latin-1")``), and
-      ``freqs[w]`` is how often it occurs. A pair is the 2-character string ``chr(a) + chr(b)``,
-      so merging it in a word is ``str.replace(pair, chr(new))``, which scans left to right
-      without overlaps: exactly the BPE rule, run in C.
-    - ``count[pair]``: occurrences of the pair, weighted by ``freqs``.
-    - ``where[pair]``: the words that contained the pair when it appeared. A pair only ever
-      appears in the step that creates the newer of its two tokens (merging never splits
-      tokens, so two existing tokens never become newly adjacent), so this list is built
-      once and never grows; words that lost the pair since are skipped when it is merged.
-    - ``heap``: entries ``(-count, inverted(a), inverted(b), pair)``, see :func:`_inverted`.
-      Only a new pair pushes an entry; when a count drops, its entry is left as is and
-      fixed when it reaches the top (pushed back with the current count). An entry at
-      the top whose count is current is then the most frequent pair, ties broken right.
-      New pairs too rare to matter yet wait in a side list instead (``cold``, by count).
+    - A token id is a character: token ``i`` is ``chr(i)``. A distinct pre-token ("word")
+      is the ``str`` ``words[w]`` of its token ids (at first ``bytes.decode("latin-1")``),
+      and ``freqs[w]`` is how often it occurs. A pair is the 2-character string
+      ``chr(a) + chr(b)``, so merging it in a word is ``str.replace(pair, chr(new))``, which
+      scans left to right without overlaps: exactly the BPE rule, run in C.
+    - ``pair_count[pair]``: occurrences of the pair, weighted by ``freqs``.
+    - ``pair_words[pair]``: the words that contained the pair when it appeared. A pair only
+      ever appears in the step that creates the newer of its two tokens (merging never
+      splits tokens, so two existing tokens never become newly adjacent), so this list is
+      built once and never grows; words that lost the pair since are skipped when it is
+      merged.
+    - The queue of pairs by count (:class:`_PairQueue`): a heap with lazy updates, and
+      "cold" buckets for the many rare pairs.
 
-    Merging ``(a, b)`` into ``N`` visits only the words in ``where[(a, b)]``. In a changed
-    word, each ``N`` with a left neighbour ``p`` turned the pair ``(p, a)`` into ``(p, N)``,
-    and each ``N`` with a right neighbour ``q`` turned ``(b, q)`` into ``(N, q)``; two
-    ``N`` side by side (from ``a b a b``) turned ``(b, a)`` into ``(N, N)``. The word is
-    appended to ``left[p]`` or ``right[q]`` per occurrence; at the end of the step each
-    list gives, through the frequencies of its words, both the decrease of the old pair and
-    the count and ``where`` list of the new pair.
+    Each step: take the most frequent pair (``_PairQueue.pop_best``), replace it in the
+    words that hold it (:func:`_replace_in_words`, which notes the neighbours of each new
+    token), and move the counts of the neighbouring pairs to the pairs with the new token
+    (:func:`_count_new_pairs`).
     """
     if 256 + num_merges > MAX_VOCAB_SIZE:
         raise LMError(
@@ -130,162 +125,178 @@ def merge_loop(
         for a, b in merges:
             tokens.append(tokens[a] + tokens[b])
         return tokens, merges
-    inverted: list[str] = [_inverted(t) for t in tokens]
 
-    words, freqs, count, where = _initial_pairs(word_counts)
-    heap = [(-c, inverted[ord(k[0])], inverted[ord(k[1])], k) for k, c in count.items()]
-    heapq.heapify(heap)
-    heappop, heappush, heapreplace = heapq.heappop, heapq.heappush, heapq.heapreplace
-    count_get = count.get
-    freq_of = freqs.__getitem__
-    # New pairs counted below 2**level wait in cold[j] (j = bit length - 1 of their count)
-    # instead of the heap: a count never grows after the pair appears, so such a pair
-    # cannot be the best while the heap top is at least 2**level. Most pairs are rare and
-    # stay there, which keeps the heap small.
-    level = max(count.values(), default=1).bit_length()
-    cold: list[list[str]] = [[] for _ in range(64)]
-
+    inverted: list[str] = [_inverted(t) for t in tokens]  # tie-break key of each token
+    words, freqs, pair_count, pair_words = _initial_pairs(word_counts)
+    queue = _PairQueue(pair_count, inverted)
     merges: list[tuple[int, int]] = []
-    pending_progress = 0
+    progress = _Progress(on_merge)
     while len(merges) < num_merges:
-        # The most frequent pair: drop entries of vanished pairs, push back those whose count dropped.
+        best = queue.pop_best()
+        if best is None:
+            break
+        left_id, right_id = ord(best[0]), ord(best[1])
+        new_token = chr(len(tokens))
+        tokens.append(tokens[left_id] + tokens[right_id])
+        inverted.append(_inverted(tokens[-1]))
+        merges.append((left_id, right_id))
+        del pair_count[best]
+        neighbours = _replace_in_words(words, pair_words.pop(best), best, new_token)
+        _count_new_pairs(pair_count, pair_words, freqs, queue, best, new_token, *neighbours)
+        progress.step()
+    progress.flush()
+    return tokens, merges
+
+
+class _PairQueue:
+    """The pairs by count, most frequent first, ties to the lexicographically greatest pair.
+
+    - ``heap``: entries ``(-count, inverted(a), inverted(b), pair)`` (see :func:`_inverted`).
+      Only a new pair pushes an entry; when a count drops, its entry is left as is and fixed
+      when it reaches the top (pushed back with the current count). An entry at the top
+      whose count is current is then the most frequent pair, ties broken right.
+    - ``cold[j]``: new pairs counted below ``2**level`` wait here (``j`` = bit length - 1 of
+      their count) instead of in the heap: a count never grows after the pair appears, so
+      such a pair cannot be the best while the heap top is at least ``2**level``. Most pairs
+      are rare and stay here, which keeps the heap small.
+    """
+
+    def __init__(self, pair_count: dict[str, int], inverted: list[str]):
+        self.pair_count = pair_count
+        self.inverted = inverted
+        self.heap = [
+            (-c, inverted[ord(k[0])], inverted[ord(k[1])], k) for k, c in pair_count.items()
+        ]
+        heapq.heapify(self.heap)
+        self.level = max(pair_count.values(), default=1).bit_length()
+        self.cold: list[list[str]] = [[] for _ in range(64)]
+
+    def pop_best(self) -> str | None:
+        """Remove and return the most frequent pair (``None`` when no pair is left)."""
+        heap, count_of, inverted = self.heap, self.pair_count.get, self.inverted
+        heappop, heapreplace = heapq.heappop, heapq.heapreplace
         while True:
+            # drop entries of vanished pairs, push back those whose count dropped
             while heap:
-                neg, inv_a, inv_b, k = heap[0]
-                c = count_get(k, 0)
-                if c == -neg:
+                neg_count, inv_left, inv_right, pair = heap[0]
+                count = count_of(pair, 0)
+                if count == -neg_count:
                     break
-                if c:
-                    heapreplace(heap, (-c, inv_a, inv_b, k))
+                if count:
+                    heapreplace(heap, (-count, inv_left, inv_right, pair))
                 else:
                     heappop(heap)
             top = -heap[0][0] if heap else 0
-            if top >> level or not level:
+            if top >> self.level or not self.level:
                 break
             # the heap top is below 2**level: bring in the cold pairs that might beat it
             new_level = top.bit_length() - 1 if top else 0
-            for j in range(new_level, level):
-                for k in cold[j]:
-                    c = count_get(k)
-                    if c:
-                        heappush(heap, (-c, inverted[ord(k[0])], inverted[ord(k[1])], k))
-                cold[j] = []
-            level = new_level
-        if not heap:
-            break
-        best = heap[0][3]
-        heappop(heap)
-        A, B = best
-        a, b = ord(A), ord(B)
-        new = len(tokens)
-        N = chr(new)
-        tokens.append(tokens[a] + tokens[b])
-        inv_new = _inverted(tokens[new])
-        inverted.append(inv_new)
-        merges.append((a, b))
-        del count[best]
+            for j in range(new_level, self.level):
+                for pair in self.cold[j]:
+                    count = count_of(pair)
+                    if count:
+                        heapq.heappush(
+                            heap, (-count, inverted[ord(pair[0])], inverted[ord(pair[1])], pair)
+                        )
+                self.cold[j] = []
+            self.level = new_level
+        return heappop(heap)[3] if heap else None
 
-        words_with = where.pop(best)
-        left: dict[str, list[int]] = {}  # p -> words, one entry per (p, N) made
-        right: dict[str, list[int]] = {}  # q -> words, one entry per (N, q) made
-        both: list[int] = []  # words, one entry per (N, N) made
-        left_get, right_get = left.get, right.get
-        if type(words_with) is not list:
-            words_with = words_with.tolist()
-        for w in words_with:
-            s = words[w]
-            if best not in s:
-                continue
-            t = s.replace(best, N)
-            words[w] = t
-            n = len(t)
-            if n == 1:
-                continue
-            i = t.find(N)
-            while i >= 0:
-                if i:
-                    p = t[i - 1]
-                    if p == N:
-                        both.append(w)
-                    else:
-                        lst = left_get(p)
-                        if lst is None:
-                            left[p] = [w]
-                        else:
-                            lst.append(w)
-                i += 1
-                if i == n:
-                    break
-                q = t[i]
-                if q != N:
-                    lst = right_get(q)
+
+def _replace_in_words(words: list[str], candidates, pair: str, new_token: str):
+    """Replace ``pair`` by ``new_token`` in each word of ``candidates`` that still holds it,
+    and note the neighbours of each new token: ``(left, right, both)`` where ``left[p]``
+    lists a word once per ``(p, new)`` made, ``right[q]`` once per ``(new, q)`` made, and
+    ``both`` once per ``(new, new)`` made (from ``a b a b``)."""
+    left: dict[str, list[int]] = {}
+    right: dict[str, list[int]] = {}
+    both: list[int] = []
+    left_get, right_get = left.get, right.get
+    if type(candidates) is not list:  # a numpy slice from _initial_pairs
+        candidates = candidates.tolist()
+    for w in candidates:
+        word = words[w]
+        if pair not in word:
+            continue
+        merged = word.replace(pair, new_token)
+        words[w] = merged
+        n = len(merged)
+        if n == 1:
+            continue
+        pos = merged.find(new_token)
+        while pos >= 0:
+            if pos:
+                before = merged[pos - 1]
+                if before == new_token:
+                    both.append(w)
+                else:
+                    lst = left_get(before)
                     if lst is None:
-                        right[q] = [w]
+                        left[before] = [w]
                     else:
                         lst.append(w)
-                    i = t.find(N, i + 1)
+            pos += 1
+            if pos == n:
+                break
+            after = merged[pos]
+            if after != new_token:
+                lst = right_get(after)
+                if lst is None:
+                    right[after] = [w]
+                else:
+                    lst.append(w)
+                pos = merged.find(new_token, pos + 1)
+    return left, right, both
 
-        for p, lst in left.items():
-            if len(lst) == 1:
-                c = freqs[lst[0]]
-            else:
-                c = sum(map(freq_of, lst))
-            k = p + A
-            rest = count[k] - c
+
+def _count_new_pairs(
+    pair_count, pair_words, freqs, queue: _PairQueue, merged_pair, new_token, left, right, both
+) -> None:
+    """Move counts from the pairs the merge broke to the pairs it made.
+
+    Each ``(p, new)`` made was a ``(p, a)`` before, each ``(new, q)`` a ``(b, q)``, each
+    ``(new, new)`` a ``(b, a)``: the old pair loses, and the new pair gets, the
+    frequencies of the words listed for it (which also become its ``pair_words``)."""
+    first, second = merged_pair
+    changes = [(p + first, p + new_token, lst) for p, lst in left.items()]
+    changes += [(second + q, new_token + q, lst) for q, lst in right.items()]
+    if both:
+        changes.append((second + first, new_token + new_token, both))
+    freq_of = freqs.__getitem__
+    heap, cold, level, inverted = queue.heap, queue.cold, queue.level, queue.inverted
+    heappush = heapq.heappush
+    for old, new, lst in changes:
+        count = freqs[lst[0]] if len(lst) == 1 else sum(map(freq_of, lst))
+        if old != merged_pair:  # a == b: (b, a) or (b, q = a) is the merged pair, gone already
+            rest = pair_count[old] - count
             if rest:
-                count[k] = rest
+                pair_count[old] = rest
             else:
-                del count[k]
-            k = p + N
-            count[k] = c
-            where[k] = lst
-            if c >> level:
-                heappush(heap, (-c, inverted[ord(p)], inv_new, k))
-            else:
-                cold[c.bit_length() - 1].append(k)
-        for q, lst in right.items():
-            if len(lst) == 1:
-                c = freqs[lst[0]]
-            else:
-                c = sum(map(freq_of, lst))
-            k = B + q
-            if k != best:  # a == b, q == a: (b, q) is the merged pair, already gone
-                rest = count[k] - c
-                if rest:
-                    count[k] = rest
-                else:
-                    del count[k]
-            k = N + q
-            count[k] = c
-            where[k] = lst
-            if c >> level:
-                heappush(heap, (-c, inv_new, inverted[ord(q)], k))
-            else:
-                cold[c.bit_length() - 1].append(k)
-        if both:
-            c = sum(map(freq_of, both))
-            k = B + A
-            if k != best:
-                rest = count[k] - c
-                if rest:
-                    count[k] = rest
-                else:
-                    del count[k]
-            k = N + N
-            count[k] = c
-            where[k] = both
-            if c >> level:
-                heappush(heap, (-c, inv_new, inv_new, k))
-            else:
-                cold[c.bit_length() - 1].append(k)
-        if on_merge is not None:
-            pending_progress += 1
-            if pending_progress >= 256:
-                on_merge(pending_progress)
-                pending_progress = 0
-    if on_merge is not None and pending_progress:
-        on_merge(pending_progress)
-    return tokens, merges
+                del pair_count[old]
+        pair_count[new] = count
+        pair_words[new] = lst
+        if count >> level:
+            heappush(heap, (-count, inverted[ord(new[0])], inverted[ord(new[1])], new))
+        else:
+            cold[count.bit_length() - 1].append(new)
+
+
+class _Progress:
+    """Calls ``on_merge(n)`` every 256 merges, and once more at the end."""
+
+    def __init__(self, on_merge):
+        self.on_merge, self.pending = on_merge, 0
+
+    def step(self) -> None:
+        if self.on_merge is not None:
+            self.pending += 1
+            if self.pending >= 256:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.on_merge is not None and self.pending:
+            self.on_merge(self.pending)
+            self.pending = 0
 
 
 def _initial_pairs(word_counts: Mapping[bytes, int]):

@@ -55,6 +55,8 @@ def test_runtime_scales_with_the_models_flops_and_the_device():
     assert run_runtime(gpu, sched) == math.ceil(1000 * 32 * 256 / 50000 / 60)
     four = run(steps=1000, device="cuda", processes=4)
     assert run_runtime(four, sched) == math.ceil(1000 * 32 * 256 / 50000 / 4 / 60)
+    four["training"]["processes"], four["resources"]["gpu"] = 1, 4  # one process a GPU
+    assert run_runtime(four, sched) == math.ceil(1000 * 32 * 256 / 50000 / 4 / 60)
 
 
 def test_runtime_declared_wins_and_a_wallclock_budget_caps_it():

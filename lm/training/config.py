@@ -789,7 +789,9 @@ def run_runtime(run_cfg: dict, scheduler: dict | None = None) -> int:
     throughput = {**SCHEDULER_DEFAULTS["throughput"], **(sched.get("throughput") or {})}
     model, train = run_cfg["model"], run_cfg["training"]
     kind = device_kind(train.get("device", "auto"))
-    devices = train.get("processes", 1) if kind == "cuda" else 1
+    # one GPU a process (resources.gpu: N alone also makes N processes: lm.training.launch)
+    gpus = (run_cfg.get("resources") or {}).get("gpu", 0)
+    devices = max(train.get("processes", 1), gpus) if kind == "cuda" else 1
     reference = training_flops_per_token(REFERENCE_MODEL, REFERENCE_BATCH)
     own = training_flops_per_token(model, train["batch_size"])
     tokens_per_s = throughput[kind] * devices * reference / own

@@ -121,8 +121,8 @@ def test_profile_runs_every_job_through_sbatch_and_matches_a_local_run(cluster, 
     )  # fmt: skip
     started = time.monotonic()
     cluster_run = subprocess.run(
-        [str(SNAKEMAKE), "--workflow-profile", "workflow/profiles/slurm", "--slurm-init-seconds-before-status-checks",
-         "1", "--retries", "0", TARGET],
+        [str(SNAKEMAKE), "--workflow-profile", "workflow/profiles/slurm",
+         "--slurm-init-seconds-before-status-checks", "1", "--retries", "0", TARGET],
         cwd=remote, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     wall = time.monotonic() - started

@@ -1,6 +1,7 @@
 # Shared helpers of the workflow: config validation, paths of each dataset split,
 # the command that runs the library, and the list of targets per stage.
 
+import functools
 import json
 import os
 import shlex
@@ -178,12 +179,36 @@ def resolved_run(name):
 # While the Snakefile is read the executor is not known yet (workflow.local_exec is True even
 # under --executor slurm); a cluster executor has a number of jobs to submit at once (--jobs,
 # the profile's `jobs:`), which Snakemake keeps as `nodes`, and so do the jobs on the nodes.
-# (A local run given --jobs beside --cores counts as a cluster run here.)
+# (A local run given --jobs beside --cores counts as a cluster run here; its jobs still get
+# this machine's GPUs from jobs_run_here, asked once the executor is known.)
 ON_CLUSTER = workflow.remote_exec or workflow.resource_settings.nodes is not None
 LOCAL_JOBS = workflow.is_main_process and not ON_CLUSTER
-LOCAL_GPUS = len(machine_gpus()) if LOCAL_JOBS else 0
+MACHINE_GPUS = functools.cache(lambda: len(machine_gpus()))
 if LOCAL_JOBS:
-    workflow.global_resources.setdefault("gpu", LOCAL_GPUS)
+    workflow.global_resources.setdefault("gpu", MACHINE_GPUS())
+
+
+@functools.cache
+def jobs_run_here():
+    """Whether the jobs run on this machine. Asked while the DAG is built, when the
+    executor is known (so a local run given --jobs counts too); a dry run goes by ON_CLUSTER.
+    """
+    plugin = workflow.executor_plugin
+    if not workflow.is_main_process:
+        return False
+    if plugin is None or plugin.common_settings.dryrun_exec:
+        return not ON_CLUSTER
+    here = plugin.common_settings.local_exec
+    if here and MACHINE_GPUS() and workflow.global_resources.get("gpu").value is None:
+        # the scheduler is set up by now: too late to cap GPU jobs; the pool still keeps
+        # them apart (a job that finds its GPUs taken waits for them)
+        logger.warning(
+            f"this machine has {MACHINE_GPUS()} GPU(s), which a run with --jobs does not "
+            f"tell Snakemake: add --resources gpu={MACHINE_GPUS()}, or GPU jobs beyond that "
+            f"start and wait in `lm with-gpus` for a free GPU."
+        )
+    return here
+
 
 # Threads of the parallel data steps (BPE pre-tokenization, encoding): scheduler.data_threads,
 # else, run here, all that --cores allows (`--cores all`: this machine's); on a cluster,
@@ -240,12 +265,14 @@ def _launch(how, name):
 def run_gpus(name):
     """The GPUs run ``name``'s job holds (lm.training.launch.job_gpus), checked against
     what this machine can give when jobs run here."""
-    gpus = _launch(lambda run: job_gpus(run, LOCAL_GPUS), name)
+    # a cluster's jobs get their GPUs from its scheduler
+    here = MACHINE_GPUS() if jobs_run_here() else 0
+    gpus = _launch(lambda run: job_gpus(run, here), name)
     limit = workflow.global_resources.get("gpu").value
-    if LOCAL_JOBS and gpus > limit:
+    if jobs_run_here() and limit is not None and gpus > limit:
         raise WorkflowError(
             f"run {name} needs {gpus} GPU(s) (training.device, training.processes, "
-            f"resources.gpu) but this machine has {LOCAL_GPUS} and --resources gpu is "
+            f"resources.gpu) but this machine has {here} and --resources gpu is "
             f"{limit}. Allow more with --resources gpu=N (up to the GPUs here), ask for "
             f"fewer (training.processes, resources.gpu), use training.device: cpu, or run "
             f"where there are more GPUs (a cluster profile)."

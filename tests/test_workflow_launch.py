@@ -76,7 +76,8 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 )
 def test_two_processes_under_torchrun_equal_one_and_hold_their_own_gpus(tmp_path):
     root = checkout(tmp_path)
-    commands = train_commands(snakemake(root, *TARGETS, check=True, env=FAKE_GPUS))
+    env = {**FAKE_GPUS, "LM_GPU_LOCKS": str(tmp_path / "locks")}  # not this machine's pool
+    commands = train_commands(snakemake(root, *TARGETS, check=True, env=env))
     assert commands["ddp"].startswith("lm with-gpus 2 -- torchrun --standalone --nproc-per-node 2 ")
     assert commands["single"].startswith("lm with-gpus 1 -- lm train ")
     held = {}

@@ -127,7 +127,8 @@ def bench_big(tok_dir: Path, src: Path, size_mb: int, cores: int, repeat: int) -
     import numpy as np
 
     from lm.tokenizer import Tokenizer
-    from lm.tokenizer.encode_dataset import chunk_bounds, chunk_size_for, encode_file
+    from lm.tokenizer.chunks import chunk_size_for, file_chunks
+    from lm.tokenizer.encode_dataset import encode_file
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
@@ -143,7 +144,7 @@ def bench_big(tok_dir: Path, src: Path, size_mb: int, cores: int, repeat: int) -
             _, seconds = timed(lambda ours=ours: encode_file(path, ours, npy, [EOT], workers=cores))
             best["lm encode (encode_file)"] = min(best.get("lm encode (encode_file)", 1e9), seconds)
             enc = tiktoken_encoding(Tokenizer.from_dir(tok_dir, [EOT]))
-            bounds = chunk_bounds(path, [EOT], chunk_size_for(n_bytes, cores))
+            bounds = file_chunks(path, [EOT], chunk_size_for(n_bytes, cores))
 
             def tik(enc=enc, bounds=bounds):
                 with open(path, "rb") as f:

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lm.errors import LMError
-from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens, find_boundary, pretokenize
+from lm.tokenizer.chunks import find_boundary
+from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens, pretokenize
 
 # every test here runs once per tokenization engine (native C extension, Python reference)
 pytestmark = pytest.mark.usefixtures("engine")

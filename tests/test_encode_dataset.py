@@ -12,7 +12,8 @@ from test_tokenizer import EOT, make_text, train_small
 from lm.cli import main
 from lm.errors import LMError
 from lm.tokenizer import Tokenizer, save_tokenizer
-from lm.tokenizer.encode_dataset import chunk_bounds, encode_file, write_npy_streaming
+from lm.tokenizer.chunks import file_chunks
+from lm.tokenizer.encode_dataset import encode_file, write_npy_streaming
 from lm.tokenizer.experiments import parse_dataset, run_experiments, sample_documents
 
 # every test here runs once per tokenization engine (native C extension, Python reference)
@@ -55,7 +56,7 @@ def test_encode_file_equals_encode_for_any_workers_and_chunks(tok_dir, corpus, t
 
 
 def test_chunks_tile_the_file_at_safe_points(corpus):
-    bounds = chunk_bounds(corpus, [EOT], 300)
+    bounds = file_chunks(corpus, [EOT], 300)
     assert bounds[0][0] == 0 and bounds[-1][1] == corpus.stat().st_size
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
     assert len(bounds) > 10
@@ -85,7 +86,9 @@ def test_large_vocabulary_uses_uint32_and_says_so(tmp_path):
 def test_invalid_utf8_names_offset_and_line(tok_dir, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine line\nsecond \xff line\n")
-    with pytest.raises(LMError, match=r"bad.txt: invalid UTF-8 at byte offset 17 \(line 2\)"):
+    with pytest.raises(
+        LMError, match=r"bad.txt: invalid UTF-8 at byte offset 17 \(line 2, byte 8 of the line\)"
+    ):
         encode_file(bad, tok_dir, tmp_path / "bad.npy")
     assert not (tmp_path / "bad.npy").exists()
 
@@ -145,6 +148,15 @@ def test_cli_encode_bad_input_exits_2(tok_dir, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ tokenizer experiments
+
+
+def test_sample_documents_names_invalid_utf8(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"doc one" + EOT.encode() + b"doc \xff two\n")
+    with pytest.raises(
+        LMError, match=r"bad.txt: invalid UTF-8 at byte offset 24 \(line 1, byte 25 "
+    ):
+        sample_documents(bad, n=2)
 
 
 def test_sample_documents_is_seeded_and_streaming(corpus):

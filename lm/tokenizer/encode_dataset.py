@@ -4,12 +4,13 @@
     ids = np.load("results/x/tokens/train.npy", mmap_mode="r")
 
 - The file is cut into chunks of a few MB at *safe boundaries*
-  (:func:`lm.tokenizer.pretokenize.find_boundary`: offsets that neither a special token
+  (:func:`lm.tokenizer.chunks.find_boundary`: offsets that neither a special token
   nor a pre-token straddles), so encoding the chunks apart gives exactly the ids of
-  encoding the whole text. Worker processes encode chunks; the main process appends each
-  chunk's ids, in file order, to the output as soon as it and all chunks before it are
-  done. At most ``2 * workers`` chunk results are held at once: memory does not grow with
-  the file, and the id array is never in memory whole.
+  encoding the whole text. Forked worker processes encode chunks
+  (:class:`lm.tokenizer.chunks.ForkedMap`); the main process appends each chunk's ids, in
+  file order, to the output as soon as they come. About ``2 * workers`` chunk results
+  exist at once: memory does not grow with the file, and the id array is never in memory
+  whole.
 - The ``.npy`` header has a fixed size whatever the length (numpy pads it for growth),
   so it is written first with length 0 and rewritten with the real length at the end.
   The file is written under a temporary name and renamed when complete.
@@ -20,8 +21,6 @@
 
 from __future__ import annotations
 
-import collections
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -31,7 +30,15 @@ import numpy as np
 from lm.errors import LMError
 from lm.io import atomic_path, peak_rss_mb, write_json
 from lm.progress import progress_bar
-from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, chunk_size_for, find_boundary
+from lm.tokenizer.chunks import (
+    BadUTF8,
+    ForkedMap,
+    chunk_size_for,
+    file_chunks,
+    read_range,
+    utf8_error,
+)
+from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
 from lm.tokenizer.tokenizer import Tokenizer
 
 
@@ -64,91 +71,18 @@ def load_tokenizer_dir(tokenizer_dir, special_tokens) -> Tokenizer:
     return Tokenizer.from_files(d / VOCAB_FILE, d / MERGES_FILE, list(special_tokens))
 
 
-def chunk_bounds(path: str | os.PathLike, special_tokens, chunk_size: int) -> list[tuple[int, int]]:
-    """(start, end) byte ranges tiling the file, cut at safe boundaries."""
-    size = os.path.getsize(path)
-    if size == 0:
-        return []
-    special_bytes = [s.encode("utf-8") for s in special_tokens]
-    cuts = [0]
-    with open(path, "rb") as f:
-        for k in range(1, -(-size // chunk_size)):
-            p = find_boundary(f, k * chunk_size, size, special_bytes)
-            if p > cuts[-1]:
-                cuts.append(p)
-    if cuts[-1] < size:
-        cuts.append(size)
-    return list(zip(cuts, cuts[1:], strict=False))
+def _encoder(path: str, tokenizer: Tokenizer, dtype: np.dtype):
+    """The task of a worker: the ids of the file's bytes [start, end) as an array."""
 
+    def encode_range(chunk: tuple[int, int]) -> np.ndarray:
+        start, end = chunk
+        data = read_range(path, start, end)
+        try:
+            return tokenizer.encode_to_array(data, dtype)
+        except UnicodeDecodeError as e:
+            raise BadUTF8(start + e.start, e.reason) from None
 
-class _BadUTF8(Exception):
-    pass
-
-
-_TOKENIZER: Tokenizer | None = None
-_PATH: str | None = None
-_DTYPE: np.dtype | None = None
-
-
-def _setup(tokenizer: Tokenizer, path: str, dtype: np.dtype) -> None:
-    global _TOKENIZER, _PATH, _DTYPE
-    _TOKENIZER, _PATH, _DTYPE = tokenizer, path, dtype
-
-
-def _encode_range(bounds: tuple[int, int]):
-    """Ids of the file's bytes [start, end) as an array; or ('utf8', offset, reason)."""
-    start, end = bounds
-    with open(_PATH, "rb") as f:
-        f.seek(start)
-        data = f.read(end - start)
-    try:
-        return _TOKENIZER.encode_to_array(data, _DTYPE)
-    except UnicodeDecodeError as e:
-        return ("utf8", start + e.start, e.reason)
-
-
-def _line_of_offset(path: str, offset: int) -> int:
-    line, pos = 1, 0
-    with open(path, "rb") as f:
-        while pos < offset:
-            block = f.read(min(1 << 20, offset - pos))
-            if not block:
-                break
-            line += block.count(b"\n")
-            pos += len(block)
-    return line
-
-
-def _ordered_results(tasks, workers: int, tokenizer: Tokenizer, path: str, dtype):
-    """Results of ``_encode_range`` over ``tasks`` in order, at most 2*workers in flight."""
-    if workers <= 1:
-        _setup(tokenizer, path, dtype)
-        for t in tasks:
-            yield _encode_range(t)
-        return
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    if ctx.get_start_method() == "fork":
-        _setup(tokenizer, path, dtype)  # inherited by the forked workers
-        pool = ctx.Pool(workers)
-    else:
-        pool = ctx.Pool(workers, initializer=_setup, initargs=(tokenizer, path, dtype))
-    try:
-        pending: collections.deque = collections.deque()
-        it = iter(tasks)
-        for t in it:
-            pending.append(pool.apply_async(_encode_range, (t,)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            result = pending.popleft().get()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.apply_async(_encode_range, (nxt,)))
-            yield result
-    finally:
-        pool.terminate()
-        pool.join()
+    return encode_range
 
 
 def write_npy_streaming(out_path, dtype: np.dtype, arrays) -> int:
@@ -207,30 +141,26 @@ def encode_file(
         raise LMError(f"chunk_size must be a positive number of bytes, got {chunk_size}")
 
     t0 = time.perf_counter()
-    bounds = chunk_bounds(path, specials, chunk_size)
+    bounds = file_chunks(path, specials, chunk_size)
     workers = max(1, min(workers, len(bounds)))
     bar = progress_bar(size, f"encode {p.name}", "B", progress, unit_scale=True)
     special_counts = dict.fromkeys(specials, 0)
     special_by_id = {tok.special_ids[s]: s for s in specials}
 
     def arrays():
-        for (start, end), result in zip(
-            bounds, _ordered_results(bounds, workers, tok, path, dtype), strict=True
-        ):
-            if isinstance(result, tuple):
-                _, offset, reason = result
-                raise LMError(
-                    f"{path}: invalid UTF-8 at byte offset {offset} (line {_line_of_offset(path, offset)}): "
-                    f"{reason}; the input must be UTF-8 text (re-encode it, e.g. with iconv -t UTF-8)"
-                )
-            if special_by_id:
-                ids, counts = np.unique(
-                    result[np.isin(result, list(special_by_id))], return_counts=True
-                )
-                for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
-                    special_counts[special_by_id[i]] += c
-            bar.update(end - start)
-            yield result
+        run = ForkedMap(_encoder(path, tok, dtype), bounds, workers, what="encoding")
+        try:
+            for (start, end), result in zip(bounds, run, strict=True):
+                if special_by_id:
+                    ids, counts = np.unique(
+                        result[np.isin(result, list(special_by_id))], return_counts=True
+                    )
+                    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+                        special_counts[special_by_id[i]] += c
+                bar.update(end - start)
+                yield result
+        except BadUTF8 as e:
+            raise utf8_error(path, e.offset, e.reason) from None
 
     try:
         n_tokens = write_npy_streaming(out_path, dtype, arrays())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.tokenizer.chunks import first_bad_utf8, utf8_error
 from lm.tokenizer.encode_dataset import choose_dtype, load_tokenizer_dir
 
 PILE_BYTES = 825 * 10**9
@@ -66,8 +67,9 @@ def iter_documents(
         while max_bytes is None or read < max_bytes:
             try:
                 chunk = f.read(block if max_bytes is None else min(block, max_bytes - read))
-            except UnicodeDecodeError as e:
-                raise LMError(f"{p}: invalid UTF-8 ({e.reason}); the text must be UTF-8") from None
+            except UnicodeDecodeError:  # the file's first bad byte, with its offset and line
+                bad = first_bad_utf8(p)
+                raise utf8_error(p, bad.offset, bad.reason) from None
             if not chunk:
                 break
             read += len(chunk)

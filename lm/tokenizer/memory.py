@@ -14,7 +14,8 @@ import math
 import os
 from pathlib import Path
 
-from lm.tokenizer.pretokenize import chunk_size_for, pretokenize
+from lm.tokenizer.chunks import chunk_size_for
+from lm.tokenizer.pretokenize import pretokenize
 
 #: The prefix read to estimate the distinct pre-tokens (the whole file when it is smaller).
 SAMPLE_BYTES = 8 << 20

@@ -10,19 +10,15 @@ distinct pre-token occurs. This module computes that count for a file:
 The file is never read whole. It is cut into chunks of about ``chunk_size`` bytes at
 *safe boundaries*: byte offsets where the splitting above would cut anyway, so counting
 the chunks separately gives exactly the counts of the whole file (see
-:func:`find_boundary`). Chunks are counted by ``workers`` processes; the sum does not
-depend on the number of workers or on the chunk size.
+:func:`lm.tokenizer.chunks.find_boundary`). Chunks are counted by ``workers`` forked
+processes (:class:`lm.tokenizer.chunks.ForkedMap`), each into its own counter, sent back
+once; the sum does not depend on the number of workers or on the chunk size.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-import multiprocessing as mp
 import os
-import queue
 import re
-import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +27,15 @@ import regex
 
 from lm.errors import LMError
 from lm.progress import progress_bar
+from lm.tokenizer.chunks import (
+    BadUTF8,
+    ForkedMap,
+    chunk_size_for,
+    decode_utf8,
+    file_chunks,
+    read_range,
+    utf8_error,
+)
 from lm.tokenizer.native import module as native_module
 
 #: The special tokens of a corpus unless it names others: the document separator of the
@@ -61,23 +66,6 @@ def find_pretokens(text: str) -> list[str]:
     return (PRETOKEN_ASCII_RE if text.isascii() else PRETOKEN_RE).findall(text)
 
 
-#: Upper bound on the bytes one task reads at once (a chunk may run past it only
-#: to reach the next safe boundary).
-MAX_CHUNK_SIZE = 4 << 20
-#: Lower bound, so tiny files are not cut into pointlessly small tasks.
-MIN_CHUNK_SIZE = 64 << 10
-
-# A text byte position p is a safe boundary when the byte before it is printable ASCII
-# other than space (so not whitespace) and the byte at p is a space or a newline.
-# Every alternative of the GPT-2 pattern either contains no whitespace or contains only
-# whitespace, and a leading space is only ever at the start of a match; so no match can
-# hold both the non-space before p and the space at p: the match covering p-1 ends at p.
-# The pattern has no look-behind, so matching from p on does not depend on what
-# came before. Splitting there leaves the pre-tokens unchanged.
-_SAFE_TEXT_BOUNDARY = re.compile(rb"[\x21-\x7e](?=[ \n])")
-_BOUNDARY_WINDOW = 1 << 16
-
-
 def special_split_re(special_tokens: list[str]) -> regex.Pattern | None:
     """A pattern matching any special token, longest first (so overlapping tokens split greedily)."""
     if not special_tokens:
@@ -100,64 +88,6 @@ def pretokenize(text: str, special_tokens: list[str] = ()) -> list[str]:
     return out
 
 
-def find_boundary(f, offset: int, size: int, special_bytes: list[bytes]) -> int:
-    """The first safe chunk boundary at or after ``offset`` in the open binary file ``f``.
-
-    A safe boundary is a byte offset ``p`` that no special-token occurrence spans, and that
-    is either the start of a special token, or a space/newline right after a printable
-    non-space ASCII character (see ``_SAFE_TEXT_BOUNDARY``). Splitting the file at such a
-    ``p`` changes neither the special-token split nor the pre-tokens. The result depends
-    only on the file and ``offset`` (never on how much is read at a time), and is
-    non-decreasing in ``offset``, so the boundaries tile the file. Returns ``size`` if no
-    safe boundary follows (a chunk then runs to the end of the file).
-    """
-    if offset <= 0:
-        return 0
-    if offset >= size:
-        return size
-    longest = max((len(s) for s in special_bytes), default=1)
-    pos = offset
-    while pos < size:
-        base = max(0, pos - longest)
-        f.seek(base)
-        buf = f.read(pos + _BOUNDARY_WINDOW + longest - base)
-        lo, hi = pos - base, min(pos + _BOUNDARY_WINDOW, size) - base
-        for p in _candidates(buf, lo, hi, special_bytes):
-            if not _spanned(buf, p, special_bytes):
-                return base + p
-        pos += _BOUNDARY_WINDOW
-    return size
-
-
-def _candidates(buf: bytes, lo: int, hi: int, special_bytes: list[bytes]):
-    """Candidate boundaries p in ``buf[lo:hi]``, in increasing order (lazily)."""
-    text = (m.end() for m in _SAFE_TEXT_BOUNDARY.finditer(buf, lo - 1, hi))
-    specials = []
-    for s in special_bytes:
-        j = buf.find(s, lo, hi + len(s) - 1)
-        while 0 <= j < hi:
-            specials.append(j)
-            j = buf.find(s, j + 1, hi + len(s) - 1)
-    return heapq.merge(sorted(specials), text)
-
-
-def _spanned(buf: bytes, p: int, special_bytes: list[bytes]) -> bool:
-    """Whether an occurrence of a special token starts before ``p`` and ends after it."""
-    for s in special_bytes:
-        j = buf.find(s, max(0, p - len(s) + 1), p + len(s) - 1)
-        while 0 <= j < p:
-            if j + len(s) > p:
-                return True
-            j = buf.find(s, j + 1, p + len(s) - 1)
-    return False
-
-
-def chunk_size_for(size: int, workers: int) -> int:
-    """A chunk size giving each worker a few chunks, within [MIN_CHUNK_SIZE, MAX_CHUNK_SIZE]."""
-    target = math.ceil(size / max(1, 4 * workers))
-    return max(MIN_CHUNK_SIZE, min(MAX_CHUNK_SIZE, target))
-
-
 @dataclass
 class CorpusCounts:
     """Pre-token counts of a file, and what the report needs to know about the file."""
@@ -177,113 +107,59 @@ class CorpusCounts:
 
 @dataclass
 class _ChunkResult:
-    index: int
     n_bytes: int
     n_special: int
     # non-whitespace text after the chunk's last special token (or anywhere if it has none)
     tail_text: bool
 
 
-class _BadUTF8(Exception):
-    def __init__(self, offset: int, reason: str):
-        super().__init__(offset, reason)
-        self.offset, self.reason = offset, reason
+class _ChunkCounter:
+    """Counts the pre-tokens of chunks of one file into one counter: a ``Counter`` of str,
+    or the native engine's counter of bytes. In forked workers each has its own copy."""
 
+    def __init__(self, path: str, special_tokens: list[str]):
+        self.path = path
+        self.special_re = special_split_re(special_tokens)
+        native = native_module()
+        self.counts = Counter() if native is None else native.Counter()
+        # for the native engine: the special tokens in the order the pattern tries them
+        ordered = sorted(set(special_tokens), key=lambda s: (-len(s), s))
+        self.native_specials = [s.encode("utf-8") for s in ordered]
 
-def _count_chunk(
-    f, start: int, end: int, index: int, special_re, counts, special_bytes=()
-) -> _ChunkResult:
-    f.seek(start)
-    data = f.read(end - start)
-    if not isinstance(counts, Counter):  # the native engine's counter
-        n_special, tail_text, bad = counts.add(data, special_bytes)
-        if bad >= 0:  # the Python decoder names the error, exactly as below
-            _decode_or_raise(data[bad:], start + bad)
-            raise AssertionError(f"native UTF-8 check rejected valid text at byte {start + bad}")
-        return _ChunkResult(index, len(data), n_special, tail_text)
-    text = _decode_or_raise(data, start)
-    pieces = [text] if special_re is None else special_re.split(text)
-    findall = PRETOKEN_RE.findall
-    update = counts.update
-    for piece in pieces:
-        if piece:
-            update(findall(piece))
-    return _ChunkResult(index, len(data), len(pieces) - 1, bool(pieces[-1].strip()))
+    def count(self, chunk: tuple[int, int]) -> _ChunkResult:
+        """Add the pre-tokens of the file's bytes ``[start, end)``."""
+        start, end = chunk
+        data = read_range(self.path, start, end)
+        counts = self.counts
+        if not isinstance(counts, Counter):  # the native engine's counter
+            n_special, tail_text, bad = counts.add(data, self.native_specials)
+            if bad >= 0:  # the Python decoder names the error, exactly as below
+                decode_utf8(data[bad:], start + bad)
+                raise AssertionError(
+                    f"native UTF-8 check rejected valid text at byte {start + bad}"
+                )
+            return _ChunkResult(len(data), n_special, tail_text)
+        text = decode_utf8(data, start)
+        pieces = [text] if self.special_re is None else self.special_re.split(text)
+        findall = PRETOKEN_RE.findall
+        update = counts.update
+        for piece in pieces:
+            if piece:
+                update(findall(piece))
+        return _ChunkResult(len(data), len(pieces) - 1, bool(pieces[-1].strip()))
 
+    def total(self):
+        """What a worker sends back: the counter, or the native one as a compact blob."""
+        return self.counts if isinstance(self.counts, Counter) else self.counts.to_bytes()
 
-def _decode_or_raise(data: bytes, start: int) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _BadUTF8(start + e.start, e.reason) from None
-
-
-def _chunk_bounds(f, size: int, chunk_size: int, special_bytes: list[bytes], indices):
-    """(index, start, end) of the given chunk indices; empty chunks skipped."""
-    for k in indices:
-        start = find_boundary(f, k * chunk_size, size, special_bytes)
-        end = find_boundary(f, (k + 1) * chunk_size, size, special_bytes)
-        if end > start:
-            yield k, start, end
-
-
-def _count_chunks(
-    path: str, size: int, chunk_size: int, special_tokens: list[str], indices, on_chunk=None
-):
-    """Count the given chunks in this process. Returns (counts, [_ChunkResult]); counts is a
-    ``Counter`` of str, or the native engine's counter of bytes."""
-    special_re = special_split_re(special_tokens)
-    special_bytes = [s.encode("utf-8") for s in special_tokens]
-    native = native_module()
-    counts = Counter() if native is None else native.Counter()
-    # for the native engine: the special tokens in the order the pattern tries them
-    ordered = sorted(set(special_tokens), key=lambda s: (-len(s), s))
-    native_specials = [s.encode("utf-8") for s in ordered]
-    results = []
-    with open(path, "rb") as f:
-        for k, start, end in _chunk_bounds(f, size, chunk_size, special_bytes, indices):
-            results.append(_count_chunk(f, start, end, k, special_re, counts, native_specials))
-            if on_chunk is not None:
-                on_chunk(end - start)
-    return counts, results
-
-
-def _worker(
-    rank: int, n_workers: int, path, size, chunk_size, special_tokens, n_chunks, out: mp.Queue
-):
-    """Count chunks rank, rank + n_workers, ...; send progress, then the counts (or the error)."""
-    try:
-        counts, results = _count_chunks(
-            path,
-            size,
-            chunk_size,
-            special_tokens,
-            range(rank, n_chunks, n_workers),
-            on_chunk=lambda n: out.put(("progress", n)),
-        )
-        if not isinstance(counts, Counter):  # native: a compact blob, not a pickled dict
-            counts = counts.to_bytes()
-        out.put(("done", rank, counts, results))
-    except _BadUTF8 as e:
-        out.put(("utf8", rank, e.offset, e.reason))
-    except BaseException:
-        out.put(("crash", rank, traceback.format_exc()))
-
-
-def _line_and_column(path: str, offset: int) -> tuple[int, int]:
-    """1-based line and byte column of byte ``offset`` in ``path``, reading it in blocks."""
-    line, last_nl, pos = 1, -1, 0
-    with open(path, "rb") as f:
-        while pos < offset:
-            block = f.read(min(1 << 20, offset - pos))
-            if not block:
-                break
-            n = block.count(b"\n")
-            if n:
-                line += n
-                last_nl = pos + block.rindex(b"\n")
-            pos += len(block)
-    return line, offset - last_nl
+    def add_total(self, part) -> None:
+        """Add a worker's :meth:`total` to this counter."""
+        if isinstance(part, bytes):
+            self.counts.merge_bytes(part)
+        else:
+            if len(part) > len(self.counts):  # add the smaller to the larger
+                self.counts, part = part, self.counts
+            self.counts.update(part)
 
 
 def count_pretokens(
@@ -316,31 +192,23 @@ def count_pretokens(
         chunk_size = chunk_size_for(size, workers)
     if chunk_size < 1:
         raise LMError(f"chunk_size must be a positive number of bytes, got {chunk_size}")
-    n_chunks = max(1, math.ceil(size / chunk_size))
-    workers = min(workers, n_chunks)
 
-    def make_bar():
-        return progress_bar(size, "pre-tokenize", "B", progress, unit_scale=True)
-
-    if workers == 1:
-        bar = make_bar()
-        try:
-            counts, results = _count_chunks(
-                path,
-                size,
-                chunk_size,
-                special_tokens,
-                range(n_chunks),
-                on_chunk=bar.update,
-            )
-        except _BadUTF8 as e:
-            _raise_bad_utf8(path, e.offset, e.reason)
-        finally:
-            bar.close()
-    else:
-        counts, results = _count_parallel(
-            path, size, chunk_size, special_tokens, n_chunks, workers, make_bar
-        )
+    counter = _ChunkCounter(path, special_tokens)
+    chunks = file_chunks(path, special_tokens, chunk_size)
+    run = ForkedMap(counter.count, chunks, workers, finish=counter.total, what="pre-tokenization")
+    results = []
+    bar = progress_bar(size, "pre-tokenize", "B", progress, unit_scale=True)
+    try:
+        for (start, end), result in zip(chunks, run, strict=True):
+            results.append(result)
+            bar.update(end - start)
+    except BadUTF8 as e:
+        raise utf8_error(path, e.offset, e.reason) from None
+    finally:
+        bar.close()
+    for part in run.finished:  # forked workers: their totals (else counter has it all)
+        counter.add_total(part)
+    counts = counter.counts
 
     if isinstance(counts, Counter):
         if as_bytes:
@@ -350,83 +218,8 @@ def count_pretokens(
         counts = raw if as_bytes else Counter({t.decode("utf-8"): n for t, n in raw.items()})
     out = CorpusCounts(counts=counts, n_bytes=size, n_chunks=len(results))
     trailing = False
-    for r in sorted(results, key=lambda r: r.index):
+    for r in results:
         out.n_special += r.n_special
         trailing = r.tail_text if r.n_special else (trailing or r.tail_text)
     out.trailing_text = trailing
     return out
-
-
-def _raise_bad_utf8(path: str, offset: int, reason: str):
-    line, column = _line_and_column(path, offset)
-    raise LMError(
-        f"{path}: invalid UTF-8 at byte offset {offset} (line {line}, byte {column} of the line): "
-        f"{reason}; the corpus must be UTF-8 text (re-encode it, e.g. with iconv -t UTF-8)"
-    )
-
-
-def _count_parallel(path, size, chunk_size, special_tokens, n_chunks, workers, make_bar):
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(rank, workers, path, size, chunk_size, special_tokens, n_chunks, out),
-            daemon=True,
-        )
-        for rank in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    bar = make_bar()  # after the fork: tqdm may start a monitor thread
-    counts = None  # a Counter, or the native engine's counter
-    results = []
-    bad: list[tuple[int, str]] = []
-    pending = set(range(workers))
-    try:
-        while pending:
-            try:
-                msg = out.get(timeout=1.0)
-            except queue.Empty:
-                dead = [r for r in pending if procs[r].exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(
-                        f"pre-tokenization worker {dead[0]} died (exit code {procs[dead[0]].exitcode}); "
-                        f"out of memory? try fewer --workers"
-                    ) from None
-                continue
-            kind = msg[0]
-            if kind == "progress":
-                bar.update(msg[1])
-            elif kind == "done":
-                _, rank, part, part_results = msg
-                pending.discard(rank)
-                results.extend(part_results)
-                if isinstance(part, bytes):  # native counts, serialized
-                    if counts is None:
-                        counts = native_module().Counter()
-                    counts.merge_bytes(part)
-                elif counts is None:
-                    counts = part
-                else:
-                    if len(part) > len(counts):
-                        counts, part = part, counts
-                    counts.update(part)
-            elif kind == "utf8":
-                pending.discard(msg[1])
-                bad.append((msg[2], msg[3]))
-            else:
-                pending.discard(msg[1])
-                raise RuntimeError(f"pre-tokenization worker {msg[1]} failed:\n{msg[2]}")
-    finally:
-        bar.close()
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
-    if bad:
-        offset, reason = min(bad)
-        _raise_bad_utf8(path, offset, reason)
-    if counts is None:
-        counts = Counter() if native_module() is None else native_module().Counter()
-    return counts, results

@@ -35,9 +35,10 @@ How it is made fast, in plain Python:
   merging; the rest are merged all at once with numpy (:meth:`Tokenizer._merge_many`).
 - Long pre-tokens (a run of thousands of spaces, a CJK paragraph) use a heap, so merging
   is O(n log n) instead of O(n^2).
-- :meth:`Tokenizer.encode_parallel` spreads a large text over forked processes that
-  inherit the tokenizer and the text (nothing is pickled but the ids coming back, as one
-  ``uint16``/``uint32`` array per process); :mod:`lm.tokenizer.encode_dataset` spreads a
+- :meth:`Tokenizer.encode_parallel` spreads a large text over threads (native engine) or
+  forked processes that inherit the tokenizer and the text (nothing is pickled but the
+  ids coming back, one ``uint16``/``uint32`` array per piece:
+  :class:`lm.tokenizer.chunks.ForkedMap`); :mod:`lm.tokenizer.encode_dataset` spreads a
   file over processes by byte offsets. Both cut at safe points.
 """
 
@@ -47,7 +48,6 @@ import functools
 import gc
 import heapq
 import itertools
-import multiprocessing as mp
 import operator
 import os
 import re
@@ -58,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from lm.errors import LMError
+from lm.tokenizer.chunks import ForkedMap
 from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE, find_pretokens
 
@@ -473,11 +474,18 @@ class Tokenizer:
         workers = min(workers, len(spans))
         if self._encoder() is not None:
             return self._encode_threaded(text, spans, workers)
-        if hasattr(os, "fork"):
-            return self._encode_forked(text, spans, workers)
-        with _pool(self, workers) as pool:
-            arrays = pool.map(_encode_to_array, [text[a:b] for a, b in spans])
-        return np.concatenate(arrays).tolist() if arrays else []
+        # The Python engine: forked processes, which inherit this tokenizer (its caches
+        # included) and the text, so only the ids of each piece travel (as one array).
+        dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
+        pieces = list(
+            ForkedMap(
+                lambda span: self.encode_to_array(text[span[0] : span[1]], dtype),
+                spans,
+                workers,
+                what="encoding",
+            )
+        )
+        return np.concatenate(pieces).tolist() if pieces else []
 
     def _encode_threaded(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
         """The native engine's :meth:`encode_parallel`: threads, since its encoder runs without
@@ -500,36 +508,6 @@ class Tokenizer:
         with ThreadPoolExecutor(workers - 1) as pool:
             futures = [pool.submit(share, k) for k in range(1, workers)]
             per_share = [share(0), *(f.result() for f in futures)]
-        pieces = [per_share[i % workers][i // workers] for i in range(len(spans))]
-        return np.concatenate(pieces).tolist() if pieces else []
-
-    def _encode_forked(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:
-        """The ids of ``text``, cut at ``spans``, encoded by this process and ``workers - 1``
-        forked children. The children inherit this tokenizer (caches included) and the text,
-        so nothing is sent to them; each encodes every ``workers``-th piece and sends its ids
-        back as one array. This process encodes its own share meanwhile."""
-        dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
-        shares = [spans[k::workers] for k in range(workers)]
-
-        def share_arrays(k: int) -> list[np.ndarray]:
-            return [self.encode_to_array(text[a:b], dtype) for a, b in shares[k]]
-
-        def share_bytes(k: int) -> bytes:
-            per_piece = share_arrays(k)
-            lengths = np.array([len(ids) for ids in per_piece], dtype=np.int64)
-            return lengths.tobytes() + b"".join(ids.tobytes() for ids in per_piece)
-
-        children = [_fork_call(share_bytes, k) for k in range(1, workers)]
-        try:
-            per_share = [share_arrays(0)]
-        finally:
-            results = [_fork_result(child) for child in children]  # every child waited for
-        for k, result in enumerate(results, start=1):
-            if isinstance(result, LMError):
-                raise result
-            lengths = np.frombuffer(result, dtype=np.int64, count=len(shares[k]))
-            flat = np.frombuffer(result, dtype=dtype, offset=8 * len(shares[k]))
-            per_share.append(np.split(flat, np.cumsum(lengths)[:-1]))
         pieces = [per_share[i % workers][i // workers] for i in range(len(spans))]
         return np.concatenate(pieces).tolist() if pieces else []
 
@@ -892,73 +870,6 @@ class Tokenizer:
                     f"(0..{self.vocab_size - 1}, {len(self.vocab)} tokens)"
                 ) from None
         raise AssertionError("unreachable")
-
-
-# ---------------------------------------------------------------------- process pool
-
-_WORKER_TOKENIZER: Tokenizer | None = None
-
-
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tokenizer
-
-
-def _encode_to_array(text: str) -> np.ndarray:
-    tok = _WORKER_TOKENIZER
-    return tok.encode_to_array(text, np.uint32 if tok.vocab_size > 65536 else np.uint16)  # type: ignore[union-attr]
-
-
-def _fork_call(fn, arg) -> tuple[int, int]:
-    """Run ``fn(arg)`` (returning bytes) in a forked child; returns (pid, read end of its pipe).
-    Collect the result with :func:`_fork_result`."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            os.close(r)
-            gc.disable()  # short-lived: a collection would only copy shared pages
-            try:
-                msg = b"R" + fn(arg)
-            except BaseException as e:  # sent to the parent, which raises it
-                import traceback
-
-                msg = b"E" + "".join(traceback.format_exception(e)).encode("utf-8", "replace")
-            with open(w, "wb") as f:
-                f.write(msg)
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(w)
-    return pid, r
-
-
-def _fork_result(child: tuple[int, int]) -> bytes | LMError:
-    """The bytes returned by the function a :func:`_fork_call` child ran, or an ``LMError``
-    that tells its error (returned, so that the caller can wait for every child first)."""
-    pid, r = child
-    try:
-        with open(r, "rb") as f:
-            data = f.read()
-    finally:
-        _, status = os.waitpid(pid, 0)
-    if data[:1] == b"R":
-        return data[1:]
-    if data[:1] == b"E":
-        return LMError("an encoding worker process failed:\n" + data[1:].decode("utf-8"))
-    return LMError(f"an encoding worker process died (wait status {status}) without a result")
-
-
-def _pool(tokenizer: Tokenizer, workers: int):
-    """A process pool whose workers hold ``tokenizer`` (inherited by fork where available)."""
-    methods = mp.get_all_start_methods()
-    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    if ctx.get_start_method() == "fork":
-        _init_worker(tokenizer)
-        return ctx.Pool(workers)
-    return ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,))
 
 
 __all__ = ["Tokenizer", "GPT2_PATTERN"]

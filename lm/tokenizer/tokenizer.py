@@ -34,7 +34,8 @@ How it is made fast, in plain Python:
   vocabulary tokens (checked once, at construction, to be reachable by the merges) need no
   merging; the rest are merged all at once with numpy (:meth:`Tokenizer._merge_many`).
 - Long pre-tokens (a run of thousands of spaces, a CJK paragraph) use a heap, so merging
-  is O(n log n) instead of O(n^2).
+  is O(n log n) instead of O(n^2). These fast merge paths live in :mod:`lm.tokenizer.fast`;
+  :meth:`Tokenizer._merge_simple`, here, is the readable reference they equal.
 - :meth:`Tokenizer.encode_parallel` spreads a large text over threads (native engine) or
   forked processes that inherit the tokenizer and the text (nothing is pickled but the
   ids coming back, one ``uint16``/``uint32`` array per piece:
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import heapq
 import itertools
 import operator
 import os
@@ -59,6 +59,7 @@ import numpy as np
 
 from lm.errors import LMError
 from lm.tokenizer.chunks import ForkedMap
+from lm.tokenizer.fast import PairTable, merge_batch, merge_long
 from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import GPT2_PATTERN, PRETOKEN_RE, find_pretokens
 
@@ -88,7 +89,6 @@ _FILL_CHARS = 1 << 18
 _LONG_PRETOKEN = 48
 # Fewer pre-tokens than this are merged one by one (numpy set-up costs more).
 _MIN_BATCH = 24
-_NO_RANK = np.iinfo(np.int64).max
 # The native encoder a thread of Tokenizer._encode_threaded uses (owner: its tokenizer).
 _THREAD = threading.local()
 
@@ -224,13 +224,7 @@ class Tokenizer:
         # made by earlier merges (true of any trained BPE, GPT-2's included).
         self._well_ordered = well_ordered
 
-        n = len(self._pair)
-        width = max(self.vocab) + 1
-        self._width = width
-        keys = np.fromiter((a * width + b for a, b in self._pair), dtype=np.int64, count=n)
-        ranks = np.fromiter((r for r, _ in self._pair.values()), dtype=np.int64, count=n)
-        merged = np.fromiter((m for _, m in self._pair.values()), dtype=np.int64, count=n)
-        self._build_pair_table(keys, ranks, merged)
+        self._pair_table = PairTable(self._pair, width=max(self.vocab) + 1)
 
         # Whole-token shortcut: a pre-token whose bytes are one token that the merges
         # actually produce from those bytes encodes to that one id. (Checked here for
@@ -243,55 +237,6 @@ class Tokenizer:
             ):
                 if len(ids) == 1:
                     self._whole[token] = ids[0]
-
-    def _build_pair_table(self, keys: np.ndarray, ranks: np.ndarray, merged: np.ndarray) -> None:
-        """An open-addressing hash table (linear probing, load <= 1/4) of the merge pairs, in
-        numpy arrays, so :meth:`_pair_lookup` finds many pairs at once. The extra last slot
-        stands for "no such merge" (rank ``_NO_RANK``)."""
-        bits = max(4, int(len(keys)).bit_length() + 2)
-        size = 1 << bits
-        self._tab_shift = np.uint64(64 - bits)
-        self._tab_mask = size - 1
-        self._tab_keys = np.full(size + 1, -1, dtype=np.int64)
-        self._tab_keys[size] = -2
-        self._tab_ranks = np.full(size + 1, _NO_RANK, dtype=np.int64)
-        self._tab_merged = np.full(size + 1, -1, dtype=np.int64)
-        slot = self._home_slot(keys)
-        left = np.arange(len(keys))
-        while len(left):
-            s = slot[left]
-            free = self._tab_keys[s] == -1
-            _, first = np.unique(s[free], return_index=True)
-            win = left[free][first]
-            self._tab_keys[slot[win]] = keys[win]
-            self._tab_ranks[slot[win]] = ranks[win]
-            self._tab_merged[slot[win]] = merged[win]
-            placed = np.zeros(len(keys), dtype=bool)
-            placed[win] = True
-            left = left[~placed[left]]
-            slot[left] = (slot[left] + 1) & self._tab_mask
-
-    def _home_slot(self, keys: np.ndarray) -> np.ndarray:
-        # Fibonacci hashing: the top bits of key * 2^64/phi (wrapping uint64 arithmetic)
-        return ((keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> self._tab_shift).astype(
-            np.int64
-        )
-
-    def _pair_lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Table slot of each pair key (left * width + right); the "no merge" slot if absent."""
-        tab = self._tab_keys
-        slot = self._home_slot(keys)
-        found = tab[slot]
-        out = np.where(found == keys, slot, len(tab) - 1)
-        todo = np.flatnonzero((found != keys) & (found != -1))
-        while len(todo):
-            s = (slot[todo] + 1) & self._tab_mask
-            slot[todo] = s
-            found = tab[s]
-            hit = found == keys[todo]
-            out[todo[hit]] = s[hit]
-            todo = todo[~hit & (found != -1)]
-        return out
 
     def _build_seed_caches(self) -> None:
         """Cache entries known from the vocabulary alone: every whole token is its own id list.
@@ -753,99 +698,16 @@ class Tokenizer:
         return ids
 
     def _merge_long(self, word: bytes) -> list[int]:
-        """BPE on a long byte string in O(n log n): a heap of (rank, position) over a linked list."""
+        """:meth:`_merge_simple` in O(n log n) (:func:`lm.tokenizer.fast.merge_long`), for
+        long byte strings; the same ids when the merges are well ordered (else it is used)."""
         if not self._well_ordered:
             return self._merge_simple(word)
-        ids = [self._byte_ids[b] for b in word]
-        n = len(ids)
-        nxt = list(range(1, n + 1))
-        prv = list(range(-1, n - 1))
-        alive = [True] * n
-        pair = self._pair
-        heap = []
-        for i in range(n - 1):
-            hit = pair.get((ids[i], ids[i + 1]))
-            if hit is not None:
-                heap.append((hit[0], i))
-        heapq.heapify(heap)
-        while heap:
-            rank, i = heapq.heappop(heap)
-            j = nxt[i]
-            if not alive[i] or j >= n:
-                continue
-            hit = pair.get((ids[i], ids[j]))
-            if hit is None or hit[0] != rank:
-                continue  # stale entry
-            ids[i] = hit[1]
-            alive[j] = False
-            k = nxt[j]
-            nxt[i] = k
-            if k < n:
-                prv[k] = i
-                hit = pair.get((ids[i], ids[k]))
-                if hit is not None:
-                    heapq.heappush(heap, (hit[0], i))
-            p = prv[i]
-            if p >= 0:
-                hit = pair.get((ids[p], ids[i]))
-                if hit is not None:
-                    heapq.heappush(heap, (hit[0], p))
-        return [t for t, a in zip(ids, alive, strict=True) if a]
+        return merge_long(word, self._byte_ids, self._pair)
 
     def _merge_batch(self, words: list[bytes]) -> list[list[int]]:
-        """Reference BPE on many byte strings at once, with numpy.
-
-        Each round, every word finds its lowest-rank pair and merges all its occurrences
-        (left to right: in a run x x x of pair (x, x) the 1st and 3rd pair merge). Words
-        with nothing left to merge leave the working set.
-        """
-        n = len(words)
-        lens = np.fromiter(map(len, words), dtype=np.int64, count=n)
-        toks = self._byte_ids_np[np.frombuffer(b"".join(words), dtype=np.uint8)]
-        wid = np.repeat(np.arange(n, dtype=np.int64), lens)
-        ranks, merged, width = self._tab_ranks, self._tab_merged, self._width
-        no_merge = len(ranks) - 1
-        done_t, done_w = [], []
-        while len(toks):
-            pos = self._pair_lookup(toks[:-1] * width + toks[1:])
-            pos[wid[:-1] != wid[1:]] = no_merge
-            pos = np.append(pos, no_merge)
-            rank = ranks[pos]
-            starts = np.flatnonzero(np.diff(wid, prepend=-1))
-            wmin = np.minimum.reduceat(rank, starts)
-            finished = wmin == _NO_RANK
-            if finished.any():
-                seglen = np.diff(np.append(starts, len(toks)))
-                gone = np.repeat(finished, seglen)
-                done_t.append(toks[gone])
-                done_w.append(wid[gone])
-                stay = ~gone
-                toks, wid, rank, pos = toks[stay], wid[stay], rank[stay], pos[stay]
-                if not len(toks):
-                    break
-                wmin = wmin[~finished]
-                starts = np.flatnonzero(np.diff(wid, prepend=-1))
-            seglen = np.diff(np.append(starts, len(toks)))
-            at = np.flatnonzero(rank == np.repeat(wmin, seglen))
-            if len(at) > 1:
-                run_start = np.empty(len(at), dtype=bool)
-                run_start[0] = True
-                np.not_equal(at[1:], at[:-1] + 1, out=run_start[1:])
-                if not run_start.all():  # overlapping (x, x) pairs: keep every other one
-                    first = np.flatnonzero(run_start)
-                    offset = np.arange(len(at)) - first[np.cumsum(run_start) - 1]
-                    at = at[offset % 2 == 0]
-            toks = toks.copy()
-            toks[at] = merged[pos[at]]
-            keep = np.ones(len(toks), dtype=bool)
-            keep[at + 1] = False
-            toks, wid = toks[keep], wid[keep]
-        t = np.concatenate(done_t)
-        w = np.concatenate(done_w)
-        order = np.argsort(w, kind="stable")
-        flat = t[order].tolist()
-        ends = np.cumsum(np.bincount(w, minlength=n)).tolist()
-        return list(map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+        """:meth:`_merge_simple` of many byte strings at once, with numpy
+        (:func:`lm.tokenizer.fast.merge_batch`)."""
+        return merge_batch(words, self._byte_ids_np, self._pair_table)
 
     # ------------------------------------------------------------------ decoding
 

@@ -12,13 +12,15 @@
 # 3. a wall-clock-budgeted lm train run of the owt-leaderboard shape (GPT-2-small, bf16,
 #    torch.compile, batch 128) on synthetic tokens: the plan, where it stopped, tokens/s,
 #    peak GPU memory.
-# SUITE_DEVICE=cpu runs a miniature of all three on the CPU (a dry run of this script).
+# SUITE_DEVICE=cpu runs a miniature of all three on the CPU (a dry run of this script);
+# SUITE_PARTS="2 3" skips part 1 (bench_gpu).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-results/gpu_suite}
 DEVICE=${SUITE_DEVICE:-cuda}
 BENCH_SECONDS=${BENCH_SECONDS:-170}
 BUDGET_MINUTES=${BUDGET_MINUTES:-1.5}
+PARTS=${SUITE_PARTS:-1 2 3}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -37,8 +39,10 @@ else
 fi
 "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT_DIR/versions.txt"
 
-echo "== 1. bench_gpu"
-"$PY" benchmarks/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.log"
+if [[ " $PARTS " == *" 1 "* ]]; then
+    echo "== 1. bench_gpu"
+    "$PY" benchmarks/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.log"
+fi
 
 echo "== 2. plain process vs torchrun (DDP)"
 "$PY" - "$OUT_DIR" "$SHAPE" "$BIG" "$VOCAB_SMALL" "$VOCAB_BIG" "$BATCH" "$STEPS" "$BIG_BATCH" "$COMPILE" "$DTYPE" "$BUDGET_MINUTES" "$DEVICE" <<'EOF'

@@ -136,7 +136,8 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("step_*.pt")):
+    # step_00000000.pt is written right after the calibration, without the plan
+    while not list((out / "checkpoints").glob("step_00000100.pt")):
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -2,10 +2,12 @@
 
 A run with ``training.max_wallclock_minutes`` is planned in three moves by the loop:
 
-1. **Measure.** After the step-0 evaluation (timed), the loop runs a few calibration steps
-   (the first ones absorb torch.compile and allocator warm-up, the rest are timed) and then
-   puts the model, the optimizer and every random state back exactly as they were, so the
-   calibration leaves no trace in the run's numbers.
+1. **Measure.** After the step-0 evaluation, the loop runs a few calibration steps (the
+   first ones absorb torch.compile and allocator warm-up, the rest are timed), times one
+   more evaluation (the first included compiling it), puts the model, the optimizer and
+   every random state back exactly as they were, so the calibration leaves no trace in the
+   run's numbers, and writes a step-0 checkpoint, timed (a large model's checkpoint takes
+   seconds: measured 3 s for the GPT-2-small shape with its AdamW state on an H200 machine).
 2. **Plan.** :func:`plan_steps` fixes the number of steps so that training, the periodic
    evaluations and checkpoints, and the final evaluation and checkpoint end at the budget
    (a safety margin kept back); ``training.steps``/``total_tokens``, when set, cap it.
@@ -31,8 +33,9 @@ from pathlib import Path
 
 from lm.errors import LMError
 
-#: Calibration: untimed warm-up steps, then timed steps until both minimums are reached
-#: (or the cap, a share of the budget, is).
+#: Calibration: untimed warm-up steps (torch.compile happens there, however long it takes),
+#: then timed steps until both minimums are reached (or their time reaches the cap, a share
+#: of the budget); then one more evaluation, timed warm.
 WARMUP_STEPS = 3
 MIN_TIMED_STEPS = 10
 MIN_TIMED_S = 2.0

@@ -224,11 +224,15 @@ def train(
     (beyond bookkeeping keys such as device or log_every) raise an LMError, or with
     ``on_config_change="restart"`` are discarded with a warning (what a pipeline wants
     when it reruns a run because its config changed). ``threads`` (default: the run's
-    ``threads``) bounds torch's CPU threads for the call. ``sync_timing`` synchronizes
+    ``threads``) bounds torch's CPU threads for the call; under torchrun they are the
+    job's, shared out over the node's processes. ``sync_timing`` synchronizes
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
     """
     threads = threads or run_cfg.get("threads")
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
+    if threads and per_node > 1:  # the job's threads, shared out
+        threads = max(1, int(threads) // per_node)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -390,7 +394,7 @@ def _train_process(
         state.plan = wall.plan_schedule(run_cfg, tcfg["steps"])
 
     ddp = None
-    if dist.active:
+    if dist.world > 1:  # one process under torchrun has no gradients to average
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -532,7 +536,7 @@ def _train_process(
         saved_batch = copy.deepcopy(batch_rng.bit_generator.state)
         saved_rng = ckpt.rng_state()
         saved_timings = dict(timings)
-        cap = wall.MAX_CALIBRATION_SHARE * budget_s
+        cap = wall.MAX_CALIBRATION_SHARE * budget_s  # of timed steps; compiling comes before
         timed_steps, timed_s = 0, 0.0
         for i in itertools.count():
             t = time.perf_counter()
@@ -542,8 +546,9 @@ def _train_process(
                 continue
             timed_steps, timed_s = timed_steps + 1, timed_s + time.perf_counter() - t
             enough = timed_steps >= wall.MIN_TIMED_STEPS and timed_s >= wall.MIN_TIMED_S
-            if dist.any(dist.main and (enough or time.perf_counter() - t_start >= cap), device):
+            if dist.any(dist.main and (enough or timed_s >= cap), device):
                 break
+        do_eval()  # warm: the step-0 evaluation's time included compiling it
         pending_losses.clear()
         pending_norms.clear()
         model.load_state_dict(saved_model)
@@ -552,13 +557,17 @@ def _train_process(
         ckpt.set_rng_state(saved_rng)
         timings.clear()
         timings.update(saved_timings)
+        # A step-0 checkpoint: its write time is what the plan reserves for each checkpoint,
+        # and a run killed before its first planned checkpoint resumes from here, counting
+        # the time spent, and plans again (no step of the lost plan survived the kill).
+        save(f"step_{0:08d}.pt")
         step_s = timed_s / timed_steps
         steps = wall.plan_steps(
             budget_s=budget_s,
             spent_s=wallclock(),
             step_s=step_s,
             eval_s=measured["eval_s"],
-            checkpoint_s=max(measured["checkpoint_s"], 2 * step_s),
+            checkpoint_s=measured["checkpoint_s"],
             eval_every=tcfg["eval_every"],
             checkpoint_every=tcfg["checkpoint_every"],
             max_steps=tcfg["steps"],

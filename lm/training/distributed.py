@@ -61,8 +61,8 @@ class Dist:
 
     @property
     def active(self) -> bool:
-        """In a process group: DDP and the collectives run (also for one process under
-        torchrun, so that its cost is the real one)."""
+        """In a process group: the collectives run (also for one process under torchrun;
+        the DDP wrapper only for several, see the loop)."""
         return self.launched or self.world > 1
 
     @property

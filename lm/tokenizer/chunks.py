@@ -201,16 +201,17 @@ def _line_and_column(path: str | os.PathLike, offset: int) -> tuple[int, int]:
 class ForkedMap:
     """``task(item)`` for each of ``items``, in order, computed by ``workers`` forked processes.
 
-        run = ForkedMap(encode_range, ranges, workers=4)
-        for ids in run:          # in the order of ranges
-            ...
+        with ForkedMap(encode_range, ranges, workers=4) as results:
+            for ids in results:          # in the order of ranges
+                ...
 
     Worker ``k`` takes items ``k``, ``k + workers``, ... and sends each result (pickled)
     through its own pipe as soon as it has it; this process reads the pipes in turn, so the
     results come in item order. A worker waits while its last result sits unread in the
     pipe, so at most about ``2 * workers`` results exist at once, however many items there
-    are. The workers are forked when iteration starts: they inherit this process's memory
-    (a tokenizer and its caches, a text), so only the items' results travel.
+    are. The workers are forked when iteration starts (``iter``, or entering ``with``, which
+    also stops them on the way out): they inherit this process's memory (a tokenizer and its
+    caches, a text), so only the items' results travel.
 
     ``finish`` (optional) is called in each worker after its last item, and what it returns
     is sent back too: after iteration, ``finished`` holds them in worker order. This is
@@ -237,27 +238,41 @@ class ForkedMap:
         self.workers = max(1, min(int(workers), len(items)))
         self.forked = self.workers > 1 and hasattr(os, "fork")
         self.finished: list = []
+        self._children: list = []  # (pid, read end of its pipe) of each worker
+        self._running: dict[int, int] = {}  # pid -> worker, until reaped
+
+    def __enter__(self):
+        """Start the workers now (not at the first result); the results, in order."""
+        return iter(self)
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
 
     def __iter__(self):
         if not self.forked:
-            yield from map(self.task, self.items)
-            return
-        self._running = {}  # pid -> worker, until reaped
-        children = [self._fork(k) for k in range(self.workers)]
+            return map(self.task, self.items)
+        self._children = [self._fork(k) for k in range(self.workers)]
+        return self._in_order(self._children)
+
+    def _in_order(self, children):
         try:
             for i in range(len(self.items)):
                 yield self._receive(children[i % self.workers], i % self.workers)
             if self.finish is not None:
                 self.finished = [self._receive(child, k) for k, child in enumerate(children)]
         finally:
-            for _, pipe in children:
-                pipe.close()
-            for pid in list(self._running):
-                try:
-                    os.kill(pid, signal.SIGKILL)  # done already unless we stopped early
-                except ProcessLookupError:
-                    pass
-                self._reap(pid)
+            self._stop()
+
+    def _stop(self) -> None:
+        """Close the pipes; kill and reap the workers still there (none after a full run)."""
+        for _, pipe in self._children:
+            pipe.close()
+        for pid in list(self._running):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap(pid)
 
     def _fork(self, k: int):
         """Start worker ``k``; returns its pid and the read end of its pipe."""
@@ -283,9 +298,10 @@ class ForkedMap:
                 except BaseException as e:  # sent to the parent, which raises it
                     tb = "".join(traceback.format_exception(e))
                     try:
-                        _send(out, ("error", e, tb))
+                        message = pickle.dumps(("error", e, tb))
                     except Exception:  # not picklable: its traceback says what it was
-                        _send(out, ("error", None, tb))
+                        message = pickle.dumps(("error", None, tb))
+                    out.write(message)
         except BaseException:
             code = 1
         finally:
@@ -300,7 +316,7 @@ class ForkedMap:
         pid, pipe = child
         try:
             msg = pickle.load(pipe)
-        except EOFError:
+        except (EOFError, pickle.UnpicklingError):  # nothing, or cut short
             status = self._reap(pid)
             raise LMError(
                 f"{self.what} process {k} died without a result (wait status {status}); "

@@ -148,17 +148,17 @@ def encode_file(
     special_by_id = {tok.special_ids[s]: s for s in specials}
 
     def arrays():
-        run = ForkedMap(_encoder(path, tok, dtype), bounds, workers, what="encoding")
         try:
-            for (start, end), result in zip(bounds, run, strict=True):
-                if special_by_id:
-                    ids, counts = np.unique(
-                        result[np.isin(result, list(special_by_id))], return_counts=True
-                    )
-                    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
-                        special_counts[special_by_id[i]] += c
-                bar.update(end - start)
-                yield result
+            with ForkedMap(_encoder(path, tok, dtype), bounds, workers, what="encoding") as results:
+                for (start, end), result in zip(bounds, results, strict=True):
+                    if special_by_id:
+                        ids, counts = np.unique(
+                            result[np.isin(result, list(special_by_id))], return_counts=True
+                        )
+                        for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+                            special_counts[special_by_id[i]] += c
+                    bar.update(end - start)
+                    yield result
         except BadUTF8 as e:
             raise utf8_error(path, e.offset, e.reason) from None
 

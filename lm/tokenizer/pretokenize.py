@@ -197,15 +197,16 @@ def count_pretokens(
     chunks = file_chunks(path, special_tokens, chunk_size)
     run = ForkedMap(counter.count, chunks, workers, finish=counter.total, what="pre-tokenization")
     results = []
-    bar = progress_bar(size, "pre-tokenize", "B", progress, unit_scale=True)
-    try:
-        for (start, end), result in zip(chunks, run, strict=True):
-            results.append(result)
-            bar.update(end - start)
-    except BadUTF8 as e:
-        raise utf8_error(path, e.offset, e.reason) from None
-    finally:
-        bar.close()
+    with run as chunk_results:
+        bar = progress_bar(size, "pre-tokenize", "B", progress, unit_scale=True)  # after the
+        try:  # fork: tqdm may start a monitor thread
+            for (start, end), result in zip(chunks, chunk_results, strict=True):
+                results.append(result)
+                bar.update(end - start)
+        except BadUTF8 as e:
+            raise utf8_error(path, e.offset, e.reason) from None
+        finally:
+            bar.close()
     for part in run.finished:  # forked workers: their totals (else counter has it all)
         counter.add_total(part)
     counts = counter.counts

@@ -422,14 +422,12 @@ class Tokenizer:
         # The Python engine: forked processes, which inherit this tokenizer (its caches
         # included) and the text, so only the ids of each piece travel (as one array).
         dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
-        pieces = list(
-            ForkedMap(
-                lambda span: self.encode_to_array(text[span[0] : span[1]], dtype),
-                spans,
-                workers,
-                what="encoding",
-            )
-        )
+
+        def encode_piece(span: tuple[int, int]) -> np.ndarray:
+            return self.encode_to_array(text[span[0] : span[1]], dtype)
+
+        with ForkedMap(encode_piece, spans, workers, what="encoding") as results:
+            pieces = list(results)
         return np.concatenate(pieces).tolist() if pieces else []
 
     def _encode_threaded(self, text: str, spans: list[tuple[int, int]], workers: int) -> list[int]:

@@ -19,6 +19,7 @@ STAGES = [
     "lm.tokenizer.encode_cli",
     "lm.accounting.cli",
     "lm.training.cli",
+    "lm.training.report_cli",
     "lm.inference.cli",
     "lm.inference.compare_cli",
     "lm.writeup.cli",

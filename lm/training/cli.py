@@ -1,4 +1,9 @@
-"""CLI: ``lm train``, ``lm runs``, ``lm sweep-report``, ``lm lr-tuning``."""
+"""CLI: ``lm train``, ``lm runs``.
+
+The reports over finished runs (``lm sweep-report``, ``lm lr-tuning``) live in
+``lm.training.report_cli``: a rule's code version is the import graph of its command's
+module, so a change to a report must not look like a change to training.
+"""
 
 from __future__ import annotations
 
@@ -52,40 +57,6 @@ def register(subparsers) -> None:
     p.add_argument("--names", action="store_true", help="print run names only, one a line")
     p.set_defaults(func=_runs)
 
-    p = subparsers.add_parser(
-        "sweep-report",
-        help="compare finished runs: report.md, curves.png, summary.csv",
-        description="Gather runs (directories written by lm train) into one report with one plot and a CSV.",
-    )
-    p.add_argument(
-        "--runs",
-        nargs="+",
-        required=True,
-        help="run directories (each with config.json, metrics.jsonl, result.json)",
-    )
-    p.add_argument("--out", required=True, help="output directory, e.g. results/sweeps/{sweep}/")
-    p.add_argument("--title", help="report title (default: the runs' sweep name)")
-    p.set_defaults(func=_sweep_report)
-
-    p = subparsers.add_parser(
-        "lr-tuning",
-        help="the CS336 learning-rate toy: SGD on mean(w^2) at several lrs",
-        description="SGD with lr/sqrt(t+1) on a 10x10 weight (5*randn) minimising mean(w^2): report.md, report.json, curves.png.",
-    )
-    p.add_argument("--out", required=True, help="output directory, e.g. results/lr_tuning/")
-    p.add_argument(
-        "--lrs",
-        type=float,
-        nargs="+",
-        default=[1e1, 1e2, 1e3],
-        help="learning rates (default 1e1 1e2 1e3)",
-    )
-    p.add_argument("--iterations", type=int, default=10, help="SGD iterations (default 10)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="torch seed of the initial weight (default 0)"
-    )
-    p.set_defaults(func=_lr_tuning)
-
 
 def _train(args) -> int:
     from lm.training.config import run_from_file
@@ -134,25 +105,4 @@ def _runs(args) -> int:
         print("\n".join(runs))
     else:
         print(json.dumps(runs, indent=2))
-    return 0
-
-
-def _sweep_report(args) -> int:
-    from lm.training.sweep import sweep_report
-
-    summary = sweep_report(args.runs, args.out, title=args.title)
-    best = summary.get("best")
-    print(
-        f"{len(summary['runs'])} runs -> {args.out}"
-        + (f"; best: {best['run']} (val {best['best_val_loss']:.4f})" if best else "")
-    )
-    return 0
-
-
-def _lr_tuning(args) -> int:
-    from lm.training.lr_tuning import lr_tuning
-
-    report = lr_tuning(args.out, lrs=args.lrs, iterations=args.iterations, seed=args.seed)
-    for row in report["runs"]:
-        print(f"lr={row['lr']:g}: {row['outcome']}")
     return 0

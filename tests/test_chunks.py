@@ -36,6 +36,25 @@ def test_results_in_order_and_each_worker_finishes_once(workers):
         assert seen == []
 
 
+def test_workers_do_not_run_ahead_of_the_reader(tmp_path):
+    """Results larger than a pipe's buffer: a worker starts an item only once the reader has
+    taken (nearly all of) its previous result, so memory does not grow with the items."""
+    started = tmp_path / "started"
+    started.touch()
+
+    def task(i):
+        with open(started, "a") as f:
+            f.write(f"{i}\n")
+        return bytes(1 << 20)
+
+    workers = 2
+    with ForkedMap(task, list(range(24)), workers) as results:
+        for i, result in enumerate(results):
+            assert len(result) == 1 << 20
+            n_started = len(started.read_text().split())
+            assert n_started <= i + 1 + 2 * workers
+
+
 def test_a_worker_error_is_raised_here_at_its_item():
     def task(x):
         if x == 7:

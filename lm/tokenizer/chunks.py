@@ -207,9 +207,9 @@ class ForkedMap:
 
     Worker ``k`` takes items ``k``, ``k + workers``, ... and sends each result (pickled)
     through its own pipe as soon as it has it; this process reads the pipes in turn, so the
-    results come in item order. A worker waits while its last result sits unread in the
-    pipe, so at most about ``2 * workers`` results exist at once, however many items there
-    are. The workers are forked when iteration starts (``iter``, or entering ``with``, which
+    results come in item order. A worker blocks while its pipe is full (64 KiB on Linux),
+    so it cannot run ahead of the reader by more than one large result: memory holds about
+    two results per worker, however many items there are. The workers are forked when iteration starts (``iter``, or entering ``with``, which
     also stops them on the way out): they inherit this process's memory (a tokenizer and its
     caches, a text), so only the items' results travel.
 

@@ -26,6 +26,38 @@ MICRO_MODEL = {
 }
 
 
+#: A resolved-enough run of the micro model for lm train on tokens from micro_tokens():
+#: milliseconds a step on a CPU core (tests/test_distributed.py, tests/test_budget.py).
+MICRO_RUN = {
+    "name": "micro",
+    "model": {**MICRO_MODEL, "d_model": 32, "num_layers": 2, "d_ff": 64, "vocab_size": 128},
+    "optimizer": {"lr": 0.01},
+    "threads": 1,
+    "training": {"batch_size": 8, "eval_batches": 2, "device": "cpu"},
+}
+
+
+def micro_run(name: str, **training) -> dict:
+    """A deep copy of MICRO_RUN named ``name``, with ``training`` keys set."""
+    import json
+
+    run = json.loads(json.dumps(MICRO_RUN))
+    run["name"] = name
+    run["training"].update(training)
+    return run
+
+
+def micro_tokens(directory: Path) -> tuple[Path, Path]:
+    """train.npy and valid.npy of learnable ids below 128 (a periodic pattern plus noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = (np.arange(60_000) * 7 % 97 + rng.integers(0, 3, 60_000)).astype(np.uint16)
+    np.save(directory / "train.npy", ids[:50_000])
+    np.save(directory / "valid.npy", ids[50_000:])
+    return directory / "train.npy", directory / "valid.npy"
+
+
 def snakemake(
     root: Path, *args: str, check: bool = False, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:

@@ -9,39 +9,23 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
+from conftest import micro_run, micro_tokens
 
 from lm.errors import LMError
 from lm.training import budget as wall
 from lm.training.config import resolve_runs, run_from_file
 from lm.training.loop import train
 
-RUN = {
-    "name": "budget-micro",
-    "model": {
-        "d_model": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "d_ff": 64,
-        "context_length": 16,
-        "rope_theta": 10000,
-        "vocab_size": 128,
-    },
-    "optimizer": {"lr": 0.01},
-    "schedule": {"warmup_ratio": 0.1},
-    "threads": 1,
-    "training": {
-        "batch_size": 8,
-        "eval_every": 200,
-        "eval_batches": 2,
-        "log_every": 20,
-        "checkpoint_every": 100,
-        "device": "cpu",
-        "max_wallclock_minutes": 20 / 60,
-    },
-}
+RUN = micro_run(
+    "budget-micro",
+    eval_every=200,
+    log_every=20,
+    checkpoint_every=100,
+    max_wallclock_minutes=20 / 60,
+)
+RUN["schedule"] = {"warmup_ratio": 0.1}
 
 
 def _config(**runs) -> dict:
@@ -95,25 +79,24 @@ def test_plan_steps_fits_steps_evals_and_the_final_save_in_the_budget():
         + kw["checkpoint_s"]
     )
     assert total <= kw["budget_s"] * (1 - wall.SAFETY_SHARE)
-    assert total + kw["step_s"] + kw["eval_s"] / 100 > kw["budget_s"] * (1 - wall.SAFETY_SHARE) - 0.01
+    assert (
+        total + kw["step_s"] + kw["eval_s"] / 100 > kw["budget_s"] * (1 - wall.SAFETY_SHARE) - 0.01
+    )
     assert wall.plan_steps(**kw, eval_every=100, checkpoint_every=200, max_steps=50) == 50
-    assert wall.plan_steps(**{**kw, "spent_s": 1e6}, eval_every=1, checkpoint_every=1, max_steps=None) == 1
+    assert (
+        wall.plan_steps(**{**kw, "spent_s": 1e6}, eval_every=1, checkpoint_every=1, max_steps=None)
+        == 1
+    )
 
 
 def test_time_spent_after_the_last_checkpoint_is_read_back(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text('{"step": 0, "wallclock_s": 1.5}\n{"step": 20, "wallclock_s": 7.25}\n{"step": 4')
+    metrics.write_text(
+        '{"step": 0, "wallclock_s": 1.5}\n{"step": 20, "wallclock_s": 7.25}\n{"step": 4'
+    )
     assert wall.spent_before(metrics, 3.0) == 7.25
     assert wall.spent_before(metrics, 9.0) == 9.0
     assert wall.spent_before(tmp_path / "none.jsonl", 2.0) == 2.0
-
-
-def _tokens(tmp):
-    rng = np.random.default_rng(0)
-    ids = (np.arange(60_000) * 7 % 97 + rng.integers(0, 3, 60_000)).astype(np.uint16)
-    np.save(tmp / "train.npy", ids[:50_000])
-    np.save(tmp / "valid.npy", ids[50_000:])
-    return tmp / "train.npy", tmp / "valid.npy"
 
 
 def _metrics(out):
@@ -127,14 +110,16 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
     checkpoint, and its losses are those of an unbudgeted run of the planned length."""
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps(RUN))
-    train_npy, valid_npy = _tokens(tmp_path)
+    train_npy, valid_npy = micro_tokens(tmp_path)
     out = tmp_path / "budget"
     cmd = [
         sys.executable, "-m", "lm", "train", "--config", str(cfg), "--train-tokens", str(train_npy),
         "--valid-tokens", str(valid_npy), "--out", str(out), "--progress", "none",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
     # step_00000000.pt is written right after the calibration, without the plan
     while not list((out / "checkpoints").glob("step_00000100.pt")):

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import micro_run, micro_tokens
 
 from lm.errors import LMError
 from lm.training import distributed
@@ -28,45 +28,12 @@ from lm.training.loop import train
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
-RUN = {
-    "name": "ddp-micro",
-    "model": {
-        "d_model": 32,
-        "num_layers": 2,
-        "num_heads": 2,
-        "d_ff": 64,
-        "context_length": 16,
-        "rope_theta": 10000,
-        "vocab_size": 128,
-    },
-    "optimizer": {"lr": 0.01},
-    "threads": 1,
-    "training": {
-        "batch_size": 8,
-        "steps": 40,
-        "eval_every": 20,
-        "eval_batches": 2,
-        "log_every": 5,
-        "checkpoint_every": 20,
-        "device": "cpu",
-    },
-}
-
-
-def _tokens(tmp: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    ids = (np.arange(60_000) * 7 % 97 + rng.integers(0, 3, 60_000)).astype(np.uint16)
-    np.save(tmp / "train.npy", ids[:50_000])
-    np.save(tmp / "valid.npy", ids[50_000:])
-    return tmp / "train.npy", tmp / "valid.npy"
-
 
 def _setup(tmp: Path, **training) -> tuple[Path, Path, Path]:
-    run = json.loads(json.dumps(RUN))
-    run["training"].update(training)
+    defaults = dict(steps=40, eval_every=20, log_every=5, checkpoint_every=20)
     cfg = tmp / "run.json"
-    cfg.write_text(json.dumps(run))
-    return (cfg, *_tokens(tmp))
+    cfg.write_text(json.dumps(micro_run("ddp-micro", **{**defaults, **training})))
+    return (cfg, *micro_tokens(tmp))
 
 
 def _lm_train(cfg, train_npy, valid_npy, out) -> list[str]:
@@ -88,16 +55,31 @@ def _env(**extra) -> dict:
     return env
 
 
-def _standalone(nproc: int, args: list[str], **popen) -> subprocess.Popen:
+def _torchrun(launch: list[str], args: list[str], **env) -> subprocess.Popen:
+    """torchrun with ``launch`` options running ``args``, in a session of its own (a
+    killpg takes the launcher; its workers die with it)."""
     return subprocess.Popen(
-        [*TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", *args],
-        env=_env(),
+        [*TORCHRUN, *launch, *args],
+        env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # a kill takes torchrun and its workers together
-        **popen,
+        start_new_session=True,
     )
+
+
+def _standalone(nproc: int, args: list[str], **env) -> subprocess.Popen:
+    return _torchrun(["--standalone", f"--nproc-per-node={nproc}"], args, **env)
+
+
+def _two_nodes(args: list[str], run_id: str, **env) -> list[subprocess.Popen]:
+    """Two one-process "nodes" on 127.0.0.1 meeting at a c10d rendezvous."""
+    port = _free_port()
+    launch = [
+        "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id={run_id}", "--max-restarts=0",
+    ]  # fmt: skip
+    return [_torchrun(launch, args, **env) for _ in range(2)]
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
@@ -201,27 +183,8 @@ def test_two_processes_equal_one(tmp_path):
 @pytest.mark.slow
 def test_two_nodes_on_localhost_equal_one(tmp_path):
     cfg, train_npy, valid_npy = _setup(tmp_path)
-    port = _free_port()
     nodes = tmp_path / "nodes"
-    procs = [
-        subprocess.Popen(
-            [
-                *TORCHRUN,
-                "--nnodes=2",
-                f"--node-rank={rank}",
-                "--nproc-per-node=1",
-                "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{port}",
-                "--rdzv-id=lm-test",
-                *_lm_train(cfg, train_npy, valid_npy, nodes),
-            ],
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
+    procs = _two_nodes(_lm_train(cfg, train_npy, valid_npy, nodes), "lm-test")
     single = _reference(tmp_path, cfg, train_npy, valid_npy)
     for p in procs:
         _finish(p)
@@ -266,28 +229,8 @@ def test_a_dead_rank_fails_the_job_instead_of_hanging(tmp_path):
     """Two nodes; node 1 is killed mid-training. Node 0's rank must fail within the
     collective timeout with a message that says what happened."""
     cfg, train_npy, valid_npy = _setup(tmp_path, steps=100_000, checkpoint_every=100)
-    port = _free_port()
     out = tmp_path / "dead"
-    procs = [
-        subprocess.Popen(
-            [
-                *TORCHRUN,
-                "--nnodes=2",
-                "--nproc-per-node=1",
-                "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{port}",
-                "--rdzv-id=lm-dead",
-                "--max-restarts=0",
-                *_lm_train(cfg, train_npy, valid_npy, out),
-            ],
-            env=_env(LM_DIST_TIMEOUT="20"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for _ in (0, 1)
-    ]
+    procs = _two_nodes(_lm_train(cfg, train_npy, valid_npy, out), "lm-dead", LM_DIST_TIMEOUT="20")
     _wait_for("checkpoints/step_*.pt", out, procs[0])
     os.killpg(procs[1].pid, signal.SIGKILL)
     t0 = time.monotonic()
@@ -308,19 +251,7 @@ def test_a_hung_rank_fails_the_job_after_the_collective_timeout(tmp_path):
     LM_DIST_TIMEOUT, and torchrun ends the job."""
     cfg, train_npy, valid_npy = _setup(tmp_path, steps=100_000, checkpoint_every=100)
     out = tmp_path / "hung"
-    proc = subprocess.Popen(
-        [
-            *TORCHRUN,
-            "--standalone",
-            "--nproc-per-node=2",
-            *_lm_train(cfg, train_npy, valid_npy, out),
-        ],
-        env=_env(LM_DIST_TIMEOUT="8"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _standalone(2, _lm_train(cfg, train_npy, valid_npy, out), LM_DIST_TIMEOUT="8")
     _wait_for("checkpoints/step_*.pt", out, proc)
     workers = subprocess.run(
         ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True

@@ -23,6 +23,7 @@ import heapq
 import os
 import time
 from collections.abc import Iterable, Mapping
+from heapq import heappop, heappush, heapreplace
 
 import numpy as np
 
@@ -130,7 +131,6 @@ def merge_loop(
     words, freqs, pair_count, pair_words = _initial_pairs(word_counts)
     queue = _PairQueue(pair_count, inverted)
     merges: list[tuple[int, int]] = []
-    progress = _Progress(on_merge)
     while len(merges) < num_merges:
         best = queue.pop_best()
         if best is None:
@@ -138,14 +138,20 @@ def merge_loop(
         left_id, right_id = ord(best[0]), ord(best[1])
         new_token = chr(len(tokens))
         tokens.append(tokens[left_id] + tokens[right_id])
-        inverted.append(_inverted(tokens[-1]))
+        inverted.append(inverted[left_id][:-1] + inverted[right_id])  # = _inverted(a + b)
         merges.append((left_id, right_id))
         del pair_count[best]
-        neighbours = _replace_in_words(words, pair_words.pop(best), best, new_token)
-        _count_new_pairs(pair_count, pair_words, freqs, queue, best, new_token, *neighbours)
-        progress.step()
-    progress.flush()
+        left, right, both = _replace_in_words(words, pair_words.pop(best), best, new_token)
+        _count_new_pairs(pair_count, pair_words, freqs, queue, best, new_token, left, right, both)
+        if on_merge is not None and not len(merges) % _PROGRESS_EVERY:
+            on_merge(_PROGRESS_EVERY)
+    if on_merge is not None and len(merges) % _PROGRESS_EVERY:
+        on_merge(len(merges) % _PROGRESS_EVERY)
     return tokens, merges
+
+
+#: merge_loop reports progress every this many merges.
+_PROGRESS_EVERY = 256
 
 
 class _PairQueue:
@@ -163,6 +169,7 @@ class _PairQueue:
 
     def __init__(self, pair_count: dict[str, int], inverted: list[str]):
         self.pair_count = pair_count
+        self.count_of = pair_count.get
         self.inverted = inverted
         self.heap = [
             (-c, inverted[ord(k[0])], inverted[ord(k[1])], k) for k, c in pair_count.items()
@@ -173,8 +180,7 @@ class _PairQueue:
 
     def pop_best(self) -> str | None:
         """Remove and return the most frequent pair (``None`` when no pair is left)."""
-        heap, count_of, inverted = self.heap, self.pair_count.get, self.inverted
-        heappop, heapreplace = heapq.heappop, heapq.heapreplace
+        heap, count_of = self.heap, self.count_of
         while True:
             # drop entries of vanished pairs, push back those whose count dropped
             while heap:
@@ -188,19 +194,22 @@ class _PairQueue:
                     heappop(heap)
             top = -heap[0][0] if heap else 0
             if top >> self.level or not self.level:
-                break
-            # the heap top is below 2**level: bring in the cold pairs that might beat it
-            new_level = top.bit_length() - 1 if top else 0
-            for j in range(new_level, self.level):
-                for pair in self.cold[j]:
-                    count = count_of(pair)
-                    if count:
-                        heapq.heappush(
-                            heap, (-count, inverted[ord(pair[0])], inverted[ord(pair[1])], pair)
-                        )
-                self.cold[j] = []
-            self.level = new_level
-        return heappop(heap)[3] if heap else None
+                return heappop(heap)[3] if heap else None
+            self._warm_up(top)
+
+    def _warm_up(self, top: int) -> None:
+        """The heap top is below ``2**level``: bring in the cold pairs that might beat it."""
+        count_of, inverted, cold = self.count_of, self.inverted, self.cold
+        new_level = top.bit_length() - 1 if top else 0
+        for j in range(new_level, self.level):
+            for pair in cold[j]:
+                count = count_of(pair)
+                if count:
+                    heappush(
+                        self.heap, (-count, inverted[ord(pair[0])], inverted[ord(pair[1])], pair)
+                    )
+            cold[j] = []
+        self.level = new_level
 
 
 def _replace_in_words(words: list[str], candidates, pair: str, new_token: str):
@@ -258,15 +267,16 @@ def _count_new_pairs(
     ``(new, new)`` a ``(b, a)``: the old pair loses, and the new pair gets, the
     frequencies of the words listed for it (which also become its ``pair_words``)."""
     first, second = merged_pair
-    changes = [(p + first, p + new_token, lst) for p, lst in left.items()]
-    changes += [(second + q, new_token + q, lst) for q, lst in right.items()]
+    changes = []  # (old pair, new pair, words): plain loops, cheaper than comprehensions here
+    for p, lst in left.items():
+        changes.append((p + first, p + new_token, lst))
+    for q, lst in right.items():
+        changes.append((second + q, new_token + q, lst))
     if both:
         changes.append((second + first, new_token + new_token, both))
-    freq_of = freqs.__getitem__
     heap, cold, level, inverted = queue.heap, queue.cold, queue.level, queue.inverted
-    heappush = heapq.heappush
     for old, new, lst in changes:
-        count = freqs[lst[0]] if len(lst) == 1 else sum(map(freq_of, lst))
+        count = freqs[lst[0]] if len(lst) == 1 else sum(map(freqs.__getitem__, lst))
         if old != merged_pair:  # a == b: (b, a) or (b, q = a) is the merged pair, gone already
             rest = pair_count[old] - count
             if rest:
@@ -279,24 +289,6 @@ def _count_new_pairs(
             heappush(heap, (-count, inverted[ord(new[0])], inverted[ord(new[1])], new))
         else:
             cold[count.bit_length() - 1].append(new)
-
-
-class _Progress:
-    """Calls ``on_merge(n)`` every 256 merges, and once more at the end."""
-
-    def __init__(self, on_merge):
-        self.on_merge, self.pending = on_merge, 0
-
-    def step(self) -> None:
-        if self.on_merge is not None:
-            self.pending += 1
-            if self.pending >= 256:
-                self.flush()
-
-    def flush(self) -> None:
-        if self.on_merge is not None and self.pending:
-            self.on_merge(self.pending)
-            self.pending = 0
 
 
 def _initial_pairs(word_counts: Mapping[bytes, int]):

@@ -187,3 +187,23 @@ def engine(request, monkeypatch):
         pytest.skip(f"native extension not built: {native._IMPORT_ERROR}")
     monkeypatch.setenv("LM_NATIVE", "1" if request.param == "native" else "0")
     return request.param
+
+
+#: The longest modules (minutes each: a SLURM cluster's status polls, the whole pipeline).
+LONGEST_MODULES = ("test_slurm", "test_workflow_pipeline")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest modules first, then the other modules with slow tests, then the rest.
+
+    ``pytest -n 2 --dist loadscope`` (dev.py test) hands whole modules to the workers in
+    collection order; a long module reached last leaves one worker idle while the other
+    finishes it, so starting the long ones first makes the suite end sooner.
+    """
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        name = item.module.__name__.rpartition(".")[2]
+        return 0 if name in LONGEST_MODULES else 1 if item.module.__name__ in slow else 2
+
+    items.sort(key=rank)  # stable: the order inside each group is kept

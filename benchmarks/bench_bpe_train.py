@@ -404,7 +404,7 @@ def main() -> None:
             )
 
         scaling = []
-        if not args.no_double:
+        if not args.no_double and "lm" in trainers:  # the doubling check times lm's trainer
             for name, path, vocab in cases:
                 doubled = concat(path, 2, tmp / f"{path.stem}_x2.txt")
                 print(f"{name} x2: {doubled}", file=sys.stderr)

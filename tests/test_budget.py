@@ -121,12 +121,24 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 120
-    # step_00000000.pt is written right after the calibration, without the plan
-    while not list((out / "checkpoints").glob("step_00000100.pt")):
+
+    def logged_past_a_planned_checkpoint() -> bool:
+        # step_00000000.pt is written right after the calibration, without the plan; kill
+        # once a planned checkpoint exists and a metrics line was written after it (that
+        # session tail must count), which leaves 80 steps before the next checkpoint
+        steps = [int(p.stem[5:]) for p in (out / "checkpoints").glob("step_*.pt")]
+        if not steps or max(steps) == 0 or not (out / "metrics.jsonl").is_file():
+            return False
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        try:
+            return json.loads(lines[-1])["step"] > max(steps)
+        except (IndexError, ValueError):
+            return False  # a line being written
+
+    while not logged_past_a_planned_checkpoint():
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)  # let it train past the checkpoint: that time must still count
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = torch.load(sorted((out / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)

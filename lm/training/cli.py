@@ -8,7 +8,6 @@ module, so a change to a report must not look like a change to training.
 from __future__ import annotations
 
 import json
-import os
 
 from lm.progress import add_progress_argument
 
@@ -59,6 +58,7 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
+    from lm.training import distributed
     from lm.training.config import run_from_file
     from lm.training.loop import train
 
@@ -89,7 +89,7 @@ def _train(args) -> int:
         )
     if result["processes"] > 1:
         line += f", {result['processes']} processes"
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the job
+    if distributed.from_env().main:  # under torchrun, one line for the job
         print(line + f", {result['wallclock_s']:.1f} s -> {args.out}")
     return 0  # a diverged run is a result, not a failure: the sweep goes on
 

@@ -256,9 +256,8 @@ def _train(
 ) -> dict:
     if on_config_change not in ("error", "restart"):
         raise LMError(f"on_config_change must be 'error' or 'restart', got {on_config_change!r}")
-    mcfg, ocfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "training"))
     t_setup = time.perf_counter()
-    dist, device = distributed.setup(pick_device(tcfg["device"]))
+    dist, device = distributed.setup(pick_device(run_cfg["training"]["device"]))
     try:
         return _train_process(
             run_cfg,
@@ -279,8 +278,10 @@ def _train(
 
 def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str, device):
     """Rank 0's part before training: clear temporaries, apply --fresh, pick the checkpoint
-    to resume from (or refuse one of another config). Returns (checkpoint path or None,
-    error message or None) so that every rank can act on the same decision."""
+    to resume from (or refuse one of another config). Returns ``(decision, payload)``: the
+    decision, (checkpoint path or None, error message or None), is what every rank acts on;
+    the payload is the checkpoint read onto ``device`` (None without one), which rank 0
+    restores from instead of reading it again."""
     ckpt_dir = out / "checkpoints"
     if ckpt_dir.is_dir():
         for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
@@ -289,9 +290,10 @@ def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str
         for p in ckpt_dir.glob("*.pt"):
             p.unlink()
     resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    payload = None
     if resume_from is not None:
-        old = ckpt.read_checkpoint(resume_from, map_location="cpu").get("config") or {}
-        diffs = resume_differences(old, run_cfg)
+        payload = ckpt.read_checkpoint(resume_from, map_location=device)
+        diffs = resume_differences(payload.get("config") or {}, run_cfg)
         shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
         if diffs and on_config_change == "restart":
             warnings.warn(
@@ -300,17 +302,18 @@ def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str
             )
             for p in ckpt_dir.glob("*.pt"):
                 p.unlink()
-            resume_from = None
+            resume_from, payload = None, None
         elif diffs:
-            return None, (
+            error = (
                 f"{resume_from} was written by a run with a different config ({shown} differ), so "
                 f"continuing it would mix two runs. Restore the old config to resume, or discard the old "
                 f"run: delete {ckpt_dir} (or pass --fresh to lm train)"
             )
+            return (None, error), None
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir.mkdir(exist_ok=True)
     write_json(out / "config.json", run_cfg)
-    return resume_from, None
+    return (resume_from, None), payload
 
 
 def _train_process(
@@ -350,9 +353,9 @@ def _train_process(
         check_length(data, ctx, name=f"token file {path}")
 
     ckpt_dir = out / "checkpoints"
-    decision = None
+    decision = payload = None
     if dist.main:
-        decision = _prepare_directory(
+        decision, payload = _prepare_directory(
             run_cfg, out, fresh=fresh, on_config_change=on_config_change, device=device
         )
     resume_from, error = dist.broadcast(decision)
@@ -376,7 +379,8 @@ def _train_process(
 
     state = LoopState()
     if resume_from is not None:
-        payload = ckpt.read_checkpoint(resume_from, map_location=device)
+        if payload is None:  # the other ranks read what rank 0 chose
+            payload = ckpt.read_checkpoint(resume_from, map_location=device)
         if payload.get("rng"):
             payload["rng"] = ckpt._rng_to_cpu(payload["rng"])
         ckpt.restore(

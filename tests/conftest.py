@@ -26,6 +26,29 @@ MICRO_MODEL = {
 }
 
 
+def add_micro_runs(cfg: dict, runs: tuple[str, ...] = ("micro",), **training) -> dict:
+    """``cfg`` (a pipeline config) with the MICRO_MODEL preset, training defaults of one
+    thread, batch 4, 20 steps (``training`` overrides and adds), and the runs ``runs`` of it
+    on the dataset demo (lr 1e-2)."""
+    cfg["models"] = {"micro": MICRO_MODEL}
+    cfg["training_defaults"] = {
+        "threads": 1,
+        "training": {
+            "batch_size": 4,
+            "steps": 20,
+            "eval_every": 10,
+            "eval_batches": 2,
+            "log_every": 5,
+            **training,
+        },
+    }
+    cfg["runs"] = {
+        name: {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
+        for name in runs
+    }
+    return cfg
+
+
 #: A resolved-enough run of the micro model for lm train on tokens from micro_tokens():
 #: milliseconds a step on a CPU core (tests/test_distributed.py, tests/test_budget.py).
 MICRO_RUN = {

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import MICRO_MODEL, REPO, SNAKEMAKE, copy_checkout
+from conftest import REPO, SNAKEMAKE, add_micro_runs, copy_checkout
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 TARGET = "results/runs/micro/eval.json"
@@ -63,7 +63,7 @@ def slurm_config(data: Path) -> dict:
 
     for split, docs, seed in (("train", 30, 0), ("valid", 5, 1)):
         write_corpus(data / f"{split}.txt", documents=docs, seed=seed)
-    return {
+    cfg = {
         "datasets": {
             "demo": {
                 "train": {"path": str(data / "train.txt")},
@@ -72,24 +72,9 @@ def slurm_config(data: Path) -> dict:
             }
         },
         "targets": {"all": {"datasets": ["demo"]}, "demo": {"datasets": ["demo"]}},
-        "models": {"micro": MICRO_MODEL},
-        "training_defaults": {
-            "threads": 1,
-            "training": {
-                "batch_size": 4,
-                "steps": 20,
-                "eval_every": 10,
-                "eval_batches": 2,
-                "log_every": 5,
-                "checkpoint_every": 10,
-                "device": "cpu",
-            },
-        },  # fmt: skip
-        "runs": {
-            "micro": {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
-        },
         "scheduler": {"data_threads": 1},
     }
+    return add_micro_runs(cfg, checkpoint_every=10, device="cpu")
 
 
 def _checkout(root: Path, config: dict) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MICRO_MODEL, copy_checkout, snakemake, tiny_config
+from conftest import add_micro_runs, copy_checkout, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -24,20 +24,8 @@ TARGETS = ("results/runs/single/result.json", "results/runs/ddp/result.json")
 
 def checkout(tmp_path: Path) -> Path:
     root = copy_checkout(tmp_path / "repo")
-    cfg = tiny_config(demo=30)
-    cfg["models"] = {"micro": MICRO_MODEL}
-    cfg["training_defaults"] = {
-        "threads": 1,
-        "training": {
-            "batch_size": 4,
-            "steps": 20,
-            "eval_every": 10,
-            "eval_batches": 2,
-            "log_every": 5,
-        },
-    }
-    run = {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
-    cfg["runs"] = {"single": run, "ddp": {**run, "training": {"processes": 2}}}
+    cfg = add_micro_runs(tiny_config(demo=30), runs=("single", "ddp"))
+    cfg["runs"]["ddp"]["training"] = {"processes": 2}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return root
 

@@ -658,7 +658,9 @@ def _finish(
             k: opt[k] for k in ("lr", "min_lr", "betas", "eps", "weight_decay", "grad_clip")
         },
         "schedule": {
-            k: sched[k] for k in ("warmup_iters", "warmup_ratio", "cosine_cycle_iters") if k in sched
+            k: sched[k]
+            for k in ("warmup_iters", "warmup_ratio", "cosine_cycle_iters")
+            if k in sched
         },
         "training": {k: train[k] for k in SPEC["training"] if k != "total_tokens"},
         "threads": r["threads"],

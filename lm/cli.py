@@ -24,7 +24,7 @@ STAGES = [
     "lm.inference.compare_cli",
     "lm.writeup.cli",
     "lm.export.cli",
-    "lm.codeversion",
+    "lm.codeversion_cli",
     "lm.devices_cli",
 ]
 

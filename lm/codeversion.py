@@ -15,7 +15,10 @@ of the ``lm`` command it runs, so editing the code reruns exactly the steps that
    be earned by a real change), while any change of code reruns every step that runs it.
 
 The hash depends on the Python version's ``ast`` (a Python upgrade may rerun steps once).
-``lm code-version COMMAND`` prints the version and the modules behind it.
+The command's entry module is found statically too (:func:`command_modules`: the stage modules
+``lm.cli`` lists, and the subcommands each adds), so this module imports no command-line module.
+``lm code-version COMMAND`` (:mod:`lm.codeversion_cli`) prints the version and the modules
+behind it; ``lm import-graph`` the graph of the whole package.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 
 PACKAGE = "lm"
 ROOT = Path(__file__).resolve().parent
+#: The dispatcher of the ``lm`` command; its ``STAGES`` list names the modules that add subcommands.
+DISPATCHER = "lm.cli"
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -179,48 +184,67 @@ def code_version(entries: Iterable[str], root: Path = ROOT) -> str:
     return h.hexdigest()[:16]
 
 
-def command_modules(command: str) -> list[str]:
-    """The entry module of ``lm COMMAND``: the module that defines its function."""
-    from lm.cli import build_parser
+def all_modules(root: Path = ROOT) -> list[str]:
+    """Every module of the package under ``root`` (``lm``, ``lm.x``, ``lm.x.y``), sorted."""
+    names = []
+    for path in root.rglob("*.py"):
+        parts = [PACKAGE, *path.relative_to(root).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return sorted(names)
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    if command not in sub.choices:
-        raise ValueError(f"no lm command {command!r}; the commands: {', '.join(sub.choices)}")
-    func = sub.choices[command].get_default("func")
-    return [func.__module__]
+
+def _list_assigned(path: Path, variable: str) -> list[str] | None:
+    """The string items of a top-level ``variable = [...]`` in a source file, if there is one."""
+    for node in _parse(path).body:
+        target = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == variable for t in target) and isinstance(
+            node.value, ast.List | ast.Tuple
+        ):
+            return [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+    return None
+
+
+def _subcommands(name: str, root: Path) -> list[str]:
+    """The subcommands module ``name`` adds: the first argument of each ``add_parser`` call."""
+    found = []
+    for node in ast.walk(_parse(module_path(name, root))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            found.append(node.args[0].value)
+    return found
+
+
+def commands(root: Path = ROOT) -> dict[str, str]:
+    """Each ``lm`` subcommand and the module that adds it (and defines its function), read from
+    the sources under ``root``: the stage modules of ``lm.cli``'s ``STAGES``, in order."""
+    path = module_path(DISPATCHER, root)
+    stages = _list_assigned(path, "STAGES") if path is not None else None
+    if stages is None:
+        raise ValueError(f"no STAGES list in {DISPATCHER} under {root}")
+    found: dict[str, str] = {}
+    for stage in stages:
+        if module_path(stage, root) is None:  # a stage not built yet (lm.cli skips it too)
+            continue
+        for command in _subcommands(stage, root):
+            found.setdefault(command, stage)
+    return found
+
+
+def command_modules(command: str, root: Path = ROOT) -> list[str]:
+    """The entry module of ``lm COMMAND``: the module that adds it and defines its function."""
+    found = commands(root)
+    if command not in found:
+        raise ValueError(f"no lm command {command!r}; the commands: {', '.join(found)}")
+    return [found[command]]
 
 
 def command_version(command: str, root: Path = ROOT) -> str:
     """:func:`code_version` of ``lm COMMAND``: its module and what it imports."""
-    return code_version(command_modules(command), root)
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "code-version",
-        help="the code version of an lm command (what makes a pipeline step rerun)",
-        description="Print the code version that the pipeline passes to the rule running "
-        "`lm COMMAND`, and with --modules the lm modules it covers (with --graph, each one's "
-        "direct lm imports).",
-    )
-    p.add_argument("commands", nargs="+", metavar="COMMAND", help="lm subcommands, e.g. train")
-    p.add_argument("--modules", action="store_true", help="list the modules behind each version")
-    p.add_argument("--graph", action="store_true", help="each module's direct lm imports")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from lm.errors import LMError
-
-    for command in args.commands:
-        try:
-            entries = command_modules(command)
-        except ValueError as e:
-            raise LMError(str(e)) from None
-        print(f"{command} {command_version(command)}")
-        if args.modules or args.graph:
-            for name in module_closure(entries):
-                deps = sorted(direct_imports(name)) if args.graph else []
-                print(f"  {name}" + (f" -> {', '.join(deps)}" if deps else ""))
-    return 0
+    return code_version(command_modules(command, root), root)

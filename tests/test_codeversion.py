@@ -10,6 +10,7 @@ from lm.codeversion import (
     code_fingerprint,
     code_version,
     command_modules,
+    commands,
     direct_imports,
     module_closure,
 )
@@ -81,6 +82,13 @@ def test_real_commands_cover_the_modules_they_run():
     assert {"lm.inference.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
     with pytest.raises(ValueError, match="no lm command 'nope'"):
         command_modules("nope")
+
+
+def test_commands_are_found_in_the_sources_as_the_parser_finds_them():
+    from lm.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert commands() == {c: p.get_default("func").__module__ for c, p in sub.choices.items()}
 
 
 def test_a_c_extension_counts_by_its_source_and_headers(tmp_path):

@@ -9,24 +9,8 @@ import sys
 
 import pytest
 
-from lm.codeversion import ROOT, direct_imports
-
-BASICS = ("lm.errors", "lm.io", "lm.progress", "lm._lazy")
-
-
-def all_modules() -> list[str]:
-    names = []
-    for path in ROOT.rglob("*.py"):
-        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        names.append(".".join(parts))
-    return sorted(names)
-
-
-def is_cli(name: str) -> bool:
-    return name in ("lm.cli", "lm.__main__", "lm.codeversion") or name.endswith(("cli", "_cli"))
-
+from lm.codeversion import all_modules, direct_imports
+from lm.import_layers import BASICS, is_cli, upward_imports
 
 LIBRARY = [m for m in all_modules() if not is_cli(m)]
 
@@ -54,3 +38,34 @@ def test_config_code_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_import_graph_has_no_upward_import_and_lm_import_graph_says_so(capsys):
+    from lm.cli import main
+
+    assert upward_imports() == []
+    assert main(["import-graph"]) == 0
+    out = capsys.readouterr().out
+    assert "lm.codeversion_cli [cli] -> " in out and out.rstrip().endswith(", 0 upward")
+
+
+def test_an_upward_import_is_found(tmp_path):
+    pkg = tmp_path / "lm"
+    files = {
+        "__init__.py": "",
+        "cli.py": "from lm.model import x\n",
+        "model/__init__.py": "def f():\n    from lm.training import loop\n",
+        "training/__init__.py": "",
+        "training/loop.py": "",
+        "inference/__init__.py": "",
+        "inference/run.py": "from lm.training.loop import train\nfrom lm import cli\n",
+    }
+    for rel, text in files.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(text)
+    assert upward_imports(pkg) == [
+        ("lm.inference.run", "lm.cli", "a library module imports a command-line module"),
+        ("lm.inference.run", "lm.training.loop", "inference imports the training loop"),
+        ("lm.model", "lm.training", "the model imports outside itself and the basics"),
+        ("lm.model", "lm.training.loop", "the model imports outside itself and the basics"),
+    ]

@@ -91,6 +91,18 @@ def test_commands_are_found_in_the_sources_as_the_parser_finds_them():
     assert commands() == {c: p.get_default("func").__module__ for c, p in sub.choices.items()}
 
 
+def test_no_report_is_in_the_code_of_training_or_evaluation():
+    """A report edit must not rerun the runs: no report module in train's, evaluate's or
+    samples' code, and the run's own curves not in the reports'."""
+    for command in ("train", "evaluate", "samples"):
+        closure = module_closure(command_modules(command))
+        assert not [m for m in closure if m.startswith("lm.reports")], command
+    for command in ("sweep-report", "compare-runs", "results-index"):
+        closure = module_closure(command_modules(command))
+        assert {"lm.reports.sweep", "lm.reports.comparison", "lm.reports.index"} <= set(closure)
+        assert "lm.training.plots" not in closure and "lm.training.loop" not in closure
+
+
 def test_a_c_extension_counts_by_its_source_and_headers(tmp_path):
     files = {
         "__init__.py": "",

@@ -21,7 +21,7 @@ from conftest import (
 )
 
 from lm.data.demo import write_corpus
-from lm.inference.comparison import explain
+from lm.reports.comparison import explain
 
 EOT = "<|endoftext|>"
 
@@ -119,7 +119,7 @@ def test_snakemake_builds_a_comparison_whose_numbers_are_the_runs(workflow: Work
     # the runs' eval.json carries bits per byte next to nats per token
     assert re.search(r"bits/byte", (workflow.root / "results/runs/small/evaluate.log").read_text())
     # results/README.md lists the comparison with its figures
-    from lm.results_index import collect
+    from lm.reports.index import collect
 
     listed = {str(e["path"]): e for e in collect(workflow.root / "results")}
     entry = listed[str(out / "report.md")]

@@ -78,7 +78,7 @@ def test_sweep_report_files(tmp_path):
 
 
 def test_sweep_report_missing_run(tmp_path):
-    from lm.training.sweep import sweep_report
+    from lm.reports.sweep import sweep_report
 
     (tmp_path / "half").mkdir()
     with pytest.raises(LMError, match="has no config.json; train it first"):

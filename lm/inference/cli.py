@@ -1,4 +1,4 @@
-"""CLI: ``lm evaluate``, ``lm generate``, ``lm samples``, ``lm results-index``.
+"""CLI: ``lm evaluate``, ``lm generate``, ``lm samples``.
 
 They take a run directory written by ``lm train`` (``config.json``, ``result.json``,
 ``checkpoints/final.pt``). A diverged run is a result, not an error: ``evaluate`` and
@@ -83,18 +83,6 @@ def register(subparsers) -> None:
     _add_sampling(p)
     _add_common(p)
     p.set_defaults(func=_samples)
-
-    p = subparsers.add_parser(
-        "results-index",
-        help="write an index (Markdown) of the artifacts under results/",
-        description=(
-            "Scan RESULTS for the reports, runs, sweeps and stats the pipeline wrote and list "
-            "each with a relative link and a one-line summary."
-        ),
-    )
-    p.add_argument("--results", default="results", help="results directory (default results)")
-    p.add_argument("--out", required=True, help="output Markdown, e.g. results/README.md")
-    p.set_defaults(func=_results_index)
 
 
 def _add_common(p) -> None:
@@ -439,15 +427,4 @@ def _samples(args) -> int:
     print(
         f"{record['run']}: {len(record['samples'])} samples, {n_new} new tokens in {seconds:.1f} s -> {args.out}"
     )
-    return 0
-
-
-# ---------------------------------------------------------------------------- lm results-index
-
-
-def _results_index(args) -> int:
-    from lm.results_index import write_index
-
-    entries = write_index(args.results, args.out)
-    print(f"{len(entries)} artifacts indexed -> {args.out}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lm.io import write_json, write_text
+from lm.plotting import pyplot, save
 
 COLLAPSE = 1e-6  # final/initial loss below this: collapsed to ~0
 
@@ -75,8 +76,6 @@ def lr_tuning(
     out: str | os.PathLike, lrs=(1e1, 1e2, 1e3), iterations: int = 10, seed: int = 0
 ) -> dict:
     """Run the toy at each lr; write report.json, report.md and curves.png under ``out``."""
-    from lm.training.plots import plot_lr_tuning
-
     out = Path(out)
     rows = []
     for lr in lrs:
@@ -140,3 +139,21 @@ def lr_tuning(
     ]
     write_text(out / "report.md", "\n".join(lines))
     return report
+
+
+def plot_lr_tuning(
+    losses: dict[str, list[float]], path: str | os.PathLike, floor: float = 1e-30
+) -> None:
+    """Loss per iteration for each learning rate, log scale (exact zeros drawn at ``floor``)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for label, ys in losses.items():
+        shown = [max(v, floor) if math.isfinite(v) else float("nan") for v in ys]
+        ax.plot(range(len(ys)), shown, "o-", ms=3, label=f"lr={label}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"loss (log scale; 0 drawn at {floor:g})")
+    ax.set_title("SGD with lr/sqrt(t+1) on mean(w^2)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    save(fig, path)

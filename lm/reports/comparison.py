@@ -9,9 +9,7 @@
   paragraph generated from those numbers on why the losses per token differ and what the
   losses per byte say, the curves, and each run's samples;
 - ``curves.png``: validation loss against training tokens and against wallclock, and bits
-  per byte against tokens (:func:`plot_comparison`, with the helpers of
-  :mod:`lm.training.plots`; kept here so that the training step's code version, which
-  includes that module, does not change with the comparison's plot);
+  per byte against tokens (:func:`lm.reports.plots.plot_comparison`);
 - ``report.json``: the same numbers, as read (not rounded), and the paragraph.
 
 A loss per token is a loss per unit of a tokenizer: a tokenizer that puts more text into a
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.reports.plots import plot_comparison
 
 
 def _read_json(path: Path, made_by: str):
@@ -40,9 +39,9 @@ def _read_json(path: Path, made_by: str):
 
 
 def load_evaluated_run(run_dir: str | os.PathLike) -> dict:
-    """A trained run (:func:`lm.training.sweep.load_run`) with its ``eval`` and ``samples``
+    """A trained run (:func:`lm.reports.sweep.load_run`) with its ``eval`` and ``samples``
     (None when the run has no samples.json)."""
-    from lm.training.sweep import load_run
+    from lm.reports.sweep import load_run
 
     run = load_run(run_dir)
     d = Path(run_dir)
@@ -50,55 +49,6 @@ def load_evaluated_run(run_dir: str | os.PathLike) -> dict:
     samples = d / "samples.json"
     run["samples"] = _read_json(samples, "lm samples") if samples.is_file() else None
     return run
-
-
-def plot_comparison(runs: list[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Runs of different datasets or tokenizers side by side: validation loss (nats/token)
-    against training tokens and against wallclock, and bits per byte against tokens.
-
-    ``runs`` items: ``{"label", "records", "bytes_per_token"}``; the loss in bits per byte of
-    a run is ``val_loss / ln 2 / bytes_per_token`` (the run is left out of that panel when
-    its bytes per token are unknown). Training loss is drawn thin beside each val curve.
-    """
-    from lm.io import atomic_path
-    from lm.training.plots import _log_ok, _pyplot, _series
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), constrained_layout=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    panels = (
-        (axes[0], "tokens", 1.0, "loss (nats/token)", "per token, against tokens"),
-        (axes[1], "wallclock_s", 1.0, "loss (nats/token)", "per token, against wallclock"),
-        (axes[2], "tokens", None, "loss (bits/byte)", "per byte of text (comparable)"),
-    )
-    for ax, x, scale, ylabel, heading in panels:
-        ax.set_title(heading, fontsize=10)
-        shown = []
-        for i, run in enumerate(runs):
-            per_byte = scale is None
-            bpt = run.get("bytes_per_token")
-            if per_byte and not bpt:
-                continue
-            k = 1 / math.log(2) / bpt if per_byte else scale
-            color = colors[i % len(colors)]
-            tx, ty = _series(run["records"], x, "train_loss")
-            vx, vy = _series(run["records"], x, "val_loss")
-            ty, vy = [k * v for v in ty], [k * v for v in vy]
-            ax.plot(tx, ty, lw=0.8, alpha=0.45, color=color)
-            ax.plot(vx, vy, "o-", ms=2.5, lw=1.5, color=color, label=f"{run['label']} (val)")
-            shown += ty + vy
-        finite = [v for v in shown if math.isfinite(v)]
-        if finite and _log_ok(finite):
-            ax.set_yscale("log")
-        ax.set_xlabel("training tokens" if x == "tokens" else "wallclock (s)")
-        ax.set_ylabel(ylabel + (" (log scale)" if ax.get_yscale() == "log" else ""))
-        ax.grid(alpha=0.3, which="both")
-        if shown:
-            ax.legend(fontsize=8)
-    fig.suptitle(title + "   (thin: training loss)")
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def _row(run: dict) -> dict:

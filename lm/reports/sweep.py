@@ -114,7 +114,7 @@ def sweep_report(
     run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None
 ) -> dict:
     """Compare runs: one row each in summary.csv, all curves on one plot, a markdown report."""
-    from lm.training.plots import plot_sweep
+    from lm.reports.plots import plot_sweep
 
     if not run_dirs:
         raise LMError("sweep-report needs at least one run directory (--runs DIR ...)")

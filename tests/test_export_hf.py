@@ -30,7 +30,7 @@ from lm.export.hf import (
 )
 from lm.export.safetensors import save_safetensors
 from lm.inference.generate import generate
-from lm.inference.run import load_run, load_run_tokenizer
+from lm.inference.run import load_run
 from lm.model import ModelConfig, RotaryPositionalEmbedding
 from lm.tokenizer import Tokenizer
 from lm.tokenizer.train_cli import train_to_dir
@@ -84,7 +84,7 @@ def tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tokenizer(tokenizer_dir):
-    return load_run_tokenizer(tokenizer_dir)
+    return Tokenizer.from_dir(tokenizer_dir)
 
 
 def _random_model(config: ModelConfig, seed: int = 0):
@@ -362,7 +362,7 @@ def test_cli_exports_a_trained_run_that_transformers_reproduces(trained, tmp_pat
     assert config["max_position_embeddings"] == 64 and config["tie_word_embeddings"] is False
     assert config["rms_norm_eps"] == 1e-5 and config["rope_theta"] == 10000.0
     model, _, _ = load_run(run)
-    tok = load_run_tokenizer(trained / "demo" / "tokenizer")
+    tok = Tokenizer.from_dir(trained / "demo" / "tokenizer")
     text = (trained / "valid.txt").read_text(encoding="utf-8")
     ids = torch.tensor([tok.encode(text)[:64], tok.encode(text)[64:128]])
     diff = _logit_diff(model, out, ids)

@@ -668,6 +668,27 @@ def test_from_files_names_the_bad_merge_line(trained, tmp_path):
         Tokenizer.from_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
 
 
+def test_from_dir_loads_the_special_tokens_it_was_trained_with(trained, tmp_path):
+    vocab, merges = trained
+    save_tokenizer(vocab, merges, tmp_path)
+    assert Tokenizer.from_dir(tmp_path).special_tokens == [EOT]  # no stats.json
+    (tmp_path / "stats.json").write_text(json.dumps({"special_tokens": ["<|a|>", "<|b|>"]}))
+    assert Tokenizer.from_dir(tmp_path).special_tokens == ["<|a|>", "<|b|>"]
+    assert Tokenizer.from_dir(tmp_path, [EOT]).special_tokens == [EOT]
+    assert Tokenizer.from_dir(tmp_path, []).special_tokens == []
+    (tmp_path / "stats.json").write_text(json.dumps({"special_tokens": []}))
+    assert Tokenizer.from_dir(tmp_path).special_tokens == []
+    (tmp_path / "stats.json").write_text("{")
+    assert Tokenizer.from_dir(tmp_path).special_tokens == [EOT]
+
+
+def test_from_dir_says_how_to_make_a_missing_tokenizer(tmp_path):
+    with pytest.raises(LMError, match=r"tokenizer directory \S*nope does not exist; train one"):
+        Tokenizer.from_dir(tmp_path / "nope")
+    with pytest.raises(LMError, match=r"no tokenizer at \S* \(vocab.json missing\); train one"):
+        Tokenizer.from_dir(tmp_path)
+
+
 def test_in_memory_merge_not_in_vocab_is_an_error(trained):
     vocab, merges = trained
     with pytest.raises(LMError, match=r"merge 2 .* is not in the vocabulary"):

@@ -17,7 +17,6 @@ _EXPORTS = {
     "sample_next": "lm.inference.generate",
     "read_run": "lm.inference.run",
     "load_run": "lm.inference.run",
-    "load_run_tokenizer": "lm.inference.run",
     "parse_prompts": "lm.inference.samples",
     "render_samples_md": "lm.inference.samples",
 }

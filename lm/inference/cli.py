@@ -144,11 +144,12 @@ def _finite(x):
 
 
 def _model_and_tokenizer(args, config):
-    from lm.inference.run import load_run, load_run_tokenizer, tokenizer_dir_for_run
+    from lm.inference.run import load_run, tokenizer_dir_for_run
     from lm.runtime import pick_device
+    from lm.tokenizer import Tokenizer
 
     tok_dir = Path(args.tokenizer) if args.tokenizer else tokenizer_dir_for_run(args.run, config)
-    tokenizer = load_run_tokenizer(tok_dir)
+    tokenizer = Tokenizer.from_dir(tok_dir)  # with the special tokens it was trained with
     vocab = config["model"]["vocab_size"]
     if tokenizer.vocab_size > vocab:
         raise LMError(

@@ -60,17 +60,6 @@ def default_stats_path(out_path: str | os.PathLike) -> Path:
     return out.with_name(out.name.removesuffix(".npy") + ".stats.json")
 
 
-def load_tokenizer_dir(tokenizer_dir, special_tokens) -> Tokenizer:
-    from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE
-
-    d = Path(tokenizer_dir)
-    if not d.is_dir():
-        raise LMError(
-            f"tokenizer directory {d} does not exist; train one with `lm train-bpe ... --out {d}`"
-        )
-    return Tokenizer.from_files(d / VOCAB_FILE, d / MERGES_FILE, list(special_tokens))
-
-
 def _encoder(path: str, tokenizer: Tokenizer, dtype: np.dtype):
     """The task of a worker: the ids of the file's bytes [start, end) as an array."""
 
@@ -130,7 +119,7 @@ def encode_file(
     tok = (
         tokenizer
         if isinstance(tokenizer, Tokenizer)
-        else load_tokenizer_dir(tokenizer, special_tokens)
+        else Tokenizer.from_dir(tokenizer, special_tokens)
     )
     specials = tok.special_tokens
     dtype, why = choose_dtype(tok.vocab_size)

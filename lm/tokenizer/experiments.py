@@ -26,7 +26,8 @@ from pathlib import Path
 from lm.errors import LMError
 from lm.io import write_json, write_text
 from lm.tokenizer.chunks import first_bad_utf8, utf8_error
-from lm.tokenizer.encode_dataset import choose_dtype, load_tokenizer_dir
+from lm.tokenizer.encode_dataset import choose_dtype
+from lm.tokenizer.tokenizer import Tokenizer
 
 PILE_BYTES = 825 * 10**9
 EOT = "<|endoftext|>"
@@ -159,7 +160,7 @@ def run_experiments(
     if len(set(names)) != len(names):
         raise LMError(f"dataset names must be unique, got {names}")
     special_tokens = list(special_tokens)
-    tokenizers = {d.name: load_tokenizer_dir(d.tokenizer_dir, special_tokens) for d in datasets}
+    tokenizers = {d.name: Tokenizer.from_dir(d.tokenizer_dir, special_tokens) for d in datasets}
     samples = {}
     for d in datasets:
         docs, seen = sample_documents(d.text, n_docs, seed, sample_max_bytes)
@@ -201,7 +202,7 @@ def run_experiments(
             "dtype_reason": why,
         }
         report["throughput"][d.name] = measure_throughput(
-            lambda d=d: load_tokenizer_dir(d.tokenizer_dir, special_tokens),
+            lambda d=d: Tokenizer.from_dir(d.tokenizer_dir, special_tokens),
             d.text,
             throughput_bytes,
         )

@@ -48,13 +48,16 @@ readable reference they equal.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
+import json
 import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -62,7 +65,7 @@ from lm.errors import LMError
 from lm.tokenizer.chunks import ForkedMap
 from lm.tokenizer.fast import _WORD_SPLIT, CachedEncoding, PairTable
 from lm.tokenizer.native import module as native_module
-from lm.tokenizer.pretokenize import GPT2_PATTERN
+from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, GPT2_PATTERN
 
 #: Pre-tokens cached by the native engine's encoder (emptied when full).
 NATIVE_CACHE_SIZE = 1 << 18
@@ -160,14 +163,27 @@ class Tokenizer(CachedEncoding):
     def from_dir(
         cls, tokenizer_dir: str | os.PathLike, special_tokens: list[str] | None = None
     ) -> Tokenizer:
-        """Load ``DIR/vocab.json`` + ``DIR/merges.txt``."""
+        """Load a tokenizer directory as ``lm train-bpe`` writes it: ``DIR/vocab.json`` +
+        ``DIR/merges.txt``, with ``special_tokens``, or by default (None) those it was
+        trained with, as ``DIR/stats.json`` lists them (``<|endoftext|>`` when it lists none).
+
+        Raises ``LMError`` saying how to make the directory when it or its vocabulary is
+        missing, and naming the file and line of a malformed one.
+        """
         from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE
 
-        return cls.from_files(
-            os.path.join(tokenizer_dir, VOCAB_FILE),
-            os.path.join(tokenizer_dir, MERGES_FILE),
-            special_tokens,
-        )
+        d = Path(tokenizer_dir)
+        if not d.is_dir():
+            raise LMError(
+                f"tokenizer directory {d} does not exist; train one with `lm train-bpe ... --out {d}`"
+            )
+        if not (d / VOCAB_FILE).is_file():
+            raise LMError(
+                f"no tokenizer at {d} ({VOCAB_FILE} missing); train one with `lm train-bpe ... --out {d}`"
+            )
+        if special_tokens is None:
+            special_tokens = _trained_special_tokens(d)
+        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, special_tokens)
 
     def _build_merge_tables(self) -> None:
         tid = self._token_id
@@ -489,6 +505,18 @@ class Tokenizer(CachedEncoding):
                     f"(0..{self.vocab_size - 1}, {len(self.vocab)} tokens)"
                 ) from None
         raise AssertionError("unreachable")
+
+
+def _trained_special_tokens(tokenizer_dir: Path) -> list[str]:
+    """The special tokens ``DIR/stats.json`` (``lm train-bpe``) lists; ``<|endoftext|>`` when
+    it lists none or cannot be read."""
+    special = list(DEFAULT_SPECIAL_TOKENS)
+    with contextlib.suppress(ValueError, OSError):
+        stats = json.loads((tokenizer_dir / "stats.json").read_text(encoding="utf-8"))
+        listed = stats.get("special_tokens") if isinstance(stats, dict) else None
+        if isinstance(listed, list) and all(isinstance(t, str) for t in listed):
+            special = listed
+    return special
 
 
 __all__ = ["Tokenizer", "GPT2_PATTERN"]

@@ -30,8 +30,7 @@ import torch
 
 from lm.inference.generate import generate
 from lm.io import write_json
-from lm.model import TransformerLM
-from lm.model.config import DEFAULT_PRESETS
+from lm.model.config import DEFAULT_PRESETS, ModelConfig
 
 SHAPE = dict(DEFAULT_PRESETS["tinystories-17m"])  # the CS336 TinyStories 17M model
 BAR = 3.0
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = TransformerLM(**SHAPE, attention=args.attention).eval()
+    model = ModelConfig(**SHAPE, attention=args.attention).build().eval()
     g = torch.Generator().manual_seed(args.seed)
     prompt = torch.randint(0, SHAPE["vocab_size"], (args.prompt_tokens,), generator=g).tolist()
 

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lm.model import RotaryPositionalEmbedding, TransformerLM
-from lm.model.config import DEFAULT_PRESETS
+from lm.model import RotaryPositionalEmbedding
+from lm.model.config import DEFAULT_PRESETS, ModelConfig
 
 SHAPE = dict(DEFAULT_PRESETS["tinystories-17m"])  # the CS336 TinyStories 17M model
 
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
 
     shape = dict(SHAPE, context_length=args.context_length)
-    ref = TransformerLM(**shape, attention="reference")
-    fast = TransformerLM(**shape, attention="sdpa")
+    ref = ModelConfig(**shape, attention="reference").build()
+    fast = ModelConfig(**shape, attention="sdpa").build()
     fast.load_state_dict(ref.state_dict())
     builtin = BuiltinLM(**shape)
     builtin.load_state_dict(ref.state_dict())

@@ -34,8 +34,8 @@ def _config(**runs) -> dict:
 
 def test_budget_replaces_the_length_and_keeps_the_ratio_schedule():
     run = resolve_runs(_config(r=RUN))["r"]
-    assert run["training"]["steps"] is None
-    assert run["schedule"] == {"warmup_ratio": 0.1, "cosine_cycle_iters": None}
+    assert run.training.steps is None
+    assert run.schedule.to_dict() == {"warmup_ratio": 0.1, "cosine_cycle_iters": None}
     assert wall.plan_schedule(run, 1000) == {
         "steps": 1000,
         "warmup_iters": 100,
@@ -43,7 +43,7 @@ def test_budget_replaces_the_length_and_keeps_the_ratio_schedule():
     }
     capped = json.loads(json.dumps(RUN))
     capped["training"]["total_tokens"] = 128 * 50
-    assert resolve_runs(_config(r=capped))["r"]["training"]["steps"] == 50
+    assert resolve_runs(_config(r=capped))["r"].training.steps == 50
 
 
 def test_a_run_without_length_or_budget_is_an_error():
@@ -58,7 +58,7 @@ def test_unbudgeted_schedule_is_unchanged():
     del run["training"]["max_wallclock_minutes"]
     run["training"]["steps"] = 300
     resolved = resolve_runs(_config(r=run))["r"]
-    assert resolved["schedule"] == {"warmup_iters": 30, "cosine_cycle_iters": 300}
+    assert resolved.schedule.to_dict() == {"warmup_iters": 30, "cosine_cycle_iters": 300}
     assert wall.plan_schedule(resolved, 300) == {
         "steps": 300,
         "warmup_iters": 30,

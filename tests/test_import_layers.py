@@ -34,7 +34,9 @@ def test_the_model_imports_only_itself_and_the_basics(module):
 def test_config_code_does_not_import_torch():
     code = (
         "import sys; import lm.training.config, lm.config_layers, lm.accounting.formulas, "
-        "lm.codeversion; from lm.training.config import count_params; "
+        "lm.codeversion, lm.training.resources, lm.training.run_config, lm.training.grid; "
+        "r = lm.training.config.resolve_run('r', {'model': {'preset': 'tinystories-17m'}, "
+        "'training': {'steps': 1}}); lm.training.resources.run_runtime(r); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

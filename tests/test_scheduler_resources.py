@@ -4,7 +4,6 @@ corpus's distinct pre-tokens, and the data steps' threads from --cores or the co
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 
@@ -21,7 +20,7 @@ TS17M = {"d_model": 512, "num_layers": 4, "num_heads": 16, "d_ff": 1344, "contex
          "rope_theta": 10000}  # fmt: skip
 
 
-def run(**training) -> dict:
+def run(**training):
     cfg = {
         "datasets": {"ts": {"tokenizer": {"vocab_size": 10000}}},
         "models": {"ts17m": TS17M},
@@ -48,22 +47,20 @@ def test_runtime_of_the_reference_model_is_its_tokens_at_the_configured_speed():
 def test_runtime_scales_with_the_models_flops_and_the_device():
     sched = {"throughput": {"cpu": 1000, "cuda": 50000}, "safety_factor": 1.0, "startup_minutes": 0}
     base = run(steps=1000)
-    deeper = copy.deepcopy(base)
-    deeper["model"]["num_layers"] = 16  # about 3x the training FLOPs per token
+    deeper = base.replace(**{"model.num_layers": 16})  # about 3x the training FLOPs per token
     assert 2.5 < run_runtime(deeper, sched) / run_runtime(base, sched) < 3.5
     gpu = run(steps=1000, device="cuda")
     assert run_runtime(gpu, sched) == math.ceil(1000 * 32 * 256 / 50000 / 60)
     four = run(steps=1000, device="cuda", processes=4)
     assert run_runtime(four, sched) == math.ceil(1000 * 32 * 256 / 50000 / 4 / 60)
-    four["training"]["processes"], four["resources"]["gpu"] = 1, 4  # one process a GPU
+    four = four.replace(**{"training.processes": 1, "resources.gpu": 4})  # one process a GPU
     assert run_runtime(four, sched) == math.ceil(1000 * 32 * 256 / 50000 / 4 / 60)
 
 
 def test_runtime_declared_wins_and_a_wallclock_budget_caps_it():
     r = run(steps=100_000)
     assert run_runtime(r) > 24 * 60  # 1000 tokens/s on CPU by default: days
-    r["resources"]["runtime"] = 90
-    assert run_runtime(r) == 90
+    assert run_runtime(r.replace(**{"resources.runtime": 90})) == 90
     budgeted = run(steps=100_000, max_wallclock_minutes=30)
     assert run_runtime(budgeted, {"startup_minutes": 10}) == 40
 
@@ -71,16 +68,14 @@ def test_runtime_declared_wins_and_a_wallclock_budget_caps_it():
 def test_count_params_is_the_built_models_for_silu():
     """Issue 12: tinystories-17m with `ffn: silu` has 22,696,448 parameters (the SiLU FFN is
     3/2·d_ff wide); the memory estimate counted 19,943,936."""
-    from lm.model.config import ModelConfig
-    from lm.training.config import count_params
+    from lm.training.resources import count_params
+    from lm.training.run_config import ResourcesConfig
 
-    silu = run(steps=10)
-    silu["model"]["ffn"] = "silu"
-    built = ModelConfig.from_dict(silu["model"]).build(device="meta")
-    assert count_params(silu["model"]) == sum(p.numel() for p in built.parameters()) == 22_696_448
+    silu = run(steps=10).replace(**{"model.ffn": "silu"})
+    built = silu.model.build(device="meta")
+    assert count_params(silu.model) == sum(p.numel() for p in built.parameters()) == 22_696_448
     # the estimate holds 16 bytes (weights, gradients, two AdamW moments) of each parameter
-    silu["resources"] = {}
-    assert run_resources(silu)["mem_mb"] * 2**20 > 16 * 22_696_448
+    assert run_resources(silu.replace(resources=ResourcesConfig())).mem_mb * 2**20 > 16 * 22_696_448
 
 
 def test_distinct_pretokens_counted_when_small_and_estimated_high_when_large(tmp_path):

@@ -129,11 +129,12 @@ def test_profile_runs_every_job_through_sbatch_and_matches_a_local_run(cluster, 
     assert re.search(r"^localrule run_config:", log, re.M)
 
     # what the train job asked SLURM for is what the workflow declared for it
-    from lm.training.config import resolve_runs, run_runtime
+    from lm.training.config import resolve_runs
+    from lm.training.resources import run_runtime
 
     micro = resolve_runs(config)["micro"]
     train = next(r for r in rows if r["Comment"].startswith("rule_train_wildcards_"))
-    assert train["ReqMem"] == f"{micro['resources']['mem_mb']}M"
+    assert train["ReqMem"] == f"{micro.resources.mem_mb}M"
     assert _minutes(train["Timelimit"]) == run_runtime(micro, config.get("scheduler")) < 120
 
     # the outputs equal the local run's

@@ -7,7 +7,9 @@ import yaml
 
 from lm.errors import LMError
 from lm.training import resolve_runs, run_resources, sweep_members
-from lm.training.config import format_value, resume_differences, run_from_file
+from lm.training.config import resume_differences, run_from_file
+from lm.training.grid import format_value
+from lm.training.run_config import ResourcesConfig
 
 CFG = """
 datasets:
@@ -43,7 +45,7 @@ def cfg():
 
 def test_resolution_layers_presets_defaults_and_derived_values(cfg):
     run = resolve_runs(cfg)["base"]
-    assert run["model"] == {
+    assert run.to_dict()["model"] == {
         "preset": "small",
         "vocab_size": 300,  # from the dataset's tokenizer
         "context_length": 16,
@@ -57,23 +59,21 @@ def test_resolution_layers_presets_defaults_and_derived_values(cfg):
         "ffn": "swiglu",
         "attention": "sdpa",
     }
-    assert run["optimizer"]["lr"] == 1e-3  # YAML's string "1e-3" read as a number
-    assert run["optimizer"]["min_lr"] == pytest.approx(1e-4)
-    assert run["optimizer"]["weight_decay"] == 0.05  # training_defaults over built-in
-    assert run["training"]["steps"] == 10  # 640 tokens / (4 x 16)
-    assert run["training"]["eval_every"] == 10 and run["training"]["log_every"] == 10
-    assert run["schedule"] == {"warmup_iters": 0, "cosine_cycle_iters": 10}
-    assert run["sweep"] is None
+    assert run.optimizer.lr == 1e-3  # YAML's string "1e-3" read as a number
+    assert run.optimizer.min_lr == pytest.approx(1e-4)
+    assert run.optimizer.weight_decay == 0.05  # training_defaults over built-in
+    assert run.training.steps == 10  # 640 tokens / (4 x 16)
+    assert run.training.eval_every == 10 and run.training.log_every == 10
+    assert run.schedule.to_dict() == {"warmup_iters": 0, "cosine_cycle_iters": 10}
+    assert run.sweep is None
 
 
 def test_sweep_members_names_and_overrides(cfg):
     assert sweep_members(cfg, "lr") == ["lr-lr1e-3", "lr-lr3e-3", "lr-lr0.1"]
     runs = resolve_runs(cfg)
     member = runs["lr-lr3e-3"]
-    assert member["optimizer"]["lr"] == 0.003 and member["optimizer"]["min_lr"] == pytest.approx(
-        3e-4
-    )
-    assert member["sweep"] == {
+    assert member.optimizer.lr == 0.003 and member.optimizer.min_lr == pytest.approx(3e-4)
+    assert member.sweep == {
         "name": "lr",
         "base": "base",
         "variant": None,
@@ -81,13 +81,13 @@ def test_sweep_members_names_and_overrides(cfg):
     }
     assert sweep_members(cfg, "abl") == ["abl-post-steps5", "abl-silu-steps5"]
     silu = runs["abl-silu-steps5"]
-    assert (silu["model"]["ffn"], silu["model"]["d_ff"], silu["model"]["num_layers"]) == (
+    assert (silu.model.ffn, silu.model.d_ff, silu.model.num_layers) == (
         "silu",
         128,
         3,
     )
-    assert silu["training"]["steps"] == 5  # steps in the sweep replaces the base's total_tokens
-    assert runs["abl-post-steps5"]["model"]["norm"] == "post"
+    assert silu.training.steps == 5  # steps in the sweep replaces the base's total_tokens
+    assert runs["abl-post-steps5"].model.norm == "post"
 
 
 @pytest.mark.parametrize(
@@ -182,17 +182,17 @@ def test_vocab_size_needed_when_no_dataset():
 
 def test_model_vocab_overrides_dataset(cfg):
     cfg["runs"]["base"]["model"]["vocab_size"] = 512
-    assert resolve_runs(cfg)["base"]["model"]["vocab_size"] == 512
+    assert resolve_runs(cfg)["base"].model.vocab_size == 512
 
 
 def test_run_from_file_pipeline_single_and_resolved(cfg, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     member = run_from_file(tmp_path / "config.yaml", "lr-lr0.1")
-    assert member["optimizer"]["lr"] == 0.1
+    assert member.optimizer.lr == 0.1
     with pytest.raises(LMError, match="several runs; pick one with --run"):
         run_from_file(tmp_path / "config.yaml")
     # a resolved config.json (as lm train writes it) resolves to itself
-    (tmp_path / "config.json").write_text(json.dumps(member))
+    (tmp_path / "config.json").write_text(json.dumps(member.to_dict()))
     again = run_from_file(tmp_path / "config.json")
     assert again == member
     # a standalone run file with the architecture inline
@@ -208,12 +208,13 @@ def test_run_from_file_pipeline_single_and_resolved(cfg, tmp_path):
         "training": {"steps": 3},
     }
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(single))
-    assert run_from_file(tmp_path / "mine.yaml")["name"] == "mine"
+    assert run_from_file(tmp_path / "mine.yaml").name == "mine"
 
 
 def test_resume_differences_ignore_bookkeeping(cfg):
     runs = resolve_runs(cfg)
-    a, b = runs["lr-lr1e-3"], json.loads(json.dumps(runs["lr-lr1e-3"]))
+    a = runs["lr-lr1e-3"].to_dict()
+    b = json.loads(json.dumps(a))
     b["training"]["device"] = "cuda"
     b["threads"] = 16
     b["training"]["log_every"] = 1
@@ -225,15 +226,13 @@ def test_resume_differences_ignore_bookkeeping(cfg):
 def test_run_resources(cfg):
     runs = resolve_runs(cfg)
     res = run_resources(runs["base"])
-    assert res["gpu"] == 0 and 500 < res["mem_mb"] < 2000
-    big = json.loads(json.dumps(runs["base"]))
-    big["training"]["batch_size"] = 4096
-    big["resources"] = {}
-    assert run_resources(big)["mem_mb"] > res["mem_mb"]
-    big["training"]["device"] = "cuda"
-    assert run_resources(big)["gpu"] == 1
-    big["resources"] = {"mem_mb": 1234}
-    assert run_resources(big)["mem_mb"] == 1234  # declared wins
+    assert res.gpu == 0 and 500 < res.mem_mb < 2000
+    big = runs["base"].replace(resources=ResourcesConfig(), **{"training.batch_size": 4096})
+    assert run_resources(big).mem_mb > res.mem_mb
+    big = big.replace(**{"training.device": "cuda"})
+    assert run_resources(big).gpu == 1
+    big = big.replace(resources=ResourcesConfig(mem_mb=1234))
+    assert run_resources(big).mem_mb == 1234  # declared wins
 
 
 @pytest.mark.parametrize(
@@ -244,13 +243,13 @@ def test_resource_estimate_counts_the_parameters_the_model_has(variant):
     """The memory estimate's parameter count is the built model's (it counted the SiLU FFN
     at 2·d·d_ff while the model builds it 3/2 wider)."""
     from lm.model.config import ModelConfig
-    from lm.training.config import count_params
+    from lm.training.resources import count_params
 
     model = {"vocab_size": 1000, "context_length": 64, "d_model": 64, "num_layers": 2,
              "num_heads": 4, "d_ff": 176, "rope_theta": 10000.0, "norm": "pre",
              "position": "rope", "attention": "sdpa", "ffn": "swiglu", **variant}  # fmt: skip
     built = ModelConfig.from_dict(model).build(device="meta")
-    assert count_params(model) == sum(p.numel() for p in built.parameters())
+    assert count_params(ModelConfig.from_dict(model)) == sum(p.numel() for p in built.parameters())
 
 
 def test_schema_variants_are_the_models():
@@ -269,3 +268,89 @@ def test_schema_variants_are_the_models():
         assert defs[f"variant_{name}"]["enum"] == list(choices), name
         # every use refers to the one definition
         assert not re.search(rf"(?<!variant_){name}: {{enum:", text), name
+
+
+GOOD = {"int+": [3], "int0": [0, 2], "num+": [2.0, "1e-3"], "num0": [0.0, 2.0], "unit": [0.5],
+        "str": ["x"], "bool": [True, False], "betas": [[0.9, 0.95]], "device": ["cpu", "cuda:1"]}  # fmt: skip
+BAD = {"int+": [0, "x"], "int0": [-1, "x"], "num+": ["abc", True], "num0": ["abc"],
+       "unit": ["abc"], "str": [3], "bool": ["yes"], "betas": [[0.9]], "device": ["gpu"]}  # fmt: skip
+
+
+def _layer_kinds():
+    """(layer, kind) for every key a config layer may set, from the typed config."""
+    from lm.training.run_config import SPEC, TOP_KEYS
+
+    for key, kind in TOP_KEYS.items():
+        if kind != "section":
+            yield key, (lambda v, key=key: {key: v}), kind
+    for section, keys in SPEC.items():
+        for key, kind in keys.items():
+            yield f"{section}.{key}", (lambda v, s=section, k=key: {s: {k: v}}), kind
+
+
+@pytest.mark.parametrize("key,layer,kind", list(_layer_kinds()), ids=lambda x: str(x)[:30])
+def test_schema_agrees_with_the_typed_config_on_every_key(key, layer, kind):
+    """config.yaml's JSON schema (what Snakemake checks first) and the typed run config
+    (lm.training.run_config: what resolution checks) know the same keys of a run layer and
+    accept and refuse the same sample values of each key's kind."""
+    from pathlib import Path
+
+    import jsonschema
+
+    from lm.training.config import _check_layer
+
+    path = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    schema = yaml.safe_load(path.read_text())
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "#/$defs/run_layer", "$defs": schema["$defs"]}
+    )
+
+    def ours(value) -> bool:
+        try:
+            _check_layer(layer(value), "r")
+            return True
+        except LMError:
+            return False
+
+    if isinstance(kind, tuple):
+        good, bad = list(kind), ["bogus"]
+    else:
+        base = kind.rstrip("?")
+        good = GOOD[base] + ([None] if kind.endswith("?") else [])
+        bad = BAD[base] + ([] if kind.endswith("?") else [None])
+    for value in good:
+        assert ours(value), (key, value)
+        assert validator.is_valid(layer(value)), f"the schema refuses {key}: {value!r}"
+    for value in bad:
+        assert not ours(value), (key, value)
+        assert not validator.is_valid(layer(value)), f"the schema accepts {key}: {value!r}"
+
+
+def test_schema_has_no_key_the_typed_config_lacks():
+    from pathlib import Path
+
+    from lm.training.run_config import SPEC, TOP_KEYS
+
+    path = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    layer = yaml.safe_load(path.read_text())["$defs"]["run_layer"]["properties"]
+    assert set(layer) == set(TOP_KEYS)
+    for section, keys in SPEC.items():
+        assert set(layer[section]["properties"]) == set(keys), section
+
+
+def test_a_resolved_run_round_trips_through_its_dict(cfg):
+    """RunConfig.to_dict() is config.json; from_dict reads it back equal, checking values."""
+    from lm.training.run_config import RunConfig
+
+    for run in resolve_runs(cfg).values():
+        assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+    d = resolve_runs(cfg)["base"].to_dict()
+    d["training"]["stepz"] = 3
+    with pytest.raises(
+        LMError, match=r"run\.training: unknown key 'stepz' \(did you mean 'steps'\?\)"
+    ):
+        RunConfig.from_dict(d)
+    d = resolve_runs(cfg)["base"].to_dict()
+    d["optimizer"]["betas"] = [0.9, 1.5]
+    with pytest.raises(LMError, match=r"optimizer\.betas values must lie in \[0, 1\)"):
+        RunConfig.from_dict(d)

@@ -11,7 +11,7 @@ from lm.training.config import resolve_run, resume_differences
 from lm.training.launch import job_gpus, run_processes, train_launcher
 
 
-def run(**layers) -> dict:
+def run(**layers):
     base = {"model": dict(MICRO_MODEL, vocab_size=300), "training": {"steps": 10}}
     for section, values in layers.items():
         base.setdefault(section, {}).update(values)
@@ -20,7 +20,7 @@ def run(**layers) -> dict:
 
 def test_one_process_is_plain_lm_train():
     r = run()
-    assert r["training"]["processes"] == 1
+    assert r.training.processes == 1
     assert run_processes(r) == 1 and train_launcher(r) == "lm train"
 
 
@@ -52,7 +52,7 @@ def test_disagreeing_processes_and_gpus_or_an_uneven_batch_are_errors():
 
 
 def test_processes_may_change_on_resume():
-    assert resume_differences(run(), run(training={"processes": 4})) == []
+    assert resume_differences(run().to_dict(), run(training={"processes": 4}).to_dict()) == []
 
 
 def test_processes_must_be_a_positive_whole_number():

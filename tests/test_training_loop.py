@@ -15,7 +15,7 @@ from lm.cli import main
 from lm.errors import LMError
 from lm.training import AdamW, load_checkpoint, save_checkpoint
 from lm.training.config import resolve_run
-from lm.training.loop import build_model, train
+from lm.training.loop import train
 
 VOCAB = 64
 
@@ -65,12 +65,12 @@ def test_run_writes_every_output_and_learns(tokens, tmp_path):
     cfg = _run()
     result = train(cfg, *tokens, tmp_path / "run", progress=False)
     out = tmp_path / "run"
-    assert json.loads((out / "config.json").read_text()) == cfg
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
     assert json.loads((out / "result.json").read_text()) == result
     assert (out / "curves.png").stat().st_size > 1000
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["final.pt"]
     assert result["status"] == "ok" and result["steps"] == 30 and result["tokens"] == 30 * 4 * 16
-    assert result["params"] == sum(p.numel() for p in build_model(cfg["model"]).parameters())
+    assert result["params"] == sum(p.numel() for p in cfg.model.build().parameters())
     records = _metrics(out)
     assert [r["step"] for r in records] == [0, 5, 10, 15, 20, 25, 30]
     assert set(records[1]) == {
@@ -93,7 +93,9 @@ def test_run_writes_every_output_and_learns(tokens, tmp_path):
 
 def test_divergence_ends_the_run_and_exits_zero(tokens, tmp_path, capsys):
     (tmp_path / "run.json").write_text(
-        json.dumps(_run("boom", steps=40) | {"optimizer": {"lr": 100.0, "grad_clip": 0.0}})
+        json.dumps(
+            _run("boom", steps=40).to_dict() | {"optimizer": {"lr": 100.0, "grad_clip": 0.0}}
+        )
     )
     status = main(
         [
@@ -138,7 +140,7 @@ def _cli(out, cfg_path, tokens):
 def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
     # checkpoint_every is not a multiple of log_every: the partial log window must survive too
     cfg = _run("r", steps=400, checkpoint_every=45, log_every=10, eval_every=50)
-    (tmp_path / "run.json").write_text(json.dumps(cfg))
+    (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
     reference = train(cfg, *tokens, tmp_path / "a", progress=False)
 
     out = tmp_path / "b"
@@ -168,13 +170,16 @@ def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
 def test_resume_refuses_a_changed_config(tokens, tmp_path):
     cfg = _run(steps=12)
     out = tmp_path / "run"
-    model = build_model(cfg["model"])
+    model = cfg.model.build()
     # a run stopped at step 5 (its checkpoint, as the loop writes it)
     save_checkpoint(
-        model, AdamW(model.parameters()), 5, out / "checkpoints" / "step_00000005.pt", config=cfg
+        model,
+        AdamW(model.parameters()),
+        5,
+        out / "checkpoints" / "step_00000005.pt",
+        config=cfg.to_dict(),
     )
-    changed = _run(steps=12)
-    changed["optimizer"]["lr"] = 0.5
+    changed = _run(steps=12).replace(**{"optimizer.lr": 0.5})
     with pytest.raises(LMError, match=r"different config \(optimizer\.lr differ\).*--fresh"):
         train(changed, *tokens, out, progress=False)
     with pytest.warns(UserWarning, match=r"different config \(optimizer\.lr differ\) discarded"):
@@ -193,15 +198,14 @@ def test_wandb_is_optional(tokens, tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
-    cfg = _run(steps=5)
-    cfg["wandb"]["enabled"] = True
+    cfg = _run(steps=5).replace(**{"wandb.enabled": True})
     with pytest.warns(UserWarning, match="wandb is not installed"):
         assert train(cfg, *tokens, tmp_path / "run", progress=False)["status"] == "ok"
 
 
 def test_token_ids_beyond_vocab_fail_before_training(tokens, tmp_path, capsys):
     (tmp_path / "run.json").write_text(
-        json.dumps(_run() | {"model": _run()["model"] | {"vocab_size": 32}})
+        json.dumps(_run().replace(**{"model.vocab_size": 32}).to_dict())
     )
     status = main(
         [
@@ -234,10 +238,10 @@ def test_split_shorter_than_context_is_an_error(tmp_path, tokens):
 
 
 def test_checkpoint_of_other_model_shape_names_the_tensor(tmp_path):
-    cfg = _run()["model"]
-    small = build_model(cfg)
+    cfg = _run().model
+    small = cfg.build()
     save_checkpoint(small, torch.optim.SGD(small.parameters(), lr=0.1), 3, tmp_path / "c.pt")
-    wider = build_model(cfg | {"d_ff": 48})
+    wider = cfg.replace(d_ff=48).build()
     with pytest.raises(
         LMError,
         match=r"tensor 'layers\.0\.ffn\.w1\.weight' has shape \(32, 16\) in the checkpoint but \(48, 16\)",

@@ -1,7 +1,7 @@
 """The architecture variants of the Transformer LM (the CS336 ablations), torch-free.
 
 One definition, read by the model (:mod:`lm.model.transformer`), the model config
-(:mod:`lm.model.config`) and the run config (:mod:`lm.training.config`), so importing a
+(:mod:`lm.model.config`) and the run config (:mod:`lm.training.run_config`), so importing a
 config (as Snakemake does at start-up) does not import torch. The first choice of each
 variant is the default.
 """

@@ -20,11 +20,11 @@ _EXPORTS = {
     "load_checkpoint": "lm.training.checkpoint",
     "resolve_runs": "lm.training.config",
     "sweep_members": "lm.training.config",
-    "run_resources": "lm.training.config",
-    "run_runtime": "lm.training.config",
+    "run_resources": "lm.training.resources",
+    "run_runtime": "lm.training.resources",
+    "RunConfig": "lm.training.run_config",
     "run_from_file": "lm.training.config",
     "train": "lm.training.loop",
-    "sweep_report": "lm.training.sweep",
     "lr_tuning": "lm.training.lr_tuning",
 }
 

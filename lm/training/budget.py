@@ -32,6 +32,7 @@ import math
 from pathlib import Path
 
 from lm.errors import LMError
+from lm.training.run_config import RunConfig
 
 #: Calibration: untimed warm-up steps (torch.compile happens there, however long it takes),
 #: then timed steps until both minimums are reached (or their time reaches the cap, a share
@@ -44,23 +45,18 @@ MAX_CALIBRATION_SHARE = 0.05
 SAFETY_SHARE = 0.03
 
 
-def plan_schedule(run_cfg: dict, steps: int) -> dict:
+def plan_schedule(run: RunConfig, steps: int) -> dict:
     """``{"steps", "warmup_iters", "cosine_cycle_iters"}`` of a run trained for ``steps``.
 
     A resolved run without a budget already has all three; a budgeted one has
     ``warmup_ratio`` (or ``warmup_iters``) and usually no ``cosine_cycle_iters``.
     """
-    sched = run_cfg["schedule"]
-    warmup = sched.get("warmup_iters")
+    sched = run.schedule
+    warmup = sched.warmup_iters
     if warmup is None:
-        warmup = round(sched.get("warmup_ratio", 0.0) * steps)
-    cosine = sched.get("cosine_cycle_iters") or steps
+        warmup = round((sched.warmup_ratio or 0.0) * steps)
+    cosine = sched.cosine_cycle_iters or steps
     return {"steps": steps, "warmup_iters": min(warmup, cosine), "cosine_cycle_iters": cosine}
-
-
-def budget_seconds(run_cfg: dict) -> float | None:
-    minutes = run_cfg["training"].get("max_wallclock_minutes")
-    return None if minutes is None else 60.0 * minutes
 
 
 def plan_steps(

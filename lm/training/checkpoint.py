@@ -107,6 +107,8 @@ def read_checkpoint(src: str | os.PathLike | IO[bytes], map_location="cpu") -> d
         raise LMError(
             f"checkpoint {name} is not an lm checkpoint (no 'model'/'iteration'); pass a file written by save_checkpoint"
         )
+    if payload.get("rng"):  # RNG states are CPU byte tensors whatever the map_location
+        payload["rng"] = _rng_to_cpu(payload["rng"])
     return payload
 
 
@@ -179,9 +181,6 @@ def load_checkpoint(
     map_location = first.device if first is not None else "cpu"
     payload = read_checkpoint(src, map_location=map_location)
     name = str(src) if isinstance(src, (str, os.PathLike)) else "checkpoint"
-    # RNG states must be CPU byte tensors whatever the map_location.
-    if payload.get("rng"):
-        payload["rng"] = _rng_to_cpu(payload["rng"])
     return restore(
         payload, model, optimizer, name=name, batch_rng=batch_rng, restore_rng=restore_rng
     )

@@ -62,13 +62,13 @@ def _train(args) -> int:
     from lm.training.config import run_from_file
     from lm.training.loop import train
 
-    run_cfg = run_from_file(args.config, args.run)
+    run = run_from_file(args.config, args.run)
     if args.device:
-        from lm.training.config import coerce
+        from lm.training.run_config import coerce
 
-        run_cfg["training"]["device"] = coerce("device", args.device, "--device")
+        run = run.replace(**{"training.device": coerce("device", args.device, "--device")})
     result = train(
-        run_cfg,
+        run,
         args.train_tokens,
         args.valid_tokens,
         args.out,
@@ -104,5 +104,5 @@ def _runs(args) -> int:
     if args.names:
         print("\n".join(runs))
     else:
-        print(json.dumps(runs, indent=2))
+        print(json.dumps({name: run.to_dict() for name, run in runs.items()}, indent=2))
     return 0

@@ -12,43 +12,44 @@ from __future__ import annotations
 import shlex
 
 from lm.errors import LMError
+from lm.training.run_config import RunConfig
 
 
-def run_processes(run: dict) -> int:
+def run_processes(run: RunConfig) -> int:
     """Training processes of a resolved run: ``training.processes``, else one per GPU of
     a ``resources.gpu`` above 1."""
-    processes = run["training"].get("processes", 1)
-    gpus = run["resources"].get("gpu", 0)
+    processes = run.training.processes
+    gpus = run.resources.gpu
     if processes > 1 and gpus > 0 and gpus != processes:
         raise LMError(
-            f"run {run['name']}: training.processes is {processes} but resources.gpu is {gpus}; "
+            f"run {run.name}: training.processes is {processes} but resources.gpu is {gpus}; "
             f"a multi-process run has one process per GPU, so set one of them (or both equal)"
         )
     processes = processes if processes > 1 else max(1, gpus)
-    batch = run["training"]["batch_size"]
+    batch = run.training.batch_size
     if batch % processes:
         raise LMError(
-            f"run {run['name']}: training.batch_size {batch} (the global batch) does not split "
+            f"run {run.name}: training.batch_size {batch} (the global batch) does not split "
             f"evenly over {processes} processes; make it a multiple of {processes}"
         )
     return processes
 
 
-def job_gpus(run: dict, gpus_here: int) -> int:
+def job_gpus(run: RunConfig, gpus_here: int) -> int:
     """GPUs the job of a resolved run holds, on a machine with ``gpus_here`` of them.
 
     Its ``resources.gpu`` (one per process for ``training.device: cuda``, or as
     declared); with ``device: auto``, one per process when this machine has GPUs (auto
     would pick CUDA there) and none otherwise.
     """
-    device = run["training"].get("device", "auto")
-    gpus = run["resources"].get("gpu", 0)
+    device = run.training.device
+    gpus = run.resources.gpu
     if device == "auto" and gpus == 0 and gpus_here > 0:
         return run_processes(run)
     return gpus
 
 
-def train_launcher(run: dict) -> str:
+def train_launcher(run: RunConfig) -> str:
     """The shell words that start ``lm train`` for a resolved run: ``lm train``, or
     ``torchrun ... -m lm train`` for a multi-process run (its arguments follow)."""
     processes = run_processes(run)

@@ -37,7 +37,6 @@ import torch
 
 from lm.errors import LMError
 from lm.io import atomic_open, peak_rss_mb, write_json
-from lm.model.config import ModelConfig
 from lm.progress import progress_bar
 from lm.runtime import autocast_dtype, pick_device
 from lm.training import budget as wall
@@ -47,17 +46,13 @@ from lm.training.config import resume_differences
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.functional import cross_entropy, gradient_clipping
 from lm.training.optim import AdamW
+from lm.training.run_config import RunConfig
 from lm.training.schedule import get_lr_cosine_schedule
 
 PHASES = ("data", "compute", "log", "eval", "checkpoint")
 
 
 # ---------------------------------------------------------------------------- pieces
-
-
-def build_model(model_cfg: dict) -> torch.nn.Module:
-    """The TransformerLM a resolved ``model`` section describes (through :class:`ModelConfig`)."""
-    return ModelConfig.from_dict(model_cfg, where="the run's model").build()
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -119,9 +114,9 @@ class Metrics:
             self.file.close()
 
 
-def _wandb_start(run_cfg: dict, out: Path):
-    cfg = run_cfg.get("wandb") or {}
-    if not cfg.get("enabled"):
+def _wandb_start(run: RunConfig, out: Path):
+    cfg = run.wandb
+    if not cfg.enabled:
         return None
     try:
         import wandb  # optional; never a requirement
@@ -131,17 +126,17 @@ def _wandb_start(run_cfg: dict, out: Path):
             stacklevel=2,
         )
         return None
-    sweep = run_cfg.get("sweep") or {}
+    sweep = run.sweep or {}
     return wandb.init(
-        project=cfg.get("project") or "lm",
-        entity=cfg.get("entity"),
-        group=cfg.get("group") or sweep.get("name"),
-        name=run_cfg["name"],
-        id=f"{run_cfg['name']}-{abs(hash(str(out.resolve()))) % 10**8:08d}",
+        project=cfg.project,
+        entity=cfg.entity,
+        group=cfg.group or sweep.get("name"),
+        name=run.name,
+        id=f"{run.name}-{abs(hash(str(out.resolve()))) % 10**8:08d}",
         resume="allow",
-        config=run_cfg,
+        config=run.to_dict(),
         dir=str(out),
-        mode=cfg.get("mode") or "online",
+        mode=cfg.mode,
     )
 
 
@@ -206,7 +201,7 @@ def evaluate(
 
 
 def train(
-    run_cfg: dict,
+    run: RunConfig,
     train_tokens: str | os.PathLike,
     valid_tokens: str | os.PathLike,
     out: str | os.PathLike,
@@ -217,7 +212,7 @@ def train(
     sync_timing: bool = False,
     on_config_change: str = "error",
 ) -> dict:
-    """Train the run ``run_cfg`` (a resolved config, see ``resolve_runs``) into ``out``.
+    """Train ``run`` (a resolved config, see ``resolve_runs``) into ``out``.
 
     Resumes from ``out/checkpoints/`` when it holds a checkpoint of the same run
     (``fresh=True`` discards them instead). Checkpoints of a run whose config differs
@@ -229,7 +224,7 @@ def train(
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
     """
-    threads = threads or run_cfg.get("threads")
+    threads = threads or run.threads
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
     if threads and per_node > 1:  # the job's threads, shared out
         threads = max(1, int(threads) // per_node)
@@ -238,7 +233,7 @@ def train(
         torch.set_num_threads(int(threads))
     try:
         return _train(
-            run_cfg,
+            run,
             Path(train_tokens),
             Path(valid_tokens),
             Path(out),
@@ -252,15 +247,15 @@ def train(
 
 
 def _train(
-    run_cfg, train_path, valid_path, out, *, progress, fresh, sync_timing, on_config_change
+    run: RunConfig, train_path, valid_path, out, *, progress, fresh, sync_timing, on_config_change
 ) -> dict:
     if on_config_change not in ("error", "restart"):
         raise LMError(f"on_config_change must be 'error' or 'restart', got {on_config_change!r}")
     t_setup = time.perf_counter()
-    dist, device = distributed.setup(pick_device(run_cfg["training"]["device"]))
+    dist, device = distributed.setup(pick_device(run.training.device))
     try:
         return _train_process(
-            run_cfg,
+            run,
             train_path,
             valid_path,
             out,
@@ -276,7 +271,7 @@ def _train(
         distributed.teardown(dist)
 
 
-def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str, device):
+def _prepare_directory(run: RunConfig, out: Path, *, fresh: bool, on_config_change: str, device):
     """Rank 0's part before training: clear temporaries, apply --fresh, pick the checkpoint
     to resume from (or refuse one of another config). Returns ``(decision, payload)``: the
     decision, (checkpoint path or None, error message or None), is what every rank acts on;
@@ -293,7 +288,7 @@ def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str
     payload = None
     if resume_from is not None:
         payload = ckpt.read_checkpoint(resume_from, map_location=device)
-        diffs = resume_differences(payload.get("config") or {}, run_cfg)
+        diffs = resume_differences(payload.get("config") or {}, run.to_dict())
         shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
         if diffs and on_config_change == "restart":
             warnings.warn(
@@ -312,12 +307,12 @@ def _prepare_directory(run_cfg, out: Path, *, fresh: bool, on_config_change: str
             return (None, error), None
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir.mkdir(exist_ok=True)
-    write_json(out / "config.json", run_cfg)
+    write_json(out / "config.json", run.to_dict())
     return (resume_from, None), payload
 
 
 def _train_process(
-    run_cfg,
+    run: RunConfig,
     train_path,
     valid_path,
     out,
@@ -330,20 +325,20 @@ def _train_process(
     sync_timing,
     on_config_change,
 ) -> dict:
-    mcfg, ocfg, tcfg = (run_cfg[k] for k in ("model", "optimizer", "training"))
-    amp_dtype = autocast_dtype(tcfg["dtype"], device)
+    ocfg, tcfg = run.optimizer, run.training
+    amp_dtype = autocast_dtype(tcfg.dtype, device)
 
     def sync():
         if sync_timing and device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    vocab, ctx, bs = mcfg["vocab_size"], mcfg["context_length"], tcfg["batch_size"]
+    vocab, ctx, bs = run.model.vocab_size, run.model.context_length, tcfg.batch_size
     if bs % dist.world:
         raise LMError(
             f"training.batch_size {bs} is the global batch and must divide evenly over the "
             f"{dist.world} processes; pick a multiple of {dist.world} or another process count"
         )
-    budget_s = wall.budget_seconds(run_cfg)
+    budget_s = tcfg.budget_seconds
 
     # Bad input fails here, before any training.
     train_data = open_tokens(train_path)
@@ -356,33 +351,31 @@ def _train_process(
     decision = payload = None
     if dist.main:
         decision, payload = _prepare_directory(
-            run_cfg, out, fresh=fresh, on_config_change=on_config_change, device=device
+            run, out, fresh=fresh, on_config_change=on_config_change, device=device
         )
     resume_from, error = dist.broadcast(decision)
     if error:
         raise LMError(error)
 
-    torch.manual_seed(tcfg["seed"])
-    model = build_model(mcfg).to(device)
+    torch.manual_seed(tcfg.seed)
+    model = run.model.build().to(device)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = AdamW(
-        param_groups(model, ocfg["weight_decay"]),
-        lr=ocfg["lr"],
-        betas=tuple(ocfg["betas"]),
-        eps=ocfg["eps"],
+        param_groups(model, ocfg.weight_decay),
+        lr=ocfg.lr,
+        betas=ocfg.betas,
+        eps=ocfg.eps,
     )
-    batch_rng = np.random.default_rng(tcfg["seed"])
+    batch_rng = np.random.default_rng(tcfg.seed)
     # fixed validation windows, drawn once from their own stream (identical across resumes)
-    val_starts = np.random.default_rng([tcfg["seed"], 1]).integers(
-        0, len(valid_data) - ctx, size=(tcfg["eval_batches"], bs)
+    val_starts = np.random.default_rng([tcfg.seed, 1]).integers(
+        0, len(valid_data) - ctx, size=(tcfg.eval_batches, bs)
     )
 
     state = LoopState()
     if resume_from is not None:
         if payload is None:  # the other ranks read what rank 0 chose
             payload = ckpt.read_checkpoint(resume_from, map_location=device)
-        if payload.get("rng"):
-            payload["rng"] = ckpt._rng_to_cpu(payload["rng"])
         ckpt.restore(
             payload, model, optimizer, name=str(resume_from), batch_rng=batch_rng, restore_rng=True
         )
@@ -395,7 +388,7 @@ def _train_process(
     state.sessions += 1
     resumed_at = state.step if resume_from is not None else None
     if state.plan is None and budget_s is None:
-        state.plan = wall.plan_schedule(run_cfg, tcfg["steps"])
+        state.plan = wall.plan_schedule(run, tcfg.steps)
 
     ddp = None
     if dist.world > 1:  # one process under torchrun has no gradients to average
@@ -403,11 +396,11 @@ def _train_process(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     loss_of = forward_loss(
-        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg["compile"]
+        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile
     )
     model.train()
     metrics = Metrics(out / "metrics.jsonl", state.records, enabled=dist.main)
-    wandb_run = _wandb_start(run_cfg, out) if dist.main else None
+    wandb_run = _wandb_start(run, out) if dist.main else None
     pending_losses = [
         torch.tensor(v, dtype=torch.float32, device=device) for v in state.pending_losses
     ]
@@ -418,8 +411,8 @@ def _train_process(
     setup_s = time.perf_counter() - t_setup
     session_t0 = time.perf_counter()
     elapsed0 = state.elapsed
-    clip = ocfg["grad_clip"] if ocfg["grad_clip"] > 0 else math.inf
-    factor = tcfg["divergence_factor"]
+    clip = ocfg.grad_clip if ocfg.grad_clip > 0 else math.inf
+    factor = tcfg.divergence_factor
     shard = dist.shard(bs)
     measured = {"eval_s": 0.0, "checkpoint_s": 0.0}
 
@@ -501,12 +494,12 @@ def _train_process(
                 optimizer,
                 state.step,
                 ckpt_dir / name,
-                config=run_cfg,
+                config=run.to_dict(),
                 batch_rng=batch_rng,
                 extra={"loop": asdict(state)},
             )
             # keep the newest keep_checkpoints step files; none once final.pt exists
-            keep = tcfg["keep_checkpoints"] if name != "final.pt" else 0
+            keep = tcfg.keep_checkpoints if name != "final.pt" else 0
             for old in _step_checkpoints(ckpt_dir)[: -keep or None]:
                 old.unlink(missing_ok=True)
         measured["checkpoint_s"] = time.perf_counter() - t
@@ -572,12 +565,12 @@ def _train_process(
             step_s=step_s,
             eval_s=measured["eval_s"],
             checkpoint_s=measured["checkpoint_s"],
-            eval_every=tcfg["eval_every"],
-            checkpoint_every=tcfg["checkpoint_every"],
-            max_steps=tcfg["steps"],
+            eval_every=tcfg.eval_every,
+            checkpoint_every=tcfg.checkpoint_every,
+            max_steps=tcfg.steps,
         )
         return {
-            **wall.plan_schedule(run_cfg, steps),
+            **wall.plan_schedule(run, steps),
             "seconds_per_step": round(step_s, 6),
             "eval_s": round(measured["eval_s"], 4),
             "calibration_s": round(time.perf_counter() - t_start, 3),
@@ -587,9 +580,9 @@ def _train_process(
     def out_of_time(step: int) -> bool:
         """Would the next steps up to the next check, and the final eval and checkpoint, cross
         the budget? Decided by rank 0's clock at logging steps, so all ranks stop together."""
-        if budget_s is None or step % tcfg["log_every"]:
+        if budget_s is None or step % tcfg.log_every:
             return False
-        ahead = tcfg["log_every"] * state.plan["seconds_per_step"]
+        ahead = tcfg.log_every * state.plan["seconds_per_step"]
         final = max(measured["eval_s"], state.plan["eval_s"]) + measured["checkpoint_s"]
         late = wallclock() + ahead + final > budget_s
         return dist.any(late and dist.main, device)
@@ -602,18 +595,18 @@ def _train_process(
         plan = state.plan
         steps = plan["steps"]
 
-        bar = progress_bar(steps, run_cfg["name"], "steps", progress, initial=state.step)
+        bar = progress_bar(steps, run.name, "steps", progress, initial=state.step)
         while state.status == "running" and state.step < steps:
             step = state.step + 1
             lr = get_lr_cosine_schedule(
-                step, ocfg["lr"], ocfg["min_lr"], plan["warmup_iters"], plan["cosine_cycle_iters"]
+                step, ocfg.lr, ocfg.min_lr, plan["warmup_iters"], plan["cosine_cycle_iters"]
             )
             train_step(lr)
             state.step = step
             state.tokens += bs * ctx
             stop = out_of_time(step)
-            is_eval = step % tcfg["eval_every"] == 0 or step == steps or stop
-            if is_eval or step % tcfg["log_every"] == 0:
+            is_eval = step % tcfg.eval_every == 0 or step == steps or stop
+            if is_eval or step % tcfg.log_every == 0:
                 val_loss = do_eval() if is_eval else None
                 t3 = time.perf_counter()
                 rec = record(step, lr, val_loss)
@@ -630,7 +623,7 @@ def _train_process(
             if stop and state.status == "running":
                 state.stop_reason = "budget"
                 break
-            if state.status == "running" and step % tcfg["checkpoint_every"] == 0 and step < steps:
+            if state.status == "running" and step % tcfg.checkpoint_every == 0 and step < steps:
                 save(f"step_{step:08d}.pt")
         bar.close()
 
@@ -648,7 +641,7 @@ def _train_process(
         if wandb_run is not None:
             wandb_run.finish()
 
-    result = _result(run_cfg, state, n_params, device, amp_dtype, resumed_at, setup_s, dist)
+    result = _result(run, state, n_params, device, amp_dtype, resumed_at, setup_s, dist)
     if dist.main:
         write_json(out / "result.json", result)
         from lm.training.plots import plot_run
@@ -656,7 +649,7 @@ def _train_process(
         plot_run(
             state.records,
             out / "curves.png",
-            title=run_cfg["name"],
+            title=run.name,
             diverged_step=state.diverged_step,
         )
     dist.barrier("finishing")
@@ -670,7 +663,7 @@ def _next_batch(data, batch_size, context_length, device, rng, shard=slice(None)
 
 
 def _result(
-    run_cfg, state: LoopState, n_params, device, amp_dtype, resumed_at, setup_s, dist
+    run: RunConfig, state: LoopState, n_params, device, amp_dtype, resumed_at, setup_s, dist
 ) -> dict:
     vals = [(r["step"], r["val_loss"]) for r in state.records if r["val_loss"] is not None]
     trains = [r["train_loss"] for r in state.records if r["train_loss"] is not None]
@@ -678,15 +671,15 @@ def _result(
     compute = state.timings["compute"]
     loop_total = state.elapsed  # wallclock of the loop itself, all sessions, setup excluded
     return {
-        "run": run_cfg["name"],
+        "run": run.name,
         "status": state.status,
         "diverged_step": state.diverged_step,
         "diverged_reason": state.diverged_reason,
         "steps": state.step,
-        "steps_planned": state.plan["steps"] if state.plan else run_cfg["training"]["steps"],
+        "steps_planned": state.plan["steps"] if state.plan else run.training.steps,
         "stop_reason": state.stop_reason,
-        "max_wallclock_minutes": run_cfg["training"].get("max_wallclock_minutes"),
-        "budget_plan": state.plan if run_cfg["training"].get("max_wallclock_minutes") else None,
+        "max_wallclock_minutes": run.training.max_wallclock_minutes,
+        "budget_plan": state.plan if run.training.max_wallclock_minutes else None,
         "tokens": state.tokens,
         "wallclock_s": round(state.elapsed, 3),
         "tokens_per_s": round(state.tokens / state.elapsed, 1) if state.elapsed > 0 else None,

@@ -20,8 +20,9 @@ from lm.errors import LMError
 from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
 from lm.tokenizer.memory import tokenizer_mem_mb
-from lm.training.config import resolve_runs, run_runtime, sweep_members
+from lm.training.config import resolve_runs, sweep_members
 from lm.training.launch import job_gpus, train_launcher
+from lm.training.resources import run_runtime
 
 
 def _layered_config():
@@ -162,7 +163,8 @@ RUNS = _resolve_runs()
 
 
 def resolved_run(name):
-    """The fully resolved config of run ``name`` (a base run or a sweep member)."""
+    """The resolved config (a lm.training.run_config.RunConfig) of run ``name`` (a base
+    run or a sweep member)."""
     if name not in RUNS:
         raise WorkflowError(
             f"unknown run '{name}' in a target path. Configured runs: "
@@ -286,7 +288,7 @@ def train_command(name):
 
 
 def run_tokens(run, split):
-    return f"results/{resolved_run(run)['dataset']}/tokens/{split}.npy"
+    return f"results/{resolved_run(run).dataset}/tokens/{split}.npy"
 
 
 def sweep_runs(sweep):
@@ -379,7 +381,7 @@ def training_targets(target, datasets):
 
 def exportable(run):
     """Whether Llama can express the run's model (post-norm, no-norm, NoPE, SiLU cannot)."""
-    return llama_can_express(resolved_run(run)["model"])
+    return llama_can_express(resolved_run(run).model)
 
 
 def exportable_sweep_runs(sweep):
@@ -387,7 +389,7 @@ def exportable_sweep_runs(sweep):
 
 
 def run_tokenizer(run):
-    return f"results/{resolved_run(run)['dataset']}/tokenizer"
+    return f"results/{resolved_run(run).dataset}/tokenizer"
 
 
 def export_targets(target, datasets):

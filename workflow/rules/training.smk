@@ -15,7 +15,7 @@ rule run_config:
     log:
         "results/runs/{run}/run_config.log",
     params:
-        run=lambda wc: resolved_run(wc.run),
+        run=lambda wc: resolved_run(wc.run).to_dict(),
     run:
         write_json(output[0], params.run)
         write_text(log[0], f"resolved run {wildcards.run} -> {output[0]}\n")
@@ -44,9 +44,9 @@ rule train:
         "results/runs/{run}/train.log",
     conda:
         "../envs/lm.yaml"
-    threads: lambda wc: resolved_run(wc.run)["threads"]
+    threads: lambda wc: resolved_run(wc.run).threads
     resources:
-        mem_mb=lambda wc: resolved_run(wc.run)["resources"]["mem_mb"],
+        mem_mb=lambda wc: resolved_run(wc.run).resources.mem_mb,
         gpu=lambda wc: run_gpus(wc.run),
         # minutes, from the token budget and scheduler.throughput (lm.training.config)
         runtime=lambda wc: run_runtime(resolved_run(wc.run), section("scheduler")),
@@ -67,14 +67,14 @@ rule evaluate:
         result="results/runs/{run}/result.json",
         valid=lambda wc: run_tokens(wc.run, "valid"),
         # bytes and tokens of the split, for bits per byte
-        stats=lambda wc: f"results/{resolved_run(wc.run)['dataset']}/tokens/valid.stats.json",
+        stats=lambda wc: f"results/{resolved_run(wc.run).dataset}/tokens/valid.stats.json",
     output:
         "results/runs/{run}/eval.json",
     log:
         "results/runs/{run}/evaluate.log",
     conda:
         "../envs/lm.yaml"
-    threads: lambda wc: resolved_run(wc.run)["threads"]
+    threads: lambda wc: resolved_run(wc.run).threads
     params:
         rundir=lambda wc: f"results/runs/{wc.run}",
         settings=cli_options(section("evaluation"), ["batch_size"]),
@@ -89,7 +89,7 @@ rule samples:
     """Completions of the configured prompts by the trained model."""
     input:
         result="results/runs/{run}/result.json",
-        tokenizer=lambda wc: f"results/{resolved_run(wc.run)['dataset']}/tokenizer",
+        tokenizer=lambda wc: f"results/{resolved_run(wc.run).dataset}/tokenizer",
     output:
         md=report(
             "results/runs/{run}/samples.md",

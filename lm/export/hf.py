@@ -445,10 +445,10 @@ def export_hf(
     from lm.inference.run import (
         default_checkpoint,
         load_run,
-        load_run_tokenizer,
         read_run,
         tokenizer_dir_for_run,
     )
+    from lm.tokenizer import Tokenizer
 
     run_config, result = read_run(run_dir)
     name = run_config.get("name") or Path(run_dir).resolve().name
@@ -461,7 +461,7 @@ def export_hf(
     model, _, step = load_run(run_dir, ckpt, "cpu")
     check_finite(model.state_dict(), f"run {name} ({ckpt})")
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else tokenizer_dir_for_run(run_dir, run_config)
-    tokenizer = load_run_tokenizer(tok_dir)
+    tokenizer = Tokenizer.from_dir(tok_dir)
     summary = {
         "run": name,
         "run_dir": str(run_dir),

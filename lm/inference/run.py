@@ -7,7 +7,6 @@ dataset at ``results/{dataset}/tokenizer``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import torch
 
 from lm.errors import LMError
-from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, dict | None]:
@@ -78,23 +76,3 @@ def tokenizer_dir_for_run(run_dir: str | os.PathLike, config: dict) -> Path:
             f"{run_dir}/config.json names no dataset, so its tokenizer cannot be found; pass --tokenizer DIR"
         )
     return Path(run_dir).parent.parent / dataset / "tokenizer"
-
-
-def load_run_tokenizer(tokenizer_dir: str | os.PathLike):
-    """The tokenizer of a directory, with the special tokens its stats.json lists
-    (``<|endoftext|>`` when it lists none)."""
-    from lm.tokenizer import Tokenizer
-
-    tokenizer_dir = Path(tokenizer_dir)
-    if not (tokenizer_dir / "vocab.json").is_file():
-        raise LMError(
-            f"no tokenizer at {tokenizer_dir} (vocab.json missing); train it (lm train-bpe) or pass --tokenizer DIR"
-        )
-    special = list(DEFAULT_SPECIAL_TOKENS)
-    stats = tokenizer_dir / "stats.json"
-    if stats.is_file():
-        with contextlib.suppress(json.JSONDecodeError, OSError):
-            listed = json.loads(stats.read_text(encoding="utf-8")).get("special_tokens")
-            if isinstance(listed, list) and all(isinstance(s, str) for s in listed):
-                special = listed
-    return Tokenizer.from_dir(tokenizer_dir, special)

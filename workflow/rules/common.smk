@@ -376,6 +376,53 @@ def training_targets(target, datasets):
     return files
 
 
+# ---- comparisons (workflow/rules/comparison.smk) -----------------------------------------
+
+
+def comparison_runs(name):
+    """The runs of comparison ``name``, or a clear error naming the configured ones."""
+    comparisons = section("comparisons")
+    if name not in comparisons:
+        raise WorkflowError(
+            f"unknown comparison '{name}'. Configured comparisons: "
+            f"{', '.join(sorted(comparisons)) or '(none)'}. Add it under `comparisons:` "
+            f"in config.yaml."
+        )
+    return comparisons[name]["runs"]
+
+
+def _check_comparisons():
+    for name, spec in section("comparisons").items():
+        for run in spec["runs"]:
+            try:
+                resolved_run(run)
+            except WorkflowError as e:
+                raise WorkflowError(
+                    f"config error at `comparisons.{name}.runs`: {e}"
+                ) from None
+    for target, wanted in config["targets"].items():
+        for name in wanted.get("comparisons", []):
+            try:
+                comparison_runs(name)
+            except WorkflowError as e:
+                raise WorkflowError(
+                    f"config error at `targets.{target}.comparisons`: {e}"
+                ) from None
+
+
+_check_comparisons()
+
+
+def comparison_targets(target, datasets):
+    """The report of each comparison a target names, and what its runs need."""
+    files = []
+    for name in config["targets"][target].get("comparisons", []):
+        files.append(f"results/comparisons/{name}/report.md")
+        for run in comparison_runs(name):
+            files.extend(run_outputs(run))
+    return files
+
+
 # ---- export (workflow/rules/export.smk) --------------------------------------------------
 
 

@@ -230,3 +230,16 @@ def pytest_collection_modifyitems(config, items):
         return 0 if name in LONGEST_MODULES else 1 if item.module.__name__ in slow else 2
 
     items.sort(key=rank)  # stable: the order inside each group is kept
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's torch gets its share of the cores. Two workers
+    each running torch's default thread pool (every core) oversubscribe a 2-core machine,
+    and a tiny model's every op then waits on a descheduled thread: 27 greedy tokens of a
+    32-wide model took 4 s instead of 0.05 s. Subprocesses (snakemake, lm train) set
+    their own threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

@@ -168,6 +168,7 @@ def _minutes(timelimit: str) -> int:
     return (int(days or 0) * 24 + h) * 60 + m + (s > 0)
 
 
+@pytest.mark.slow  # importing snakemake and its SLURM plugin takes 9 s
 def test_profile_asks_for_gpus_as_one_task_owning_them():
     """A GPU job gets `--gpus=N` from its gpu resource and no `--ntasks-per-gpu`: torchrun is
     one task that starts the N processes itself (the plugin would start one per GPU)."""

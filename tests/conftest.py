@@ -219,7 +219,7 @@ LONGEST_MODULES = ("test_slurm", "test_workflow_pipeline")
 def pytest_collection_modifyitems(config, items):
     """The longest modules first, then the other modules with slow tests, then the rest.
 
-    ``pytest -n 2 --dist loadscope`` (dev.py test) hands whole modules to the workers in
+    ``pytest -n N --dist loadscope`` (dev.py test) hands whole modules to the workers in
     collection order; a long module reached last leaves one worker idle while the other
     finishes it, so starting the long ones first makes the suite end sooner.
     """

@@ -346,15 +346,16 @@ def kind_of(dotted: str, where: str) -> Any:
 
 
 def _defaults(cls) -> dict[str, Any]:
+    """The defaults of ``cls``'s fields that are settings (not ``computed``)."""
     out = {}
     for f in dataclasses.fields(cls):
-        if f.default is not _REQUIRED and f.default is not None:
+        if f.default is not _REQUIRED and not f.metadata.get("computed"):
             out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
     return out
 
 
-#: The bottom layer of every run: the dataclasses' defaults, where a field's default is
-#: not a value to be computed (the steps, the floor, the warmup: set by ratios here).
+#: The bottom layer of every run: the dataclasses' defaults of the settings; what is
+#: computed (the steps, the warmup) is not, and the floor is set by its ratio here.
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "threads": DEFAULT_THREADS,
     "model": {
@@ -366,9 +367,9 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
         "min_lr_ratio": 0.1,
     },
     "schedule": {"warmup_ratio": 0.05},
-    "training": {**_defaults(TrainingConfig), "max_wallclock_minutes": None},
+    "training": _defaults(TrainingConfig),
     "resources": {},
-    "wandb": {**_defaults(WandbConfig), "entity": None, "group": None},
+    "wandb": _defaults(WandbConfig),
 }
 
 

@@ -271,9 +271,10 @@ def _train(
         distributed.teardown(dist)
 
 
-def _prepare_directory(run: RunConfig, out: Path, *, fresh: bool, on_config_change: str, device):
-    """Rank 0's part before training: clear temporaries, apply --fresh, pick the checkpoint
-    to resume from (or refuse one of another config). Returns ``(decision, payload)``: the
+def _prepare_directory(config: dict, out: Path, *, fresh: bool, on_config_change: str, device):
+    """Rank 0's part before training, for the run whose ``config.json`` is ``config``:
+    clear temporaries, apply --fresh, pick the checkpoint to resume from (or refuse one of
+    another config). Returns ``(decision, payload)``: the
     decision, (checkpoint path or None, error message or None), is what every rank acts on;
     the payload is the checkpoint read onto ``device`` (None without one), which rank 0
     restores from instead of reading it again."""
@@ -288,7 +289,7 @@ def _prepare_directory(run: RunConfig, out: Path, *, fresh: bool, on_config_chan
     payload = None
     if resume_from is not None:
         payload = ckpt.read_checkpoint(resume_from, map_location=device)
-        diffs = resume_differences(payload.get("config") or {}, run.to_dict())
+        diffs = resume_differences(payload.get("config") or {}, config)
         shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
         if diffs and on_config_change == "restart":
             warnings.warn(
@@ -307,7 +308,7 @@ def _prepare_directory(run: RunConfig, out: Path, *, fresh: bool, on_config_chan
             return (None, error), None
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir.mkdir(exist_ok=True)
-    write_json(out / "config.json", run.to_dict())
+    write_json(out / "config.json", config)
     return (resume_from, None), payload
 
 
@@ -326,6 +327,7 @@ def _train_process(
     on_config_change,
 ) -> dict:
     ocfg, tcfg = run.optimizer, run.training
+    config = run.to_dict()  # as config.json and every checkpoint record it
     amp_dtype = autocast_dtype(tcfg.dtype, device)
 
     def sync():
@@ -351,7 +353,7 @@ def _train_process(
     decision = payload = None
     if dist.main:
         decision, payload = _prepare_directory(
-            run, out, fresh=fresh, on_config_change=on_config_change, device=device
+            config, out, fresh=fresh, on_config_change=on_config_change, device=device
         )
     resume_from, error = dist.broadcast(decision)
     if error:
@@ -494,7 +496,7 @@ def _train_process(
                 optimizer,
                 state.step,
                 ckpt_dir / name,
-                config=run.to_dict(),
+                config=config,
                 batch_rng=batch_rng,
                 extra={"loop": asdict(state)},
             )

@@ -43,7 +43,9 @@ os.environ["LM_NATIVE"] = "0"  # the Python merge loop, also in the callgrind ch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(HERE))
+from bench_bpe_train import data_dir  # noqa: E402  (the same data folder as the BPE benchmark)
+
 OUT = HERE / "out"
 #: merge_loop as one 200-line function, before it was split into named steps (issue 15).
 DEFAULT_OLD = "3c34742^"
@@ -157,7 +159,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--old", default=DEFAULT_OLD, help="git revision or bpe.py path")
     p.add_argument("--new", default=str(REPO / "lm" / "tokenizer" / "bpe.py"))
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("LM_BENCH_DATA", DEFAULT_DATA)))
+    p.add_argument(
+        "--data", type=Path, help="folder with tinystories/ and web/ (default: bench_bpe_train's)"
+    )
     p.add_argument("--corpora", nargs="+", default=["tinystories", "web"])
     p.add_argument("--bytes", type=int, default=5_000_000)
     p.add_argument("--merges", type=int, default=7743, help="vocab 8000 with one special token")
@@ -170,12 +174,13 @@ def main() -> None:
         child(bpe, counts, int(merges))
         return
 
+    data = data_dir(args.data)  # --data, $LM_BENCH_DATA, or shared/data; a clear exit if missing
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         old_path, new_path = bpe_source(args.old, Path(tmp)), bpe_source(args.new, Path(tmp))
         old, new = load_module(old_path, "bpe_old"), load_module(new_path, "bpe_new")
         for corpus in args.corpora:
-            counts_path = sample_counts(args.data, corpus, args.bytes)
+            counts_path = sample_counts(data, corpus, args.bytes)
             word_counts = load_counts(counts_path)
             row = {"corpus": corpus, "bytes": args.bytes, "distinct_pretokens": len(word_counts)}
             if "check" in args.measures:

@@ -28,6 +28,7 @@ import hashlib
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 PACKAGE = "lm"
 ROOT = Path(__file__).resolve().parent
@@ -57,9 +58,57 @@ def _is_package(name: str, root: Path) -> bool:
     return path is not None and path.name == "__init__.py"
 
 
+class _Source(NamedTuple):
+    """What the versioning reads of one Python source."""
+
+    tree: ast.Module  # without its docstrings; shared by every reader: never mutated
+    imports: tuple  # (level, module, names) of each import anywhere in it; see _read
+    fingerprint: str  # the dump of the tree: blind to comments, docstrings and layout
+    parsers: tuple  # the first argument of each ``add_parser`` call: the subcommands it adds
+
+
+_DOC_HOLDERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+# A snakemake start versions every command, and the commands share most of their modules, so
+# a source is parsed and walked once: cached by its text (never by its path alone, so that an
+# edit is seen, also within one process).
 @cache
+def _read(source: bytes, filename: str) -> _Source:
+    tree = ast.parse(source, filename=filename)
+    imports, parsers = [], []
+    for node in ast.walk(tree):  # a node's children are listed before it is handed out
+        if isinstance(node, _DOC_HOLDERS):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+        elif isinstance(node, ast.Import):  # import a.b: names (None,)
+            imports.extend((0, alias.name, (None,)) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):  # from m import x, *: names ("x", None)
+            names = tuple(None if a.name == "*" else a.name for a in node.names)
+            imports.append((node.level, node.module or "", names))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            parsers.append(node.args[0].value)
+    dump = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return _Source(tree, tuple(imports), dump, tuple(parsers))
+
+
+def _source(path: Path) -> _Source:
+    return _read(path.read_bytes(), str(path))
+
+
 def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_bytes(), filename=str(path))
+    return _source(path).tree
 
 
 def lazy_exports(name: str, root: Path = ROOT) -> dict[str, str]:
@@ -109,19 +158,13 @@ def direct_imports(name: str, root: Path = ROOT) -> set[str]:
             if _is_package(target, root):
                 add(target, attr)
 
-    for node in ast.walk(_parse(path)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                add(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            for alias in node.names:
-                add(module, None if alias.name == "*" else alias.name)
+    for level, module, names in _source(path).imports:
+        if level:
+            base = package.split(".")
+            base = base[: len(base) - level + 1]
+            module = ".".join(base + ([module] if module else []))
+        for attr in names:
+            add(module, attr)
     for module in list(found):
         found.update(_parents(module))
     found.discard(name)
@@ -146,22 +189,6 @@ def module_closure(entries: Iterable[str], root: Path = ROOT) -> list[str]:
     return sorted(seen)
 
 
-class _StripDocstrings(ast.NodeTransformer):
-    def _strip(self, node):
-        self.generic_visit(node)
-        body = node.body
-        if (
-            body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-        return node
-
-    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _strip
-
-
 def code_fingerprint(path: Path) -> str:
     """The code of a source file without comments, docstrings and layout (its AST); for
     the C source of an extension, its text and that of the headers beside it."""
@@ -171,8 +198,7 @@ def code_fingerprint(path: Path) -> str:
         for header in sorted(path.parent.glob("*.h")):
             h.update(header.name.encode() + b"\0" + header.read_bytes())
         return h.hexdigest()
-    tree = _StripDocstrings().visit(ast.parse(Path(path).read_bytes()))
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return _source(path).fingerprint
 
 
 def code_version(entries: Iterable[str], root: Path = ROOT) -> str:
@@ -208,17 +234,7 @@ def _list_assigned(path: Path, variable: str) -> list[str] | None:
 
 def _subcommands(name: str, root: Path) -> list[str]:
     """The subcommands module ``name`` adds: the first argument of each ``add_parser`` call."""
-    found = []
-    for node in ast.walk(_parse(module_path(name, root))):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "add_parser"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            found.append(node.args[0].value)
-    return found
+    return list(_source(module_path(name, root)).parsers)
 
 
 def commands(root: Path = ROOT) -> dict[str, str]:

@@ -47,6 +47,9 @@ def test_closure_follows_lazy_exports_relative_and_function_level_imports(tmp_pa
     assert direct_imports("lm.util", pkg) == {"lm", "lm.deep"}
     with pytest.raises(ValueError, match="no module lm.nope"):
         module_closure(["lm.nope"], pkg)
+    # sources are read once per text, not per path: an edit is seen within the same process
+    (pkg / "deep.py").write_text("from lm.unrelated import x\nvalue = x\n")
+    assert "lm.unrelated" in module_closure(["lm.stage.cli"], pkg)
 
 
 def test_version_ignores_docs_and_comments_but_not_code(tmp_path):

@@ -159,11 +159,19 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def forward_loss(module, amp_dtype: torch.dtype | None, device_type: str, compile: bool):
+def forward_loss(
+    module,
+    amp_dtype: torch.dtype | None,
+    device_type: str,
+    compile: bool,
+    compile_mode: str | None = None,
+):
     """The run's loss of a batch, ``loss_of(x, y)``: the forward under autocast (when
     ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
     loss over all the logits (a small model's largest tensors) is fused with the forward.
-    The one definition of a training step's forward, used by the loop and bench_gpu.py."""
+    ``compile_mode`` is ``torch.compile``'s ``mode`` (None: its default; bench_gpu.py tries
+    e.g. ``max-autotune``). The one definition of a training step's forward, used by the
+    loop and bench_gpu.py."""
     if amp_dtype is None:
 
         def loss_of(x, y):
@@ -176,7 +184,7 @@ def forward_loss(module, amp_dtype: torch.dtype | None, device_type: str, compil
                 logits = module(x)
             return cross_entropy(logits, y)
 
-    return torch.compile(loss_of) if compile else loss_of
+    return torch.compile(loss_of, mode=compile_mode) if compile else loss_of
 
 
 @torch.no_grad()

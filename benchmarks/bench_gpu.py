@@ -15,12 +15,20 @@ steps run without a host sync (no ``.item()``) between CUDA events.
 
 Grid: ``--models`` x ``--dtypes`` (fp32, bf16 = bf16 autocast) x ``--compile`` (off; model =
 ``torch.compile(model)`` around the model alone; model+loss = the forward and the loss compiled
-as one function, as the loop compiles them: ``lm.training.loop.forward_loss``) x ``--batch-sizes`` (one list for all models, or ``NAME:32,128`` per model), run in
-that nesting order; or ``--configs MODEL:DTYPE:COMPILE:BATCH,...``, a list run as given. On CUDA
-with none of these options, a built-in list in priority order (``CUDA_DEFAULT_CONFIGS``: the
-17M model in bf16 compiled and eager at several batch sizes, fp32, then gpt2-small). A config
-that runs out of memory is reported as ``oom`` and the grid goes on;
-``--max-seconds`` (wall clock since start) skips the configs not yet started when it is spent.
+as one function, as the loop compiles them: ``lm.training.loop.forward_loss``; either with
+``:MODE`` for a ``torch.compile`` mode, e.g. ``model+loss:max-autotune`` or
+``model+loss:max-autotune-no-cudagraphs``) x ``--batch-sizes`` (one list for all models, or
+``NAME:32,128`` per model), run in that nesting order; or ``--configs
+MODEL:DTYPE:COMPILE:BATCH,...``, a list run as given. On CUDA with none of these options, a
+built-in list in priority order (``CUDA_DEFAULT_CONFIGS``: the 17M model in bf16 compiled and
+eager at several batch sizes, fp32, then gpt2-small). A config that runs out of memory is
+reported as ``oom`` and the grid goes on; ``--max-seconds`` (wall clock since start) skips the
+configs not yet started when it is spent (one that has started runs to its end).
+
+``--profile [N]``: after timing a config, N more steps (default 5) under ``torch.profiler``
+(CUDA kernels on a GPU, CPU ops' self time on a CPU) give the share of that time per kernel
+category (``KERNEL_CATEGORIES``: matmul, attention, fused/elementwise, softmax/loss/reduction,
+optimizer, copy/fill, other; from the kernel names) and the top 10 kernels.
 
 FLOPs per token are ``lm accounting``'s: 3 x the forward matmuls (backward = 2 x forward), i.e.
 6 x the matmul parameters (LM head included, embedding lookup not) + the attention scores;
@@ -40,9 +48,11 @@ import gc
 import itertools
 import math
 import platform
+import re
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -58,7 +68,10 @@ from lm.training.optim import AdamW
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
-COMPILE_MODES = ("off", "model", "model+loss")
+COMPILE_KINDS = ("off", "model", "model+loss")
+# torch.compile's modes (torch._inductor.list_mode_options()); "default" is the plain KIND
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # the ones that replay CUDA graphs
 # ts17m's optimizer (config.yaml: training_defaults + the run); the values do not change the cost
 LR, BETAS, EPS, WEIGHT_DECAY, GRAD_CLIP = 3e-3, (0.9, 0.95), 1e-8, 0.1, 1.0
 
@@ -162,12 +175,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--compile",
         default=None,
-        help="comma-separated from off, model, model+loss (default: off,model; on CPU off)",
+        help="comma-separated from off, model, model+loss, each compiled one optionally with "
+        ":MODE, a torch.compile mode (e.g. model+loss:max-autotune); default off,model, on CPU off",
     )
     ap.add_argument(
         "--configs",
         help="instead of the grid: comma-separated MODEL:DTYPE:COMPILE:BATCH, run in this order "
-        "(e.g. tinystories-17m:bf16:model+loss:512,tinystories-17m:bf16:off:512)",
+        "(e.g. tinystories-17m:bf16:model+loss:512,tinystories-17m:bf16:model+loss:max-autotune:512)",
     )
     ap.add_argument(
         "--attention",
@@ -176,6 +190,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the model's attention variant",
     )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per config")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=5,
+        default=0,
+        metavar="N",
+        help="after timing each config, profile N more steps (default 5): device time by "
+        "kernel category and the top 10 kernels",
+    )
     ap.add_argument(
         "--warmup", type=int, default=3, help="untimed steps first (compiling happens here)"
     )
@@ -212,17 +236,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--out", default=None, help="write the JSON here (and the table as .md beside it)"
     )
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        ap.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.profile < 0:
+        ap.error("--steps must be >= 1, --warmup and --profile >= 0")
     return args
 
 
 def _checked(value: str, allowed, flag: str) -> str:
     value = DTYPE_ALIASES.get(value, value)
-    value = "off" if value in ("none", "eager") else value
     if value not in allowed:
         raise SystemExit(f"{flag}: {value!r} is not one of {', '.join(allowed)}")
     return value
+
+
+def checked_compile(value: str, flag: str) -> str:
+    """``KIND`` or ``KIND:MODE`` (KIND from COMPILE_KINDS, MODE a torch.compile mode for a
+    compiled KIND), in its canonical spelling: ``eager``/``none`` is ``off``, ``:default`` dropped."""
+    kind, sep, mode = value.partition(":")
+    kind = "off" if kind in ("none", "eager") else kind
+    if kind not in COMPILE_KINDS or (sep and (kind == "off" or mode not in TORCH_COMPILE_MODES)):
+        raise SystemExit(
+            f"{flag}: {value!r} is not a compile setting: give one of {', '.join(COMPILE_KINDS)}, "
+            f"or model:MODE / model+loss:MODE with MODE one of {', '.join(TORCH_COMPILE_MODES)}"
+        )
+    return kind if mode in ("", "default") else f"{kind}:{mode}"
 
 
 def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
@@ -236,15 +272,14 @@ def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
     if configs:
         grid = []
         for item in _csv(configs):
-            parts = item.split(":")
-            if len(parts) != 4 or not parts[3].isdigit() or int(parts[3]) <= 0:
+            parts = item.split(":")  # COMPILE may hold one ':' itself (model+loss:max-autotune)
+            if len(parts) not in (4, 5) or not parts[-1].isdigit() or int(parts[-1]) <= 0:
                 raise SystemExit(
                     f"--configs {item!r}: give MODEL:DTYPE:COMPILE:BATCH, e.g. tinystories-17m:bf16:model:512"
                 )
             dtype = _checked(parts[1], DTYPES, "--configs")
-            grid.append(
-                (parts[0], dtype, _checked(parts[2], COMPILE_MODES, "--configs"), int(parts[3]))
-            )
+            mode = checked_compile(":".join(parts[2:-1]), "--configs")
+            grid.append((parts[0], dtype, mode, int(parts[-1])))
         return grid
     cpu = device_type == "cpu"
     models = _csv(args.models or ("tinystories-17m" if cpu else "tinystories-17m,gpt2-small"))
@@ -253,7 +288,7 @@ def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
     if not (models and dtypes and modes):
         raise SystemExit("--models, --dtypes and --compile each need at least one value")
     dtypes = [_checked(d, DTYPES, "--dtypes") for d in dtypes]
-    modes = [_checked(m, COMPILE_MODES, "--compile") for m in modes]
+    modes = [checked_compile(m, "--compile") for m in modes]
     batch_sizes = parse_batch_sizes(args.batch_sizes, models, device_type)
     return [
         (name, dtype, mode, batch)
@@ -318,15 +353,50 @@ def flops_per_token(cfg: ModelConfig) -> float:
     return 3 * forward / cfg.context_length
 
 
-def make_step(model, optimizer, compile_mode: str, amp_dtype, device: torch.device):
-    """One training step as ``lm.training.loop`` runs it; returns ``step(x, y) -> loss``."""
+def uses_cudagraphs(compile_setting: str, device: torch.device) -> bool:
+    return device.type == "cuda" and compile_setting.partition(":")[2] in CUDAGRAPH_MODES
 
-    module = torch.compile(model, dynamic=False) if compile_mode == "model" else model
+
+def cudagraph_skips() -> int:
+    """How many times inductor has chosen not to use CUDA graphs (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
+
+
+def make_step(model, optimizer, compile_setting: str, amp_dtype, device: torch.device):
+    """One training step as ``lm.training.loop`` runs it; returns ``step(x, y) -> loss``.
+    ``compile_setting``: ``KIND`` or ``KIND:MODE`` (see :func:`checked_compile`)."""
+    kind, _, mode = compile_setting.partition(":")
+    mode = mode or None
+    module = torch.compile(model, dynamic=False, mode=mode) if kind == "model" else model
     # the loop's own forward and loss (lm.training.loop.forward_loss), compiled with the
     # loss as the loop compiles it (training.compile: true), or around the model alone
-    loss_of = forward_loss(module, amp_dtype, device.type, compile=compile_mode == "model+loss")
+    loss_of = forward_loss(
+        module, amp_dtype, device.type, compile=kind == "model+loss", compile_mode=mode
+    )
+    # CUDA graphs (mode max-autotune or reduce-overhead, on a GPU): inductor's CUDA graph
+    # trees record the compiled forward and backward once and replay them. The rest of the
+    # step stays eager around the replays, which works here because:
+    # - the optimizer updates the parameters in place, so the addresses the graphs recorded
+    #   them at stay valid; the batches are copied into the graphs' input buffers at each
+    #   replay (a small copy a training loop would pay too, so it stays in what is timed);
+    # - the graphs' outputs (the loss; the gradients the backward hands to .grad) live in
+    #   the graphs' memory pool and are overwritten by the next replay. Clipping and the
+    #   optimizer read the gradients before that, and zero_grad(set_to_none) drops them;
+    #   the loss is kept across steps (run_config stacks them at the end), so it is cloned
+    #   out of the pool: kept as is, it would raise "accessing tensor output of CUDAGraphs
+    #   that has been overwritten by a subsequent run";
+    # - cudagraph_mark_step_begin() says where an iteration starts, rather than leaving it to
+    #   the trees' heuristic (a forward after a backward);
+    # - were the graphs skipped (inductor logs "skipping cudagraphs due to ..."), the row would
+    #   time the no-cudagraphs path under this name: run_config reports inductor's
+    #   cudagraph_skips counter, and the table marks such a row.
+    cudagraphs = uses_cudagraphs(compile_setting, device)
 
     def step(x, y):
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         for group in optimizer.param_groups:
             group["lr"] = LR
         loss = loss_of(x, y)
@@ -334,7 +404,7 @@ def make_step(model, optimizer, compile_mode: str, amp_dtype, device: torch.devi
         gradient_clipping(model.parameters(), GRAD_CLIP)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return loss.detach().clone() if cudagraphs else loss.detach()
 
     return step
 
@@ -358,6 +428,8 @@ def run_config(cfg: ModelConfig, dtype: str, compile_mode: str, batch: int, args
         for _ in range(2)
     ]
 
+    cudagraphs = uses_cudagraphs(compile_mode, device)
+    skips_before = cudagraph_skips() if cudagraphs else 0
     t0 = time.perf_counter()
     for i in range(args.warmup):
         step(*batches[i % 2])
@@ -375,7 +447,7 @@ def run_config(cfg: ModelConfig, dtype: str, compile_mode: str, batch: int, args
     if not math.isfinite(final_loss):
         raise RuntimeError(f"the training loss is {final_loss}: the step is broken")
     timed_s = sum(step_s)
-    return {
+    measured = {
         "warmup_s": warmup_s,
         "timed_s": timed_s,
         "step_ms_median": 1000 * statistics.median(step_s),
@@ -384,6 +456,124 @@ def run_config(cfg: ModelConfig, dtype: str, compile_mode: str, batch: int, args
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9
         if device.type == "cuda"
         else None,
+        # graphs inductor did not record (the row then timed the no-cudagraphs path)
+        "cudagraph_skips": cudagraph_skips() - skips_before if cudagraphs else None,
+    }
+    if args.profile:
+        try:
+            measured["profile"] = profile_steps(step, batches, device, args.profile)
+        except Exception as exc:  # the timing stands without it
+            measured["profile"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return measured
+
+
+# ---------------------------------------------------------------------------- profiling
+
+# A kernel's category from its name (lower-cased; re.search), first match wins; "other" when
+# none does. Names seen: cuBLAS (sm90_xmma_gemm_*, nvjet_*), flash / memory-efficient
+# attention (pytorch_flash::flash_fwd_kernel, fmha_cutlass*), at::native's kernels
+# (vectorized_elementwise_kernel<..., FillFunctor>, reduce_kernel, cunn_SoftMaxForward,
+# multi_tensor_apply_kernel), inductor's triton_{poi,per,red,tem}_fused_<ops>_N, and on a CPU
+# the aten:: ops. Inductor's kernels come first, by kind: triton_tem_ is a GEMM template
+# (max-autotune), and a fused kernel names every op it fuses (a triton_poi_ kernel may name
+# the attention whose inputs it prepares), so only a softmax or loss among them moves one
+# out of "fused/elementwise", where norms, RoPE and SwiGLU land once compiled.
+KERNEL_CATEGORIES = (
+    ("matmul", r"^triton_tem_"),
+    ("softmax/loss/reduction", r"^triton_.*(softmax|nll_loss|logsumexp|cross_entropy)"),
+    ("fused/elementwise", r"^triton_|^## call compiledfxgraph"),  # on a CPU: its C++ kernels
+    ("attention", r"flash|fmha|attention|sdpa"),
+    ("optimizer", r"multi_tensor_apply|_foreach_|fused_adam|^optimizer\.step"),
+    (
+        "copy/fill",
+        r"memcpy|memset|copy_kernel|fillfunctor|catarraybatchedcopy"
+        r"|^aten::(copy_|_to_copy|clone|fill_|zero_|cat|stack)$",
+    ),
+    ("matmul", r"gemm|nvjet|xmma|cutlass|cublas|^aten::(mm|bmm|addmm|matmul|linear)$"),
+    (
+        "softmax/loss/reduction",
+        r"softmax|reduce_kernel|nll_loss|logsumexp|^aten::(sum|mean|amax|max|linalg_vector_norm)$",
+    ),
+    (
+        "fused/elementwise",
+        r"elementwise|^aten::(mul|add|sub|div|neg|pow|rsqrt|sqrt|exp|silu|sigmoid|lerp|where)",
+    ),
+)
+CATEGORIES = (
+    "matmul",
+    "attention",
+    "fused/elementwise",
+    "softmax/loss/reduction",
+    "optimizer",
+    "copy/fill",
+    "other",
+)  # the table's columns, in this order
+_CATEGORY_RES = [(name, re.compile(pattern)) for name, pattern in KERNEL_CATEGORIES]
+
+
+def kernel_category(name: str) -> str:
+    lowered = name.lower()
+    return next((cat for cat, regex in _CATEGORY_RES if regex.search(lowered)), "other")
+
+
+def _cpu_scope(event) -> str:
+    """The name a CPU op is classified by: that of its outermost optimizer ancestor if any (on a
+    CPU the optimizer's and clipping's foreach calls run as per-tensor aten::sqrt, aten::mul_,
+    ... under Optimizer.step or aten::_foreach_*), else its own."""
+    scope, parent = event.name, event.cpu_parent
+    while parent is not None:
+        if kernel_category(parent.name) == "optimizer":
+            scope = parent.name
+        parent = parent.cpu_parent
+    return scope
+
+
+def profile_steps(step, batches, device: torch.device, n: int) -> dict:
+    """``n`` more steps under torch.profiler: the time per step and its shares by kernel
+    category, and the top 10 kernels. On a GPU the time is the device's (kernels, memcpy,
+    memset); on a CPU the ops' self time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for i in range(n):
+            step(*batches[i % 2])
+        sync(device)
+    times, calls = Counter(), Counter()
+    for event in prof.events():
+        annotation = getattr(event, "is_user_annotation", False)  # a range, not a kernel
+        if cuda and event.device_type == DeviceType.CUDA and not annotation:
+            key = (event.name, kernel_category(event.name))
+            times[key] += event.time_range.elapsed_us()
+        elif not cuda and event.device_type == DeviceType.CPU:
+            key = (event.name, kernel_category(_cpu_scope(event)))
+            times[key] += event.self_cpu_time_total
+        else:
+            continue
+        calls[key] += 1
+    total = sum(times.values())
+    if total <= 0:
+        raise RuntimeError("the profiler recorded no kernel time")
+    by_category = Counter()
+    for (_, category), us in times.items():
+        by_category[category] += us
+    return {
+        "steps": n,
+        "source": "CUDA kernels, memcpy, memset (device time)" if cuda else "CPU ops (self time)",
+        "busy_ms_per_step": total / n / 1000,
+        "categories": {c: by_category[c] / total for c in CATEGORIES},
+        "top_kernels": [
+            {
+                "name": name[:500],
+                "category": category,
+                "share": us / total,
+                "ms_per_step": us / n / 1000,
+                "calls_per_step": calls[name, category] / n,
+            }
+            for (name, category), us in times.most_common(10)
+        ],
     }
 
 
@@ -455,6 +645,61 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.3g}%"
 
 
+def _head(r: dict) -> str:
+    compile_ = r["compile"]
+    if r.get("cudagraph_skips"):
+        compile_ += f" (CUDA graphs skipped {r['cudagraph_skips']}x)"
+    return f"| {r['model']} | {r['dtype']} | {compile_} | {r['batch_size']} |"
+
+
+def _kernel_name(name: str, width: int = 110) -> str:
+    name = name.removeprefix("void ").replace("|", "\\|").replace("`", "'")
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def profile_markdown(rows: list[dict]) -> list[str]:
+    """The --profile tables: shares by category per config, then each config's top kernels."""
+    rows = [r for r in rows if r.get("profile")]
+    if not rows:
+        return []
+    source = next((r["profile"]["source"] for r in rows if "source" in r["profile"]), "")
+    lines = [
+        "",
+        f"Where the time goes (`--profile`: {source}), share by kernel category:",
+        "",
+        "| model | dtype | compile | batch | busy ms/step | timed ms/step | "
+        + " | ".join(CATEGORIES)
+        + " |",
+        "| --- | --- | --- | ---: | ---: | ---: |" + " ---: |" * len(CATEGORIES),
+    ]
+    for r in rows:
+        prof = r["profile"]
+        if "error" in prof:
+            lines.append(f"{_head(r)} profile failed: {prof['error']} |")
+            continue
+        shares = " | ".join(_pct(prof["categories"][c]) for c in CATEGORIES)
+        lines.append(
+            f"{_head(r)} {prof['busy_ms_per_step']:.4g} | {r['step_ms_median']:.4g} | {shares} |"
+        )
+    for r in rows:
+        prof = r["profile"]
+        if "error" in prof:
+            continue
+        lines += [
+            "",
+            f"Top kernels of {r['model']} {r['dtype']} compile {r['compile']} batch {r['batch_size']}:",
+            "",
+            "| share | ms/step | calls/step | category | kernel |",
+            "| ---: | ---: | ---: | --- | --- |",
+        ]
+        lines += [
+            f"| {_pct(k['share'])} | {k['ms_per_step']:.4g} | {k['calls_per_step']:.3g} | "
+            f"{k['category']} | `{_kernel_name(k['name'])}` |"
+            for k in prof["top_kernels"]
+        ]
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"Training step of `lm` on {result['device_name']} ({result['device']}), torch {result['torch']}, "
@@ -465,7 +710,7 @@ def markdown(result: dict) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
-        head = f"| {r['model']} | {r['dtype']} | {r['compile']} | {r['batch_size']} |"
+        head = _head(r)
         if r["status"] != "ok":
             lines.append(f"{head} {r['status']}: {r.get('error') or ''} | | | | | | | |")
             continue
@@ -474,6 +719,7 @@ def markdown(result: dict) -> str:
             f"{_pct(r['mfu_vs_matmul'])} | {_fmt(r['peak_memory_gb'], '.2f')} | "
             f"{_fmt(r['vs_eager'], '.2f', 'x')} | {_fmt(r['vs_fp32'], '.2f', 'x')} | {r['warmup_s']:.1f} |"
         )
+    lines += profile_markdown(result["rows"])
     lines.append("")
     models = ", ".join(
         f"{name} {m['params'] / 1e6:.1f}M parameters, {m['flops_per_token'] / 1e6:.1f} MFLOP/token"
@@ -569,6 +815,56 @@ def main(argv=None) -> int:
             )
 
     rows = []
+    result = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "attention": args.attention,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "max_seconds": args.max_seconds,
+        "peak_tflops": peaks,
+        "peak_source": peak_source,
+        "matmul_size": matmul_size,
+        "matmul_tflops": matmul,
+        "flops_convention": "3 x forward matmul FLOPs per token (lm accounting); AdamW update not counted",
+        "models": {
+            name: {
+                **cfg.to_dict(),
+                "params": sum(p.numel() for p in cfg.build(device="meta").parameters()),
+                "flops_per_token": flops_per_token(cfg),
+            }
+            for name, cfg in cfgs.items()
+        },
+        "profile_steps": args.profile,
+        "rows": rows,
+    }
+
+    def report() -> str:
+        """The table; with --out, the JSON and the table written (after every config, so that a
+        crash in a later one loses nothing measured)."""
+        add_ratios(rows)
+        result.update(ts17m=ts17m_estimate(config, rows), wall_s=time.perf_counter() - started)
+        table = markdown(result)
+        if args.out:
+            write_json(Path(args.out), result)
+            write_text(Path(args.out).with_suffix(".md"), table)
+        return table
+
+    if args.profile and any(uses_cudagraphs(mode, device) for _, _, mode, _ in grid):
+        # Profiling a CUDA graph captured before the profiler's first start has failed in
+        # torch (pytorch#75504, #100441); one empty profile first is torch's own workaround
+        # (torch.profiler._utils._init_for_cuda_graphs).
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]):
+            pass
+
     for i, (name, dtype, mode, batch) in enumerate(grid, 1):
         cfg = cfgs[name]
         fpt = flops_per_token(cfg)
@@ -625,46 +921,9 @@ def main(argv=None) -> int:
         else:
             print(f"{label}: {row['status']}: {row['error']}", file=sys.stderr, flush=True)
         rows.append(row)
-    add_ratios(rows)
+        report()
 
-    result = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else (platform.processor() or platform.machine()),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "attention": args.attention,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "max_seconds": args.max_seconds,
-        "peak_tflops": peaks,
-        "peak_source": peak_source,
-        "matmul_size": matmul_size,
-        "matmul_tflops": matmul,
-        "flops_convention": "3 x forward matmul FLOPs per token (lm accounting); AdamW update not counted",
-        "models": {
-            name: {
-                **cfg.to_dict(),
-                "params": sum(p.numel() for p in cfg.build(device="meta").parameters()),
-                "flops_per_token": flops_per_token(cfg),
-            }
-            for name, cfg in cfgs.items()
-        },
-        "rows": rows,
-        "ts17m": ts17m_estimate(config, rows),
-        "wall_s": time.perf_counter() - started,
-    }
-    table = markdown(result)
-    print("\n" + table)
-    if args.out:
-        out = Path(args.out)
-        write_json(out, result)
-        write_text(out.with_suffix(".md"), table)
+    print("\n" + report())
     return 0
 
 

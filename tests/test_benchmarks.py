@@ -150,3 +150,199 @@ def test_bench_gpu_cuda_default_list_names_real_presets():
         "off",
         32,
     )
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_gpu_compile_modes_parse_and_misspellings_are_named():
+    """KIND:MODE names a torch.compile mode, in --configs (where it adds a ':') and --compile;
+    the plain names keep working; a misspelt mode fails naming what is allowed."""
+    import torch
+
+    bench = _bench_module()
+
+    def grid(*argv, device_type="cuda"):
+        return bench.build_grid(bench.parse_args(list(argv)), device_type)
+
+    m = "tinystories-17m"
+    configs = (
+        f"{m}:bf16:model+loss:max-autotune:1024,{m}:bf16:model+loss:max-autotune-no-cudagraphs:1024,"
+        f"{m}:bf16:model+loss:1024,{m}:bf16:model:default:8,{m}:fp32:eager:8"
+    )
+    assert grid("--configs", configs) == [
+        (m, "bf16", "model+loss:max-autotune", 1024),
+        (m, "bf16", "model+loss:max-autotune-no-cudagraphs", 1024),
+        (m, "bf16", "model+loss", 1024),
+        (m, "bf16", "model", 8),  # :default is the plain name
+        (m, "fp32", "off", 8),
+    ]
+    assert grid("--models", m, "--compile", "off,model:reduce-overhead", "--batch-sizes", "4") == [
+        (m, dtype, mode, 4)
+        for dtype in ("bf16", "fp32")
+        for mode in ("off", "model:reduce-overhead")
+    ]
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert bench.uses_cudagraphs("model+loss:max-autotune", cuda)
+    assert not bench.uses_cudagraphs("model+loss:max-autotune-no-cudagraphs", cuda)
+    assert not bench.uses_cudagraphs("model+loss:max-autotune", cpu)  # no CUDA graphs on a CPU
+
+    for argv, bad in (
+        (["--configs", f"{m}:bf16:model+loss:max-autotun:1024"], "model+loss:max-autotun"),
+        (["--configs", f"{m}:bf16:off:max-autotune:8"], "off:max-autotune"),
+        (["--configs", f"{m}:bf16:model+loss:max-autotune:x:8"], None),
+        (["--compile", "model+los"], "model+los"),
+        (["--compile", "model:max_autotune"], "model:max_autotune"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            grid(*argv)
+        message = str(err.value)
+        if bad is None:
+            assert "give MODEL:DTYPE:COMPILE:BATCH" in message
+        else:
+            assert f"{bad!r} is not a compile setting" in message
+            assert "model+loss:MODE" in message and "max-autotune-no-cudagraphs" in message
+
+
+# Real kernel names (as the CUDA profiler or nsys print them, from public profiles) and the
+# CPU ops a --profile run on a CPU records, with the category each belongs to.
+KERNEL_NAMES = [
+    # cuBLAS on Hopper (sm90 xmma and nvjet), and CUTLASS / SIMT GEMMs
+    (
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
+        "matmul",
+    ),
+    ("nvjet_hsh_256x128_64x4_2x1_v_bz_TNN", "matmul"),
+    ("nvjet_tst_128x128_64x4_1x2_h_bz_coopA", "matmul"),
+    ("void cutlass::Kernel2<cutlass_80_tensorop_bf16_s16816gemm>", "matmul"),
+    ("ampere_sgemm_128x64_tn", "matmul"),
+    # flash and memory-efficient attention (SDPA's backends)
+    (
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, false, false, "
+        "cutlass::half_t, Flash_kernel_traits<128, 128, 64, 4, cutlass::half_t> >, false, false, false, "
+        "false, true, true, false, false>(pytorch_flash::Flash_fwd_params)",
+        "attention",
+    ),
+    ("flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel", "attention"),
+    ("flash_bwd_convert_dq_kernel", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x128_rf_sm80", "attention"),
+    ("fmha_cutlassB_bf16_aligned_128x128_k128_sm80", "attention"),
+    # inductor's triton kernels: by kind, whatever ops their names list
+    ("triton_tem_fused_mm_3", "matmul"),
+    ("triton_poi_fused_add_addmm_gelu_mul_0", "fused/elementwise"),
+    (
+        "triton_poi_fused__scaled_dot_product_flash_attention_add_mul_permute_stack_sub_unbind_view",
+        "fused/elementwise",
+    ),
+    (
+        "triton_red_fused__scaled_dot_product_cudnn_attention__to_copy_mean_mul_permute_pow_rsqrt",
+        "fused/elementwise",
+    ),
+    ("triton_red_fused__log_softmax_1", "softmax/loss/reduction"),
+    ("triton_per_fused_nll_loss_forward_2", "softmax/loss/reduction"),
+    # at::native
+    (
+        "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>, "
+        "at::detail::Array<char*, 3> >(int, at::native::CUDAFunctor_add<float>, at::detail::Array<char*, 3>)",
+        "fused/elementwise",
+    ),
+    (
+        "void at::native::vectorized_elementwise_kernel<(int)4, at::native::FillFunctor<c10::Half>, "
+        "at::detail::Array<char *, (int)1>>(int, T2, T3)",
+        "copy/fill",
+    ),
+    (
+        "void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::"
+        "direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda()#12}"
+        "::operator()() const::{lambda(c10::BFloat16)#1}>(at::TensorIteratorBase&, ...)",
+        "copy/fill",
+    ),
+    ("Memcpy DtoD (Device -> Device)", "copy/fill"),
+    ("Memset (Device)", "copy/fill"),
+    (
+        "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t"
+        "<float, at::native::sum_functor<float, float, float>::operator()(at::TensorIterator&)"
+        "::{lambda(float, float)#1}>, unsigned int, float, 4> >(at::native::ReduceOp<...>)",
+        "softmax/loss/reduction",
+    ),
+    (
+        "void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float, float, "
+        "at::native::(anonymous namespace)::LogSoftMaxForwardEpilogue>(float*, float const*, int)",
+        "softmax/loss/reduction",
+    ),
+    (
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::native::(anonymous "
+        "namespace)::TensorListMetadata<2>, at::native::(anonymous namespace)::BinaryOpListAlphaFunctor"
+        "<float, 2, 2, 0>, std::plus<float>, float>(...)",
+        "optimizer",
+    ),
+    ("void at::native::(anonymous namespace)::indexing_backward_kernel<float, 4>(...)", "other"),
+    # CPU ops of a --profile run on a CPU (eager, then compiled)
+    ("aten::mm", "matmul"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu_backward", "attention"),
+    ("aten::mul", "fused/elementwise"),
+    ("aten::mul_", "fused/elementwise"),
+    ("aten::sub", "fused/elementwise"),
+    ("aten::exp", "fused/elementwise"),
+    ("aten::sigmoid_backward", "fused/elementwise"),
+    ("aten::sum", "softmax/loss/reduction"),
+    ("aten::amax", "softmax/loss/reduction"),
+    ("aten::logsumexp", "softmax/loss/reduction"),
+    ("aten::linalg_vector_norm", "softmax/loss/reduction"),
+    ("aten::copy_", "copy/fill"),
+    ("aten::_to_copy", "copy/fill"),
+    ("aten::fill_", "copy/fill"),
+    ("aten::cat", "copy/fill"),
+    ("Optimizer.step#AdamW.step", "optimizer"),
+    ("aten::_foreach_mul_", "optimizer"),
+    (
+        "## Call CompiledFxGraph f2wmfskx7saf4fwku6q27ygujdscldcmoppoluvupfg5iiiumdkf ##",
+        "fused/elementwise",
+    ),
+    ("aten::index_select", "other"),
+    ("aten::scatter_add_", "other"),
+    ("TorchDynamo Cache Lookup", "other"),
+    ("CompiledFunctionBackward", "other"),
+    ("aten::view", "other"),
+]
+
+
+def test_bench_gpu_kernel_categories_of_real_names():
+    bench = _bench_module()
+    got = [(name, bench.kernel_category(name)) for name, _ in KERNEL_NAMES]
+    assert got == KERNEL_NAMES
+    assert {category for _, category in KERNEL_NAMES} == set(bench.CATEGORIES)
+
+
+def test_bench_gpu_profile_on_cpu_reports_categories_and_top_kernels(tmp_path, capsys):
+    bench = _bench_module()
+    out = tmp_path / "bench.json"
+    argv = ["--device", "cpu", "--config", str(_micro_config(tmp_path)), "--models", "micro"]
+    argv += ["--configs", "micro:fp32:off:2", "--steps", "1", "--warmup", "1", "--profile", "2"]
+    assert bench.main([*argv, "--matmul-size", "0", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    prof = row["profile"]
+    assert prof["steps"] == 2 and prof["source"] == "CPU ops (self time)"
+    assert list(prof["categories"]) == list(bench.CATEGORIES)
+    assert sum(prof["categories"].values()) == pytest.approx(1.0)
+    for category in ("matmul", "attention", "optimizer"):  # ops the step certainly runs
+        assert prof["categories"][category] > 0
+    top = prof["top_kernels"]
+    assert 0 < len(top) <= 10 and sum(k["share"] for k in top) <= 1 + 1e-9
+    assert [k["share"] for k in top] == sorted((k["share"] for k in top), reverse=True)
+    assert all(k["category"] in bench.CATEGORIES and k["calls_per_step"] > 0 for k in top)
+    assert prof["busy_ms_per_step"] == pytest.approx(
+        sum(k["ms_per_step"] for k in top) / sum(k["share"] for k in top)
+    )
+    table = out.with_suffix(".md").read_text()
+    assert (
+        "Where the time goes" in table and "Top kernels of micro fp32 compile off batch 2" in table
+    )
+    assert table in capsys.readouterr().out

@@ -1,37 +1,53 @@
 #!/usr/bin/env bash
 # The GPU checks of the README's "GPU numbers" in one go, on one CUDA machine, from the
-# repository root, in about 6 minutes (an H100/H200); no install needed beyond torch, numpy,
-# pyyaml and regex (lm runs from the checkout through PYTHONPATH):
+# repository root, in about 7-11 minutes (an H100/H200); no install needed beyond torch,
+# numpy, pyyaml and regex (lm runs from the checkout through PYTHONPATH):
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR]        # default results/gpu_suite
+#   SUITE_PARTS=1 bash benchmarks/gpu_suite.sh    # part 1 only
 #
-# 1. benchmarks/bench_gpu.py: tokens/s, MFU and peak memory of the real training step over
-#    fp32/bf16 x eager/compile x batch sizes (bounded by BENCH_SECONDS);
+# 1. benchmarks/bench_gpu.py --profile on SUITE_CONFIGS: the best config measured so far
+#    (BEST_CONFIG, the 17M model in bf16, forward+loss compiled, batch 1024), the same compiled
+#    with torch.compile mode max-autotune-no-cudagraphs, then max-autotune (CUDA graphs too):
+#    tokens/s, MFU, peak memory, and per config where the device time goes (kernel categories,
+#    top 10 kernels). About 4-6 minutes, most of it compiling: ~30 s for the plain compile,
+#    1-3 minutes for the first max-autotune (its GEMM autotuning), less for the second (the
+#    autotuning results are cached). No config starts after BENCH_SECONDS (default 300), and
+#    the bench is killed at BENCH_SECONDS + 180 s whatever runs (its JSON and table are
+#    rewritten after every config, so what was measured stays). SUITE_CONFIGS= (empty) runs
+#    bench_gpu's built-in CUDA list instead (the README's table; about 3-4 minutes at
+#    BENCH_SECONDS=170).
 # 2. the same lm train run (17M model, synthetic tokens) as a plain process and under
-#    torchrun (NCCL, DDP), steady-state tokens/s of each;
+#    torchrun (NCCL, DDP), steady-state tokens/s of each (about 1.5 minutes);
 # 3. a wall-clock-budgeted lm train run of the owt-leaderboard shape (GPT-2-small, bf16,
 #    torch.compile, batch 128) on synthetic tokens: the plan, where it stopped, tokens/s,
-#    peak GPU memory.
-# SUITE_DEVICE=cpu runs a miniature of all three on the CPU (a dry run of this script);
-# SUITE_PARTS="2 3" skips part 1 (bench_gpu).
+#    peak GPU memory (BUDGET_MINUTES, default 1.5, plus start-up and the final evaluation).
+# SUITE_DEVICE=cpu runs a miniature of all three on the CPU (a dry run of this script, about
+# 3 minutes on 2 cores); SUITE_PARTS=1 runs part 1 only, SUITE_PARTS="2 3" parts 2 and 3.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-results/gpu_suite}
 DEVICE=${SUITE_DEVICE:-cuda}
-BENCH_SECONDS=${BENCH_SECONDS:-170}
+BENCH_SECONDS=${BENCH_SECONDS:-300}
+BEST=${BEST_CONFIG:-tinystories-17m:bf16:model+loss:1024}  # MODEL:DTYPE:COMPILE:BATCH
 BUDGET_MINUTES=${BUDGET_MINUTES:-1.5}
 PARTS=${SUITE_PARTS:-1 2 3}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 if [ "$DEVICE" = cpu ]; then
-    BENCH_ARGS=(--device cpu --steps 2 --warmup 1 --max-seconds 60)
+    # the GPU list's settings on the CPU's default model, compiled once (on a CPU, max-autotune
+    # has no CUDA graphs, so it stands for both variants)
+    CONFIGS=${SUITE_CONFIGS-tinystories-17m:fp32:model+loss:2,tinystories-17m:fp32:model+loss:max-autotune:2}
+    BENCH_SECONDS=60
+    BENCH_ARGS=(--device cpu --steps 2 --warmup 1 --max-seconds "$BENCH_SECONDS" --profile 2)
     SHAPE='{"d_model": 32, "num_layers": 2, "num_heads": 2, "d_ff": 64, "context_length": 16}'
     BIG="$SHAPE"
     BATCH=8 STEPS=40 BIG_BATCH=8 VOCAB_SMALL=128 VOCAB_BIG=128 COMPILE=false DTYPE=float32
     BUDGET_MINUTES=0.3
 else
-    BENCH_ARGS=(--device cuda --max-seconds "$BENCH_SECONDS")
+    CONFIGS=${SUITE_CONFIGS-$BEST,${BEST%:*}:max-autotune-no-cudagraphs:${BEST##*:},${BEST%:*}:max-autotune:${BEST##*:}}
+    BENCH_ARGS=(--device cuda --max-seconds "$BENCH_SECONDS" --profile 5)
     SHAPE='{"d_model": 512, "num_layers": 4, "num_heads": 16, "d_ff": 1344, "context_length": 256}'
     BIG='{"d_model": 768, "num_layers": 12, "num_heads": 12, "d_ff": 2048, "context_length": 512}'
     BATCH=128 STEPS=400 BIG_BATCH=128 VOCAB_SMALL=10000 VOCAB_BIG=32000 COMPILE=true DTYPE=bfloat16
@@ -40,9 +56,13 @@ fi
 "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT_DIR/versions.txt"
 
 if [[ " $PARTS " == *" 1 "* ]]; then
-    echo "== 1. bench_gpu"
-    "$PY" benchmarks/bench_gpu.py "${BENCH_ARGS[@]}" --out "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.log"
+    echo "== 1. bench_gpu: ${CONFIGS:-its built-in list}"
+    [ -n "$CONFIGS" ] && BENCH_ARGS+=(--configs "$CONFIGS")
+    timeout -k 10 $((${BENCH_SECONDS%.*} + 180)) "$PY" benchmarks/bench_gpu.py "${BENCH_ARGS[@]}" \
+        --out "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.log" ||
+        echo "== bench_gpu exited with $? (124: stopped at the time bound); what it measured is in $OUT_DIR/bench_gpu.md"
 fi
+[[ " $PARTS " == *" 2 "* || " $PARTS " == *" 3 "* ]] || exit 0
 
 echo "== 2. plain process vs torchrun (DDP)"
 "$PY" - "$OUT_DIR" "$SHAPE" "$BIG" "$VOCAB_SMALL" "$VOCAB_BIG" "$BATCH" "$STEPS" "$BIG_BATCH" "$COMPILE" "$DTYPE" "$BUDGET_MINUTES" "$DEVICE" <<'EOF'

@@ -3,18 +3,15 @@ greedy tokens and tokenizes as we do; variants Llama cannot express, diverged an
 runs are refused; the safetensors writer is read back by the `safetensors` package."""
 
 import json
-import os
 import random
 import shutil
 import struct
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # load only from local directories, never download
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
 import numpy as np
 import pytest
 import torch
+from hf_checks import LOGIT_TOLERANCE, logit_difference
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,7 +35,6 @@ from lm.training.config import resolve_run
 from lm.training.loop import train
 
 EOT = "<|endoftext|>"
-TOLERANCE = 1e-4  # max |logit difference|, float32
 
 # Text that exercises every part of the pre-tokenizer: special tokens (alone, adjacent,
 # inside words), contractions, numbers, punctuation runs, whitespace runs of every kind
@@ -96,15 +92,6 @@ def _random_model(config: ModelConfig, seed: int = 0):
             if name.endswith(("ln1.weight", "ln2.weight", "ln_final.weight")):
                 p.copy_(1 + 0.3 * torch.randn_like(p))
     return model
-
-
-def _logit_diff(ours, hf_dir: Path, ids: torch.Tensor) -> float:
-    theirs = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        a = ours(ids)
-        b = theirs(ids).logits
-    assert a.shape == b.shape
-    return float((a - b).abs().max())
 
 
 # ---------------------------------------------------------------------------- the pieces
@@ -177,9 +164,9 @@ def test_random_weights_give_our_logits_in_transformers(name, tokenizer, tmp_pat
     out = write_hf_dir(tmp_path / "hf", model, config, tokenizer)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, config.vocab_size, (2, config.context_length), generator=g)
-    diff = _logit_diff(model, out, ids)
+    diff = logit_difference(model, out, ids)
     print(f"{name}: max |logit difference| {diff:.3g}")
-    assert diff < TOLERANCE
+    assert diff < LOGIT_TOLERANCE
 
 
 def test_without_the_row_permutation_the_logits_differ(tokenizer, tmp_path, monkeypatch):
@@ -191,7 +178,7 @@ def test_without_the_row_permutation_the_logits_differ(tokenizer, tmp_path, monk
     model = _random_model(config)
     out = write_hf_dir(tmp_path / "hf", model, config, tokenizer)
     ids = torch.randint(0, config.vocab_size, (1, config.context_length))
-    assert _logit_diff(model, out, ids) > 1e-2
+    assert logit_difference(model, out, ids) > 1e-2
 
 
 def _hf_greedy(hf_dir: Path, prompt: list[int], n: int) -> list[int]:
@@ -365,9 +352,9 @@ def test_cli_exports_a_trained_run_that_transformers_reproduces(trained, tmp_pat
     tok = Tokenizer.from_dir(trained / "demo" / "tokenizer")
     text = (trained / "valid.txt").read_text(encoding="utf-8")
     ids = torch.tensor([tok.encode(text)[:64], tok.encode(text)[64:128]])
-    diff = _logit_diff(model, out, ids)
+    diff = logit_difference(model, out, ids)
     print(f"trained run: max |logit difference| {diff:.3g}")
-    assert diff < TOLERANCE
+    assert diff < LOGIT_TOLERANCE
     prompt = tok.encode("Once upon a time")
     ours = generate(model, prompt, 32, temperature=0, eot_id=sorted(tok.special_ids.values()))
     assert _hf_greedy(out, prompt, 32) == ours
@@ -453,55 +440,3 @@ def test_a_new_export_replaces_an_old_one_whole(trained, tmp_path):
     assert main(["export-hf", "--run", str(run), "--out", str(out)]) == 0
     assert not (out / "stale.bin").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporaries left
-
-
-# ---------------------------------------------------------------------------- the workflow
-
-
-def _workflow_config() -> dict:
-    from conftest import MICRO_MODEL, tiny_config
-
-    cfg = tiny_config(demo=40)
-    cfg["models"] = {"micro": MICRO_MODEL}
-    cfg["training_defaults"] = {
-        "threads": 1,
-        "training": {"batch_size": 4, "steps": 8, "eval_every": 4, "eval_batches": 2},
-    }
-    micro = {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
-    cfg["runs"] = {
-        "micro": micro,
-        "micro-post": {**micro, "model": {"preset": "micro", "norm": "post"}},
-    }
-    cfg["sweeps"] = {"micro-lr": {"base": "micro", "grid": {"optimizer.lr": [1e-3, 1e-2]}}}
-    cfg["generation"] = {"prompts": ["Once"], "max_new_tokens": 4}
-    cfg["targets"]["demo"].update(sweeps=["micro-lr"], runs=["micro-post"], export_hf=True)
-    return cfg
-
-
-@pytest.mark.slow
-def test_the_demo_target_exports_the_sweeps_best_run_and_skips_post_norm(workflow):
-    workflow.write_config(_workflow_config())
-    first = workflow.run("demo")
-    ran = workflow.jobs_run(first)
-    assert ran.count("export_best_hf") == 1 and "export_hf" not in ran
-    results = workflow.root / "results"
-    assert not (results / "runs" / "micro-post" / "hf").exists()  # post-norm: left out
-    losses = {
-        r: json.loads((results / "runs" / r / "result.json").read_text())["final_val_loss"]
-        for r in ("micro-lr-lr1e-3", "micro-lr-lr1e-2")
-    }
-    best = min(losses, key=losses.get)
-    hf = results / "sweeps" / "micro-lr" / "hf"
-    assert f"# {best}" in (hf / "README.md").read_text()
-    model, _, _ = load_run(results / "runs" / best)
-    ids = torch.randint(0, model.vocab_size, (2, 16))
-    assert _logit_diff(model, hf, ids) < TOLERANCE
-    assert workflow.jobs_run(workflow.run("demo")) == []  # nothing left to do
-
-    one = workflow.run("results/runs/micro-lr-lr1e-3/hf")
-    assert workflow.jobs_run(one) == ["export_hf"]
-    assert (results / "runs" / "micro-lr-lr1e-3" / "hf" / "model.safetensors").is_file()
-    refused = workflow.run("results/runs/micro-post/hf", check=False)
-    assert refused.returncode != 0
-    assert "norm='post'" in refused.stdout + refused.stderr
-    assert not (results / "runs" / "micro-post" / "hf").exists()

@@ -1,8 +1,10 @@
 """The whole demo DAG run by the real `snakemake` on a tiny config: raw text -> tokenizer ->
-tokens -> tokenizer experiments -> accounting -> a small sweep -> eval -> samples ->
-results index -> writeup -> HTML report. Then: nothing to do; a change reruns only what depends
-on it. The writeup's numbers equal the artifacts it cites; what is missing gives a command that
-`snakemake -n` accepts, and a full-scale writeup fills in as its artifacts appear."""
+tokens -> tokenizer experiments -> accounting -> a small sweep and a run -> eval -> samples ->
+the sweep's best run exported for Hugging Face -> results index -> writeup -> HTML report.
+Then: nothing to do; a change reruns only what depends on it. The writeup's numbers equal the
+artifacts it cites; what is missing gives a command that `snakemake -n` accepts, and a
+full-scale writeup fills in as its artifacts appear. (One build serves every test here: each
+`snakemake demo` of its own would cost a minute or two.)"""
 
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from conftest import MICRO_MODEL, Workflow, tiny_config
+from hf_checks import LOGIT_TOLERANCE, logit_difference
 from writeup_checks import HANDOUT_ORDER, check_writeup, commands, sections
+
+from lm.inference.run import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +39,11 @@ def pipeline_config() -> dict:
             "checkpoint_every": 3,
         },
     }
+    micro = {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
+    # micro-post: a variant Llama cannot express, which the export leaves out
     cfg["runs"] = {
-        "micro": {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
+        "micro": micro,
+        "micro-post": {**micro, "model": {"preset": "micro", "norm": "post"}},
     }
     cfg["sweeps"] = {"micro-lr": {"base": "micro", "grid": {"optimizer.lr": [1e-3, 1e-2]}}}
     cfg["generation"] = {
@@ -47,7 +56,9 @@ def pipeline_config() -> dict:
     cfg["evaluation"] = {"batch_size": 4}
     cfg["accounting"] = {"models": ["gpt2-small"], "preset": "gpt2-small", "long_context": 2048}
     cfg["tokenizer_experiments"] = {"documents": 3, "throughput_mb": 0.01}
-    cfg["targets"]["demo"].update(sweeps=["micro-lr"], accounting=True, lr_tuning=True)
+    cfg["targets"]["demo"].update(
+        sweeps=["micro-lr"], runs=["micro-post"], accounting=True, lr_tuning=True, export_hf=True
+    )
     # full-scale stand-ins outside every target: the writeup points at them, never builds them
     cfg["datasets"]["web"] = {
         **cfg["datasets"]["demo"],
@@ -78,7 +89,8 @@ def pipeline_config() -> dict:
     return cfg
 
 
-RUNS = ["micro-lr-lr1e-3", "micro-lr-lr1e-2"]
+RUNS = ["micro-lr-lr1e-3", "micro-lr-lr1e-2"]  # the sweep's members
+ALL_RUNS = [*RUNS, "micro-post"]
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +129,7 @@ def test_demo_builds_every_stage(built):
         "samples",
         "sweep_report",
         "lr_tuning",
+        "export_best_hf",
         "writeup_report",
         "results_index",
     } <= ran
@@ -130,7 +143,7 @@ def test_demo_builds_every_stage(built):
     assert (r / "lr_tuning/report.md").is_file()
     for f in ("report.md", "curves.png", "summary.csv"):
         assert (r / "sweeps/micro-lr" / f).is_file()
-    for run in RUNS:
+    for run in ALL_RUNS:
         d = r / "runs" / run
         assert json.loads((d / "config.json").read_text())["optimizer"]["lr"] in (1e-3, 1e-2)
         ev = json.loads((d / "eval.json").read_text())
@@ -178,17 +191,43 @@ def test_html_report_gathers_every_stage(built):
         "results/accounting/adamw.md",
     }
     assert "results/lr_tuning/report.md" in files["Training"]
-    assert {f"results/runs/{run}/curves.png" for run in RUNS} <= files["Training"]
+    assert {f"results/runs/{run}/curves.png" for run in ALL_RUNS} <= files["Training"]
     assert {
         f"results/sweeps/micro-lr/{f}" for f in ("report.md", "curves.png", "summary.csv")
     } == files["Sweeps"]
-    assert {f"results/runs/{run}/samples.md" for run in RUNS} == files["Samples"]
+    assert {f"results/runs/{run}/samples.md" for run in ALL_RUNS} == files["Samples"]
     assert files["Writeup"] == {"results/writeup.md"}
 
 
 def test_second_run_has_nothing_to_do(built):
     wf, _, _, again, _ = built
     assert wf.jobs_run(again) == []
+
+
+def test_the_demo_exports_the_sweeps_best_run_and_skips_post_norm(built):
+    wf, first, _, _, _ = built
+    ran = wf.jobs_run(first)
+    assert ran.count("export_best_hf") == 1 and "export_hf" not in ran
+    results = wf.root / "results"
+    assert not (results / "runs" / "micro-post" / "hf").exists()  # post-norm: left out
+    losses = {
+        r: json.loads((results / "runs" / r / "result.json").read_text())["final_val_loss"]
+        for r in RUNS
+    }
+    best = min(losses, key=losses.get)
+    hf = results / "sweeps" / "micro-lr" / "hf"
+    assert f"# {best}" in (hf / "README.md").read_text()
+    model, _, _ = load_run(results / "runs" / best)
+    ids = torch.randint(0, model.vocab_size, (2, 16))
+    assert logit_difference(model, hf, ids) < LOGIT_TOLERANCE
+    # one run's own export, and a refused one that leaves nothing behind
+    one = wf.run("results/runs/micro-lr-lr1e-3/hf")
+    assert wf.jobs_run(one) == ["export_hf"]
+    assert (results / "runs" / "micro-lr-lr1e-3" / "hf" / "model.safetensors").is_file()
+    refused = wf.run("results/runs/micro-post/hf", check=False)
+    assert refused.returncode != 0
+    assert "norm='post'" in refused.stdout + refused.stderr
+    assert not (results / "runs" / "micro-post" / "hf").exists()
 
 
 def test_changing_the_prompts_reruns_only_the_samples(built):
@@ -202,7 +241,7 @@ def test_changing_the_prompts_reruns_only_the_samples(built):
         wf.write_config(pipeline_config())
     # the writeup quotes a sample, so it follows
     assert sorted(set(ran) - {"demo"}) == ["results_index", "samples", "writeup_report"]
-    assert ran.count("samples") == len(RUNS)
+    assert ran.count("samples") == len(ALL_RUNS)
     assert "A cat" in (wf.root / "results/runs" / RUNS[0] / "samples.md").read_text()
 
 
@@ -266,7 +305,7 @@ def test_full_writeup_fills_in_as_its_artifacts_appear(built):
     targets = sorted({w for c in wanted.values() for w in c.split()[1:]})
     wf.run(*targets)
     again = wf.run("writeup")
-    assert set(wf.jobs_run(again)) == {"writeup_report", "writeup"}
+    assert set(wf.jobs_run(again)) == {"writeup_report", "writeup"}, again.stdout + again.stderr
     record = check_writeup(wf.root)
     status = {p["key"]: p["status"] for p in record["problems"]}
     assert status.pop("leaderboard") == "not configured"

@@ -373,8 +373,12 @@ def make_step(model, optimizer, compile_setting: str, amp_dtype, device: torch.d
     # the loop's own forward and loss (lm.training.loop.forward_loss), compiled with the
     # loss as the loop compiles it (training.compile: true), or around the model alone
     loss_of = forward_loss(
-        module, amp_dtype, device.type, compile=kind == "model+loss", compile_mode=mode
+        module, amp_dtype, device.type, compile=kind == "model+loss" and not mode
     )
+    if kind == "model+loss" and mode:
+        # a mode the loop does not use: its forward and loss, compiled here with that mode
+        # (a mode parameter in the loop would change train's code version: every run reruns)
+        loss_of = torch.compile(loss_of, mode=mode)
     # CUDA graphs (mode max-autotune or reduce-overhead, on a GPU): inductor's CUDA graph
     # trees record the compiled forward and backward once and replay them. The rest of the
     # step stays eager around the replays, which works here because:

@@ -159,19 +159,11 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def forward_loss(
-    module,
-    amp_dtype: torch.dtype | None,
-    device_type: str,
-    compile: bool,
-    compile_mode: str | None = None,
-):
+def forward_loss(module, amp_dtype: torch.dtype | None, device_type: str, compile: bool):
     """The run's loss of a batch, ``loss_of(x, y)``: the forward under autocast (when
     ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
     loss over all the logits (a small model's largest tensors) is fused with the forward.
-    ``compile_mode`` is ``torch.compile``'s ``mode`` (None: its default; bench_gpu.py tries
-    e.g. ``max-autotune``). The one definition of a training step's forward, used by the
-    loop and bench_gpu.py."""
+    The one definition of a training step's forward, used by the loop and bench_gpu.py."""
     if amp_dtype is None:
 
         def loss_of(x, y):
@@ -184,7 +176,7 @@ def forward_loss(
                 logits = module(x)
             return cross_entropy(logits, y)
 
-    return torch.compile(loss_of, mode=compile_mode) if compile else loss_of
+    return torch.compile(loss_of) if compile else loss_of
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """lm: raw text to a trained, evaluated Transformer language model.
 
-The public names follow the CS336 assignment-1 interface (see DESIGN.md). They are
+The public names follow the CS336 assignment-1 interface (see docs/design.md). They are
 resolved lazily, so ``import lm`` stays cheap (no torch import) and
 ``from lm import Tokenizer, TransformerLM`` works.
 """

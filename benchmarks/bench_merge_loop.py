@@ -47,7 +47,7 @@ sys.path.insert(0, str(HERE))
 from bench_bpe_train import data_dir  # noqa: E402  (the same data folder as the BPE benchmark)
 
 OUT = HERE / "out"
-#: merge_loop as one 200-line function, before it was split into named steps (issue 15).
+#: merge_loop as one 200-line function, before it was split into named steps.
 DEFAULT_OLD = "3c34742^"
 SPECIALS = ["<|endoftext|>"]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the README's "GPU numbers" in one go, on one CUDA machine, from the
+# The GPU checks of docs/benchmarks.md ("GPU throughput and MFU") in one go, on one CUDA machine, from the
 # repository root, in about 7-11 minutes (an H100/H200); no install needed beyond torch,
 # numpy, pyyaml and regex (lm runs from the checkout through PYTHONPATH):
 #
@@ -15,7 +15,7 @@
 #    autotuning results are cached). No config starts after BENCH_SECONDS (default 300), and
 #    the bench is killed at BENCH_SECONDS + 180 s whatever runs (its JSON and table are
 #    rewritten after every config, so what was measured stays). SUITE_CONFIGS= (empty) runs
-#    bench_gpu's built-in CUDA list instead (the README's table; about 3-4 minutes at
+#    bench_gpu's built-in CUDA list instead (the table in docs/benchmarks.md; about 3-4 minutes at
 #    BENCH_SECONDS=170).
 # 2. the same lm train run (17M model, synthetic tokens) as a plain process and under
 #    torchrun (NCCL, DDP), steady-state tokens/s of each (about 1.5 minutes);

@@ -180,13 +180,19 @@ def tiny_config(**datasets) -> dict:
 
 
 def write_readme_local_yaml(root: Path, data: Path) -> Path:
-    """The README's `local.yaml` example, written into ``root`` as typed there, its
-    /data/ files made real (small demo corpora under ``data``)."""
+    """The documentation's `local.yaml` example (README.md and docs/*.md hold exactly one;
+    docs/data.md today), written into ``root`` as typed there, its /data/ files made real
+    (small demo corpora under ``data``)."""
     from lm.data.demo import write_corpus
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "# local.yaml" in b]
-    assert len(blocks) == 1, "README.md has no (or several) `# local.yaml` example"
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    blocks = [
+        b
+        for page in pages
+        for b in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+        if "# local.yaml" in b
+    ]
+    assert len(blocks) == 1, "README.md and docs/*.md have no (or several) `# local.yaml` example"
     text = blocks[0]
     for name in re.findall(r"/data/([\w.]+)", text):
         write_corpus(data / name, documents=40 if "train" in name else 5, seed=0)

@@ -130,7 +130,7 @@ def test_snakemake_builds_a_comparison_whose_numbers_are_the_runs(workflow: Work
 @pytest.mark.slow
 def test_main_experiment_plans_from_a_local_copy_of_openwebtext(tmp_path):
     """`snakemake -n results/comparisons/main-experiment/report.md --configfile local.yaml`
-    with the README's local.yaml: OpenWebText from the `path:` files (no fetch), the
+    with the documented local.yaml (docs/data.md): OpenWebText from the `path:` files (no fetch), the
     32K tokenizer, both runs trained, evaluated and sampled, then the comparison."""
     root = copy_checkout(tmp_path / "repo")
     local = write_readme_local_yaml(root, tmp_path / "data")

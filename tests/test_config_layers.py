@@ -89,7 +89,7 @@ def test_other_keys_merge_as_before():
 
 @pytest.mark.slow
 def test_configfile_points_owt_at_local_files_and_builds_its_tokenizer(tmp_path):
-    """The README's recipe: local.yaml gives path: for owt; the shipped url: is not used."""
+    """The documented recipe (docs/data.md): local.yaml gives path: for owt; the shipped url: is not used."""
     root = copy_checkout(tmp_path / "repo")
     data = tmp_path / "data"
     write_readme_local_yaml(root, data)

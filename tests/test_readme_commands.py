@@ -1,9 +1,10 @@
-"""The commands of README.md work exactly as typed: no `--cores`, no `--configfile`.
+"""The commands of README.md and docs/*.md work exactly as typed: no `--cores`, no `--configfile`.
 
-Every `snakemake ...` command of the README (code blocks and inline code) is planned with
-`-n` in a copy of the checkout, from its root, and must pick up the default profile
-(profiles/default: all cores, rerun incomplete jobs). Every `lm ...` line of a code block
-must parse. A few cheap ones also run for real, with no flags, on a tiny config.
+Every `snakemake ...` command of the README and of every page of docs/ (code blocks and
+inline code) is planned with `-n` in a copy of the checkout, from its root, and must pick up
+the default profile (profiles/default: all cores, rerun incomplete jobs). Every `lm ...`
+line of a code block must parse. A few cheap ones also run for real, with no flags, on a
+tiny config.
 """
 
 from __future__ import annotations
@@ -19,27 +20,31 @@ import pytest
 import yaml
 from conftest import REPO, copy_checkout, snakemake, tiny_config, write_readme_local_yaml
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+#: The pages whose commands users type: the README and every page of docs/.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROFILE_NOTICE = "workflow specific profile"
 
-# What a {placeholder} of a README command stands for in the shipped config.yaml.
+# What a {placeholder} of a documented command stands for in the shipped config.yaml.
 PLACEHOLDERS = {"{dataset}": "demo", "{split}": "valid", "{run}": "demo", "{sweep}": "demo-lr"}
 
 
-def readme_commands(program: str, inline: bool) -> list[str]:
-    """``program ...`` commands of README.md: lines of fenced code blocks (with their
-    backslash continuations, without comments), and with ``inline`` the inline code spans."""
+def readme_commands(program: str, inline: bool, pages: list[Path] = PAGES) -> list[str]:
+    """``program ...`` commands of ``pages`` (README.md and docs/*.md): lines of fenced code
+    blocks (with their backslash continuations, without comments), and with ``inline`` the
+    inline code spans."""
     found = []
-    for block in re.findall(r"```[a-z]*\n(.*?)```", README, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = re.sub(r"\s+#.*$", "", line).strip()
-            line = re.sub(r"^(\.venv/bin/)", "", line)
-            if line.startswith(f"{program} "):
-                found.append(line)
-    if inline:
-        for span in re.findall(r"`([^`\n]+)`", README):
-            if span.startswith(f"{program} "):
-                found.append(span)
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\s+#.*$", "", line).strip()
+                line = re.sub(r"^(\.venv/bin/)", "", line)
+                if line.startswith(f"{program} "):
+                    found.append(line)
+        if inline:
+            for span in re.findall(r"`([^`\n]+)`", text):
+                if span.startswith(f"{program} "):
+                    found.append(span)
     out = []
     for cmd in found:
         for key, value in PLACEHOLDERS.items():
@@ -51,7 +56,7 @@ def readme_commands(program: str, inline: bool) -> list[str]:
 
 
 def illustrative(cmd: str) -> str | None:
-    """Why a README command cannot be planned as it stands, or None when it can."""
+    """Why a documented command cannot be planned as it stands, or None when it can."""
     if "..." in cmd:
         return "an elided example"
     if "profiles/slurm" in cmd and not find_spec("snakemake_executor_plugin_slurm"):
@@ -80,6 +85,23 @@ def test_the_readme_has_the_commands_users_type():
     assert any(c.startswith("lm accounting") for c in LM)
 
 
+def test_the_commands_come_from_the_readme_and_every_docs_page():
+    """The front door keeps the commands a newcomer types first; the pages of docs/ are read
+    too (their commands are planned and parsed like the README's)."""
+    front = readme_commands("snakemake", inline=True, pages=[REPO / "README.md"])
+    for cmd in ("snakemake demo", "snakemake train_all", "snakemake --unlock"):
+        assert cmd in front, cmd
+    docs = sorted((REPO / "docs").glob("*.md"))
+    assert REPO / "docs" / "design.md" in docs
+    for page in docs:
+        for program, inline in (("snakemake", True), ("lm", False)):
+            for cmd in readme_commands(program, inline, pages=[page]):
+                assert cmd in (SNAKEMAKE if program == "snakemake" else LM), (page, cmd)
+    cluster = readme_commands("snakemake", inline=True, pages=[REPO / "docs" / "cluster.md"])
+    assert "snakemake train_all --resources gpu=2" in cluster
+    assert "snakemake train_all --resources gpu=2" not in front
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cmd", SNAKEMAKE)
 def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
@@ -87,7 +109,7 @@ def test_readme_snakemake_command_plans_as_typed(cmd, tmp_path):
     if why:
         pytest.skip(why)
     root = copy_checkout(tmp_path / "repo")
-    if "local.yaml" in cmd:  # the README's example file, its /data/ files made real
+    if "local.yaml" in cmd:  # the docs' example file, its /data/ files made real
         write_readme_local_yaml(root, tmp_path / "data")
     args = shlex.split(cmd)[1:]
     proc = snakemake(root, *args, "-n", timeout=300)
@@ -144,7 +166,7 @@ def test_snakefile_given_with_s_from_another_directory(tmp_path):
 
 @pytest.mark.slow
 def test_the_workflow_lints_clean(tmp_path):
-    """README's Development section: `snakemake --lint` and `snakefmt --check` pass (a
+    """docs/development.md: `snakemake --lint` and `snakefmt --check` pass (a
     function left among the rules of comparison.smk made --lint exit 1 unnoticed)."""
     root = copy_checkout(tmp_path / "repo")
     lint = snakemake(root, "--lint")

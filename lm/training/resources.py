@@ -58,7 +58,7 @@ def run_resources(run: RunConfig) -> ResourcesConfig:
 
 #: What `scheduler:` in config.yaml may leave out (see run_runtime).
 SCHEDULER_DEFAULTS: dict[str, Any] = {
-    # training tokens/s of one device of each kind on REFERENCE_MODEL. cpu: the README's
+    # training tokens/s of one device of each kind on REFERENCE_MODEL. cpu: docs/benchmarks.md's
     # 1-thread forward+backward speed at that shape (1,280 tokens/s), rounded down for the
     # optimizer step and evaluations. cuda: an H200 trains it at 312,700 tokens/s (lm train,
     # bf16 autocast, eager, 800 steps with an evaluation and a checkpoint); a third of that

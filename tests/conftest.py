@@ -99,6 +99,9 @@ def snakemake(
     return proc
 
 
+#: The documentation users read: the front door, README.md, and every page of docs/.
+DOC_PAGES = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
+
 #: The files of a checkout that `snakemake` reads (lm/ for the code versions of the rules).
 CHECKOUT_FILES = ("Snakefile", "config.yaml", "README.md")
 CHECKOUT_DIRS = ("workflow", "profiles", "lm")
@@ -185,10 +188,9 @@ def write_readme_local_yaml(root: Path, data: Path) -> Path:
     (small demo corpora under ``data``)."""
     from lm.data.demo import write_corpus
 
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     blocks = [
         b
-        for page in pages
+        for page in DOC_PAGES
         for b in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
         if "# local.yaml" in b
     ]

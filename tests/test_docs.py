@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import DOC_PAGES, REPO
 
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = DOC_PAGES
 #: A newcomer reads the README in five minutes; the rest lives in docs/.
 README_MAX_LINES = 250
 

@@ -18,17 +18,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout, snakemake, tiny_config, write_readme_local_yaml
+from conftest import (
+    DOC_PAGES,
+    REPO,
+    copy_checkout,
+    snakemake,
+    tiny_config,
+    write_readme_local_yaml,
+)
 
-#: The pages whose commands users type: the README and every page of docs/.
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROFILE_NOTICE = "workflow specific profile"
 
 # What a {placeholder} of a documented command stands for in the shipped config.yaml.
 PLACEHOLDERS = {"{dataset}": "demo", "{split}": "valid", "{run}": "demo", "{sweep}": "demo-lr"}
 
 
-def readme_commands(program: str, inline: bool, pages: list[Path] = PAGES) -> list[str]:
+def readme_commands(program: str, inline: bool, pages: tuple[Path, ...] = DOC_PAGES) -> list[str]:
     """``program ...`` commands of ``pages`` (README.md and docs/*.md): lines of fenced code
     blocks (with their backslash continuations, without comments), and with ``inline`` the
     inline code spans."""
@@ -88,16 +93,16 @@ def test_the_readme_has_the_commands_users_type():
 def test_the_commands_come_from_the_readme_and_every_docs_page():
     """The front door keeps the commands a newcomer types first; the pages of docs/ are read
     too (their commands are planned and parsed like the README's)."""
-    front = readme_commands("snakemake", inline=True, pages=[REPO / "README.md"])
+    front = readme_commands("snakemake", inline=True, pages=(REPO / "README.md",))
     for cmd in ("snakemake demo", "snakemake train_all", "snakemake --unlock"):
         assert cmd in front, cmd
-    docs = sorted((REPO / "docs").glob("*.md"))
+    docs = DOC_PAGES[1:]
     assert REPO / "docs" / "design.md" in docs
     for page in docs:
         for program, inline in (("snakemake", True), ("lm", False)):
-            for cmd in readme_commands(program, inline, pages=[page]):
+            for cmd in readme_commands(program, inline, pages=(page,)):
                 assert cmd in (SNAKEMAKE if program == "snakemake" else LM), (page, cmd)
-    cluster = readme_commands("snakemake", inline=True, pages=[REPO / "docs" / "cluster.md"])
+    cluster = readme_commands("snakemake", inline=True, pages=(REPO / "docs" / "cluster.md",))
     assert "snakemake train_all --resources gpu=2" in cluster
     assert "snakemake train_all --resources gpu=2" not in front
 

@@ -15,7 +15,7 @@ steps run without a host sync (no ``.item()``) between CUDA events.
 
 Grid: ``--models`` x ``--dtypes`` (fp32, bf16 = bf16 autocast) x ``--compile`` (off; model =
 ``torch.compile(model)`` around the model alone; model+loss = the forward and the loss compiled
-as one function, as the loop compiles them: ``lm.training.loop.forward_loss``; either with
+as one function, as the loop compiles them: ``lm.training.step.forward_loss``; either with
 ``:MODE`` for a ``torch.compile`` mode, e.g. ``model+loss:max-autotune`` or
 ``model+loss:max-autotune-no-cudagraphs``) x ``--batch-sizes`` (one list for all models, or
 ``NAME:32,128`` per model), run in that nesting order; or ``--configs
@@ -62,8 +62,9 @@ from lm.accounting.formulas import flop_totals, forward_matmuls
 from lm.io import write_json, write_text
 from lm.model.config import ModelConfig, load_presets
 from lm.training.functional import gradient_clipping
-from lm.training.loop import forward_loss, param_groups
+from lm.training.loop import param_groups
 from lm.training.optim import AdamW
+from lm.training.step import forward_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -370,7 +371,7 @@ def make_step(model, optimizer, compile_setting: str, amp_dtype, device: torch.d
     kind, _, mode = compile_setting.partition(":")
     mode = mode or None
     module = torch.compile(model, dynamic=False, mode=mode) if kind == "model" else model
-    # the loop's own forward and loss (lm.training.loop.forward_loss), compiled with the
+    # the loop's own forward and loss (lm.training.step.forward_loss), compiled with the
     # loss as the loop compiles it (training.compile: true), or around the model alone
     loss_of = forward_loss(
         module, amp_dtype, device.type, compile=kind == "model+loss" and not mode

@@ -81,8 +81,10 @@ budget = {"name": "budget-check", **common, "schedule": {"warmup_ratio": 0.02},
           "model": {**json.loads(big), "rope_theta": 10000, "vocab_size": int(v_big)},
           "training": {**train, "batch_size": int(big_batch), "max_wallclock_minutes": float(minutes),
                        "eval_every": 200, "checkpoint_every": 400}}
-json.dump(ddp, open(f"{out}/ddp-check.json", "w"))
-json.dump(budget, open(f"{out}/budget-check.json", "w"))
+from lm.training.config import resolve_run  # lm train takes a resolved run
+for run in (ddp, budget):
+    body = {k: v for k, v in run.items() if k != "name"}
+    json.dump(resolve_run(run["name"], body).to_dict(), open(f"{out}/{run['name']}.json", "w"))
 EOF
 LM_TRAIN=(-m lm train --config "$OUT_DIR/ddp-check.json" --train-tokens "$OUT_DIR/small_train.npy" --valid-tokens "$OUT_DIR/small_valid.npy" --progress log)
 "$PY" "${LM_TRAIN[@]}" --out "$OUT_DIR/plain" 2>&1 | tail -n 3

@@ -19,6 +19,7 @@ STAGES = [
     "lm.tokenizer.encode_cli",
     "lm.accounting.cli",
     "lm.training.cli",
+    "lm.training.runs_cli",
     "lm.training.lr_tuning_cli",
     "lm.inference.cli",
     "lm.reports.cli",

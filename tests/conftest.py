@@ -49,7 +49,7 @@ def add_micro_runs(cfg: dict, runs: tuple[str, ...] = ("micro",), **training) ->
     return cfg
 
 
-#: A resolved-enough run of the micro model for lm train on tokens from micro_tokens():
+#: A run of the micro model (resolve it with write_run) for lm train on tokens from micro_tokens():
 #: milliseconds a step on a CPU core (tests/test_distributed.py, tests/test_budget.py).
 MICRO_RUN = {
     "name": "micro",
@@ -68,6 +68,18 @@ def micro_run(name: str, **training) -> dict:
     run["name"] = name
     run["training"].update(training)
     return run
+
+
+def write_run(path: Path, run: dict) -> Path:
+    """``run`` (a run's dict, which may leave keys to the defaults) resolved and written to
+    ``path`` as the run.json that ``lm train`` takes; returns ``path``."""
+    import json
+
+    from lm.training.config import run_from_file
+
+    path.write_text(json.dumps(run))
+    path.write_text(json.dumps(run_from_file(path).to_dict()))
+    return path
 
 
 def micro_tokens(directory: Path) -> tuple[Path, Path]:

@@ -11,11 +11,13 @@ import time
 
 import pytest
 import torch
-from conftest import micro_run, micro_tokens
+from conftest import micro_run, micro_tokens, write_run
 
 from lm.errors import LMError
 from lm.training import budget as wall
+from lm.training.clock import WallClock
 from lm.training.config import resolve_runs, run_from_file
+from lm.training.distributed import SINGLE
 from lm.training.loop import train
 
 RUN = micro_run(
@@ -99,6 +101,65 @@ def test_time_spent_after_the_last_checkpoint_is_read_back(tmp_path):
     assert wall.spent_before(tmp_path / "none.jsonl", 2.0) == 2.0
 
 
+def _budget(seconds, spent=0.0, log_every=10):
+    clock = WallClock(spent)
+    return wall.Budget(
+        seconds, log_every=log_every, clock=clock, dist=SINGLE, device=torch.device("cpu")
+    )
+
+
+def test_calibration_times_steps_after_the_warmup_until_its_cap(monkeypatch):
+    calls = []
+
+    def step():
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    # a 1-second budget caps the timed steps at 5% of it, long before MIN_TIMED_S
+    timed_steps, timed_s = _budget(1.0).time_steps(step)
+    assert len(calls) == wall.WARMUP_STEPS + timed_steps
+    assert wall.MAX_CALIBRATION_SHARE * 1.0 <= timed_s < 0.5
+    assert timed_s >= 0.002 * timed_steps
+    # a long budget: both minimums (the time one shortened for the test)
+    monkeypatch.setattr(wall, "MIN_TIMED_S", 0.05)
+    calls.clear()
+    timed_steps, timed_s = _budget(3600.0).time_steps(step)
+    assert timed_steps >= wall.MIN_TIMED_STEPS and timed_s >= 0.05
+    assert len(calls) == wall.WARMUP_STEPS + timed_steps
+
+
+def test_the_plan_of_a_measurement_and_the_stop_rule():
+    run = resolve_runs(_config(r=RUN))["r"]
+    budget = _budget(20.0, spent=2.0, log_every=20)
+    started = time.perf_counter()
+    plan = budget.plan(
+        run, timed_steps=10, timed_s=0.1, eval_s=0.5, checkpoint_s=0.25, started=started
+    )
+    steps = wall.plan_steps(
+        budget_s=20.0, spent_s=2.0, step_s=0.01, eval_s=0.5, checkpoint_s=0.25,
+        eval_every=200, checkpoint_every=100, max_steps=None,
+    )  # fmt: skip
+    # the clock moved a little between the two plans: a step at most
+    assert steps - 1 <= plan["steps"] <= steps
+    assert plan == {
+        **wall.plan_schedule(run, plan["steps"]),
+        "seconds_per_step": 0.01,
+        "eval_s": 0.5,
+        "calibration_s": plan["calibration_s"],
+        "calibration_steps": wall.WARMUP_STEPS + 10,
+    }
+    assert 0 <= plan["calibration_s"] < 5
+    final = {"eval_s": 0.5, "checkpoint_s": 0.25}
+    # 2 s spent, 20 steps of 0.01 s to the next check, a final eval and checkpoint: in time
+    assert not budget.out_of_time(20, plan, **final)
+    assert not _budget(20.0, spent=19.5, log_every=20).out_of_time(21, plan, **final)  # no check
+    assert _budget(20.0, spent=19.5, log_every=20).out_of_time(40, plan, **final)
+    # the longer of the last and the planned evaluation time is kept back
+    late_eval = {"eval_s": 17.9, "checkpoint_s": 0.0}
+    assert _budget(20.0, spent=2.0, log_every=20).out_of_time(20, plan, **late_eval)
+    assert not _budget(None, spent=1e9).out_of_time(10, plan, **final)  # no budget
+
+
 def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -108,8 +169,7 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
     """A 20 s budget: killed after its first checkpoint, resumed by the same command, it
     keeps its plan and the time already spent, stops at the budget with a final eval and
     checkpoint, and its losses are those of an unbudgeted run of the planned length."""
-    cfg = tmp_path / "run.json"
-    cfg.write_text(json.dumps(RUN))
+    cfg = write_run(tmp_path / "run.json", RUN)
     train_npy, valid_npy = micro_tokens(tmp_path)
     out = tmp_path / "budget"
     cmd = [

@@ -118,3 +118,14 @@ def test_a_c_extension_counts_by_its_source_and_headers(tmp_path):
     before = code_version(["lm.engine"], pkg)
     (pkg / "_tables.h").write_text("static const int T[] = {2};\n")
     assert code_version(["lm.engine"], pkg) != before
+
+
+def test_train_runs_a_resolved_run_and_imports_no_resolution():
+    """Editing how runs are resolved, swept, sized for a scheduler or accounted for reruns
+    no training: none of it is in train's code."""
+    train = set(module_closure(command_modules("train")))
+    assert {"lm.training.run_config", "lm.training.rundir", "lm.training.metrics"} <= train
+    for module in ("lm.training.config", "lm.training.grid", "lm.training.resources"):
+        assert module not in train
+    assert not [m for m in train if m.startswith("lm.accounting")]
+    assert "lm.training.config" in module_closure(command_modules("runs"))

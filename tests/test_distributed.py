@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import micro_run, micro_tokens
+from conftest import micro_run, micro_tokens, write_run
 
 from lm.errors import LMError
 from lm.training import distributed
@@ -31,8 +31,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 def _setup(tmp: Path, **training) -> tuple[Path, Path, Path]:
     defaults = dict(steps=40, eval_every=20, log_every=5, checkpoint_every=20)
-    cfg = tmp / "run.json"
-    cfg.write_text(json.dumps(micro_run("ddp-micro", **{**defaults, **training})))
+    cfg = write_run(tmp / "run.json", micro_run("ddp-micro", **{**defaults, **training}))
     return (cfg, *micro_tokens(tmp))
 
 

@@ -7,9 +7,9 @@ import yaml
 
 from lm.errors import LMError
 from lm.training import resolve_runs, run_resources, sweep_members
-from lm.training.config import resume_differences, run_from_file
+from lm.training.config import run_from_file
 from lm.training.grid import format_value
-from lm.training.run_config import ResourcesConfig
+from lm.training.run_config import ResourcesConfig, resume_differences
 
 CFG = """
 datasets:
@@ -354,3 +354,33 @@ def test_a_resolved_run_round_trips_through_its_dict(cfg):
     d["optimizer"]["betas"] = [0.9, 1.5]
     with pytest.raises(LMError, match=r"optimizer\.betas values must lie in \[0, 1\)"):
         RunConfig.from_dict(d)
+
+
+def test_lm_runs_prints_one_run_as_the_run_file_lm_train_loads(cfg, tmp_path, capsys):
+    """`lm runs --run NAME` is a run.json; load_run (what lm train reads) takes it back
+    equal, and refuses a run that still leaves keys to resolution, naming them."""
+    from lm.cli import main
+    from lm.training.run_config import load_run
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["runs", "--config", str(tmp_path / "config.yaml"), "--run", "lr-lr0.1"]) == 0
+    (tmp_path / "run.json").write_text(capsys.readouterr().out)
+    assert load_run(tmp_path / "run.json") == resolve_runs(cfg)["lr-lr0.1"]
+    assert main(["runs", "--config", str(tmp_path / "config.yaml"), "--names"]) == 0
+    assert sorted(capsys.readouterr().out.split()) == sorted(resolve_runs(cfg))
+    assert main(["runs", "--config", str(tmp_path / "config.yaml"), "--run", "lr-lr01"]) == 2
+    assert "has no run 'lr-lr01' (did you mean 'lr-lr0.1'?)" in capsys.readouterr().err
+
+    partial = json.loads((tmp_path / "run.json").read_text())
+    del partial["schedule"]["warmup_iters"], partial["optimizer"]["min_lr"]
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    with pytest.raises(
+        LMError,
+        match=r"not a resolved run \(it lacks optimizer.min_lr, schedule.warmup_iters\).*lm runs",
+    ):
+        load_run(tmp_path / "partial.json")
+    with pytest.raises(LMError, match="does not exist.*lm runs --config config.yaml --run NAME"):
+        load_run(tmp_path / "none.json")
+    (tmp_path / "config.yaml.json").write_text("runs: {}")
+    with pytest.raises(LMError, match="is not JSON"):
+        load_run(tmp_path / "config.yaml.json")

@@ -7,8 +7,9 @@ import pytest
 from conftest import MICRO_MODEL
 
 from lm.errors import LMError
-from lm.training.config import resolve_run, resume_differences
+from lm.training.config import resolve_run
 from lm.training.launch import job_gpus, run_processes, train_launcher
+from lm.training.run_config import resume_differences
 
 
 def run(**layers):

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import write_run
 
 from lm.cli import main
 from lm.errors import LMError
@@ -92,10 +93,9 @@ def test_run_writes_every_output_and_learns(tokens, tmp_path):
 
 
 def test_divergence_ends_the_run_and_exits_zero(tokens, tmp_path, capsys):
-    (tmp_path / "run.json").write_text(
-        json.dumps(
-            _run("boom", steps=40).to_dict() | {"optimizer": {"lr": 100.0, "grad_clip": 0.0}}
-        )
+    write_run(
+        tmp_path / "run.json",
+        _run("boom", steps=40).to_dict() | {"optimizer": {"lr": 100.0, "grad_clip": 0.0}},
     )
     status = main(
         [

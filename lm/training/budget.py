@@ -27,8 +27,11 @@ not counted, as in result.json's ``wallclock_s``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lm.errors import LMError
@@ -96,3 +99,73 @@ def spent_before(metrics_path: Path, checkpoint_elapsed: float) -> float:
                 except (ValueError, AttributeError):
                     continue  # a line cut short by the kill
     return spent
+
+
+class Budget:
+    """A run's wall-clock budget while it trains: ``seconds`` (None: the run has none),
+    read on ``clock`` (the run's :class:`lm.training.clock.WallClock`). Its decisions are
+    rank 0's, shared with every rank through ``dist`` (on ``device``), so all stop together."""
+
+    def __init__(self, seconds: float | None, *, log_every: int, clock, dist, device):
+        self.seconds, self.log_every = seconds, log_every
+        self.clock, self.dist, self.device = clock, dist, device
+
+    def time_steps(self, step: Callable[[], None]) -> tuple[int, float]:
+        """Calibration's measurement: ``step()`` (one training step, waited for) run
+        WARMUP_STEPS times untimed, then timed until MIN_TIMED_STEPS and MIN_TIMED_S are
+        both reached or the timed seconds reach MAX_CALIBRATION_SHARE of the budget.
+        Returns ``(timed steps, their seconds)``."""
+        cap = MAX_CALIBRATION_SHARE * self.seconds  # of timed steps; compiling comes before
+        timed_steps, timed_s = 0, 0.0
+        for i in itertools.count():
+            t = time.perf_counter()
+            step()
+            if i < WARMUP_STEPS:
+                continue
+            timed_steps, timed_s = timed_steps + 1, timed_s + time.perf_counter() - t
+            enough = timed_steps >= MIN_TIMED_STEPS and timed_s >= MIN_TIMED_S
+            if self.dist.any(self.dist.main and (enough or timed_s >= cap), self.device):
+                return timed_steps, timed_s
+
+    def plan(
+        self,
+        run: RunConfig,
+        *,
+        timed_steps: int,
+        timed_s: float,
+        eval_s: float,
+        checkpoint_s: float,
+        started: float,
+    ) -> dict:
+        """The plan (:func:`plan_schedule` of the steps that fit, see :func:`plan_steps`) of
+        the measured step, evaluation and checkpoint times, with the measurement (the
+        calibration began at ``started``, a ``time.perf_counter()``)."""
+        step_s = timed_s / timed_steps
+        steps = plan_steps(
+            budget_s=self.seconds,
+            spent_s=self.clock(),
+            step_s=step_s,
+            eval_s=eval_s,
+            checkpoint_s=checkpoint_s,
+            eval_every=run.training.eval_every,
+            checkpoint_every=run.training.checkpoint_every,
+            max_steps=run.training.steps,
+        )
+        return {
+            **plan_schedule(run, steps),
+            "seconds_per_step": round(step_s, 6),
+            "eval_s": round(eval_s, 4),
+            "calibration_s": round(time.perf_counter() - started, 3),
+            "calibration_steps": WARMUP_STEPS + timed_steps,
+        }
+
+    def out_of_time(self, step: int, plan: dict, *, eval_s: float, checkpoint_s: float) -> bool:
+        """Would the steps up to the next check (the next logging step), then the final
+        evaluation and checkpoint (the longer of the last and the planned evaluation time,
+        the last checkpoint time), cross the budget? Checked at logging steps only."""
+        if self.seconds is None or step % self.log_every:
+            return False
+        ahead = self.log_every * plan["seconds_per_step"]
+        final = max(eval_s, plan["eval_s"]) + checkpoint_s
+        late = self.clock() + ahead + final > self.seconds
+        return self.dist.any(late and self.dist.main, self.device)

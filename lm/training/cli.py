@@ -1,14 +1,13 @@
-"""CLI: ``lm train``, ``lm runs``.
+"""CLI: ``lm train``, which trains one resolved run (a ``run.json``).
 
-The reports over finished runs (``lm sweep-report``, ``lm compare-runs``) live in
+Resolving runs from the pipeline config (``lm runs``) lives in ``lm.training.runs_cli``,
+the reports over finished runs (``lm sweep-report``, ``lm compare-runs``) in
 ``lm.reports.cli`` and ``lm lr-tuning`` in ``lm.training.lr_tuning_cli``: a rule's code
-version is the import graph of its command's module, so a change to a report must not look
-like a change to training.
+version is the import graph of its command's module, so a change to the resolution of a
+config, to a report or to a resource estimate must not look like a change to training.
 """
 
 from __future__ import annotations
-
-import json
 
 from lm.progress import add_progress_argument
 
@@ -25,10 +24,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--config",
         required=True,
-        help="pipeline config.yaml (with --run), a run .yaml/.json, or a run's config.json",
-    )
-    p.add_argument(
-        "--run", help="run name, when --config holds several runs (a base run or a sweep member)"
+        help="the resolved run: results/runs/NAME/run.json as the workflow writes it, a run's "
+        "config.json, or `lm runs --config config.yaml --run NAME > run.json`",
     )
     p.add_argument("--train-tokens", required=True, help="training split, a 1-D .npy of token ids")
     p.add_argument(
@@ -51,22 +48,14 @@ def register(subparsers) -> None:
     add_progress_argument(p)
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("runs", help="list the resolved training runs of a config (JSON)")
-    p.add_argument("--config", required=True, help="pipeline config.yaml")
-    p.add_argument("--sweep", help="only this sweep's members")
-    p.add_argument("--names", action="store_true", help="print run names only, one a line")
-    p.set_defaults(func=_runs)
-
 
 def _train(args) -> int:
     from lm.training import distributed
-    from lm.training.config import run_from_file
     from lm.training.loop import train
+    from lm.training.run_config import coerce, load_run
 
-    run = run_from_file(args.config, args.run)
+    run = load_run(args.config)
     if args.device:
-        from lm.training.run_config import coerce
-
         run = run.replace(**{"training.device": coerce("device", args.device, "--device")})
     result = train(
         run,
@@ -93,17 +82,3 @@ def _train(args) -> int:
     if distributed.from_env().main:  # under torchrun, one line for the job
         print(line + f", {result['wallclock_s']:.1f} s -> {args.out}")
     return 0  # a diverged run is a result, not a failure: the sweep goes on
-
-
-def _runs(args) -> int:
-    from lm.training.config import load_config_file, resolve_runs, sweep_members
-
-    cfg = load_config_file(args.config)
-    runs = resolve_runs(cfg)
-    if args.sweep:
-        runs = {name: runs[name] for name in sweep_members(cfg, args.sweep)}
-    if args.names:
-        print("\n".join(runs))
-    else:
-        print(json.dumps({name: run.to_dict() for name, run in runs.items()}, indent=2))
-    return 0

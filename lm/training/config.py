@@ -61,7 +61,6 @@ __all__ = [
     "sweep_members",
     "run_from_file",
     "load_config_file",
-    "resume_differences",
 ]
 
 # Alternatives: setting one in a layer removes the other from the layers below.
@@ -73,24 +72,6 @@ ALTERNATIVES = {
     ("schedule", "warmup_iters"): "warmup_ratio",
     ("schedule", "warmup_ratio"): "warmup_iters",
 }
-
-# Keys whose change does not change what a run computes: a resumed run may differ in these.
-RESUME_FREE_KEYS = (
-    "name",
-    "description",
-    "sweep",
-    "threads",
-    "resources",
-    "wandb",
-    "training.device",
-    "training.compile",
-    "training.processes",
-    "training.log_every",
-    "training.eval_every",
-    "training.checkpoint_every",
-    "training.keep_checkpoints",
-    "model.preset",
-)
 
 
 def _check_layer(layer: Any, where: str) -> dict:
@@ -210,12 +191,12 @@ def resolve_run(
     return _finish(name, merged, cfg, where, sweep, preset_vocab)
 
 
-def _finish(
-    name: str, r: dict, cfg: dict, where: str, sweep: dict | None, preset_vocab: int | None = None
-) -> RunConfig:
-    model, opt, sched, train = r["model"], r["optimizer"], r["schedule"], r["training"]
-
-    # dataset and vocab size
+def _dataset_and_model(
+    r: dict, cfg: dict, where: str, preset_vocab: int | None
+) -> tuple[str | None, str | None, ModelConfig]:
+    """The run's dataset, its model preset's name and its model, the vocabulary size taken
+    from the dataset's tokenizer (else the preset's) when the model does not set it."""
+    model = r["model"]
     datasets = cfg.get("datasets") or {}
     dataset = r.get("dataset")
     if dataset is not None and datasets and dataset not in datasets:
@@ -240,7 +221,14 @@ def _finish(
             f"{where}.model lacks {', '.join(missing)}; name a preset (model.preset: NAME from models:) or set them in the run's model"
         )
     preset = model.pop("preset")
-    model_cfg = ModelConfig.from_dict(model, where=f"{where}.model")
+    return dataset, preset, ModelConfig.from_dict(model, where=f"{where}.model")
+
+
+def _finish(
+    name: str, r: dict, cfg: dict, where: str, sweep: dict | None, preset_vocab: int | None = None
+) -> RunConfig:
+    opt, sched, train = r["optimizer"], r["schedule"], r["training"]
+    dataset, preset, model_cfg = _dataset_and_model(r, cfg, where, preset_vocab)
 
     # steps from a token budget; under a wall-clock budget they are an upper bound (or
     # none): the loop plans the steps that fit the budget (lm.training.budget)
@@ -395,21 +383,3 @@ def run_from_file(path: str | os.PathLike, run: str | None = None) -> RunConfig:
     if sweep is not None:
         changes["sweep"] = sweep
     return resolved.replace(**changes)
-
-
-def resume_differences(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two resolved runs, ignoring RESUME_FREE_KEYS."""
-
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and k not in ("sweep",):
-                out.update(flat(v, key + "."))
-            else:
-                out[key] = v
-        return out
-
-    a, b = flat(old), flat(new)
-    free = lambda k: any(k == f or k.startswith(f + ".") for f in RESUME_FREE_KEYS)  # noqa: E731
-    return sorted(k for k in set(a) | set(b) if not free(k) and a.get(k) != b.get(k))

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lm.errors import LMError
@@ -453,3 +456,73 @@ class RunConfig:
                 for name, section in SECTION_TYPES.items()
             },
         )
+
+
+def load_run(path: str | os.PathLike) -> RunConfig:
+    """The resolved run in the JSON file ``path``: a ``run.json`` as the workflow writes it
+    (``results/runs/NAME/run.json``) or a run's ``config.json``, every key present (a file
+    that leaves keys to defaults is a run still to resolve) and every value checked."""
+    path = Path(path)
+    fix = (
+        "pass a resolved run: the workflow's results/runs/NAME/run.json, or one made from the "
+        "pipeline config with `lm runs --config config.yaml --run NAME > run.json`"
+    )
+    if not path.is_file():
+        raise LMError(f"run file {path} does not exist; {fix}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LMError(f"run file {path} is not JSON ({e}); {fix}") from None
+    run = RunConfig.from_dict(data, where=str(path))
+    given = set(_flatten(data))
+    missing = set(_flatten(run.to_dict())) - given
+    if not given & {"schedule.warmup_iters", "schedule.warmup_ratio"}:  # one is always resolved
+        missing.add("schedule.warmup_iters")
+    missing = sorted(missing)
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise LMError(f"run file {path} is not a resolved run (it lacks {shown}); {fix}")
+    return run
+
+
+# ---------------------------------------------------------------------------- resuming
+
+# Keys whose change does not change what a run computes: a resumed run may differ in these.
+RESUME_FREE_KEYS = (
+    "name",
+    "description",
+    "sweep",
+    "threads",
+    "resources",
+    "wandb",
+    "training.device",
+    "training.compile",
+    "training.processes",
+    "training.log_every",
+    "training.eval_every",
+    "training.checkpoint_every",
+    "training.keep_checkpoints",
+    "model.preset",
+)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A run's dict with its sections flattened to dotted keys (a sweep label stays whole)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "sweep":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _resume_free(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in RESUME_FREE_KEYS)
+
+
+def resume_differences(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two resolved runs, ignoring RESUME_FREE_KEYS."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if not _resume_free(k) and a.get(k) != b.get(k))

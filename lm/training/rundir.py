@@ -1,0 +1,94 @@
+"""A training run's directory and the checkpoints in it.
+
+``OUT/`` holds ``config.json`` (the resolved run), ``metrics.jsonl``, ``checkpoints/``
+(``step_XXXXXXXX.pt`` while running, ``final.pt`` when done), ``curves.png`` and
+``result.json``. :class:`RunDir` prepares it before training (clears what a killed run
+half-wrote, applies ``--fresh``, picks the checkpoint to resume from or refuses one of
+another config), finds the newest checkpoint, and saves checkpoints atomically (a
+temporary name, renamed when complete), keeping the newest ``keep`` step files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from lm.io import write_json
+from lm.training import checkpoint as ckpt
+from lm.training.run_config import resume_differences
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The step checkpoints in ``ckpt_dir``, oldest first."""
+    return sorted(ckpt_dir.glob("step_*.pt"))
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """final.pt if the run finished, else the newest step checkpoint, else None."""
+    final = ckpt_dir / "final.pt"
+    if final.is_file():
+        return final
+    steps = step_checkpoints(ckpt_dir)
+    return steps[-1] if steps else None
+
+
+class RunDir:
+    """The run directory ``out``: its paths, its preparation and its checkpoints."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.checkpoints = self.out / "checkpoints"
+        self.metrics = self.out / "metrics.jsonl"
+
+    def latest(self) -> Path | None:
+        """The checkpoint to resume from (see :func:`latest_checkpoint`), or None."""
+        return latest_checkpoint(self.checkpoints) if self.checkpoints.is_dir() else None
+
+    def prepare(self, config: dict, *, fresh: bool, on_config_change: str, device):
+        """Rank 0's part before training, for the run whose ``config.json`` is ``config``:
+        clear temporaries, apply ``fresh``, pick the checkpoint to resume from (or refuse one
+        of another config). Returns ``(decision, payload)``: the decision, (checkpoint path
+        or None, error message or None), is what every rank acts on; the payload is the
+        checkpoint read onto ``device`` (None without one), which rank 0 restores from
+        instead of reading it again."""
+        ckpt_dir = self.checkpoints
+        if ckpt_dir.is_dir():
+            for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
+                p.unlink(missing_ok=True)
+        if fresh and ckpt_dir.is_dir():
+            for p in ckpt_dir.glob("*.pt"):
+                p.unlink()
+        resume_from = self.latest()
+        payload = None
+        if resume_from is not None:
+            payload = ckpt.read_checkpoint(resume_from, map_location=device)
+            diffs = resume_differences(payload.get("config") or {}, config)
+            shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+            if diffs and on_config_change == "restart":
+                warnings.warn(
+                    f"{ckpt_dir}: checkpoints of a run with a different config ({shown} differ) discarded; starting over",
+                    stacklevel=4,
+                )
+                for p in ckpt_dir.glob("*.pt"):
+                    p.unlink()
+                resume_from, payload = None, None
+            elif diffs:
+                error = (
+                    f"{resume_from} was written by a run with a different config ({shown} differ), so "
+                    f"continuing it would mix two runs. Restore the old config to resume, or discard the old "
+                    f"run: delete {ckpt_dir} (or pass --fresh to lm train)"
+                )
+                return (None, error), None
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(exist_ok=True)
+        write_json(self.out / "config.json", config)
+        return (resume_from, None), payload
+
+    def save(self, name: str, model, optimizer, step: int, *, keep: int, **fields) -> None:
+        """Write checkpoint ``name`` atomically (``fields``: ``config``, ``batch_rng``,
+        ``extra``, as :func:`lm.training.checkpoint.save_checkpoint` takes them), then keep
+        the newest ``keep`` step checkpoints; none once ``final.pt`` is written."""
+        ckpt.save_checkpoint(model, optimizer, step, self.checkpoints / name, **fields)
+        keep = keep if name != "final.pt" else 0
+        for old in step_checkpoints(self.checkpoints)[: -keep or None]:
+            old.unlink(missing_ok=True)

@@ -15,8 +15,8 @@ from lm.errors import LMError
 # Stage modules, in pipeline order. Each defines register(subparsers).
 STAGES = [
     "lm.data.cli",
-    "lm.tokenizer.train_cli",
-    "lm.tokenizer.encode_cli",
+    "lm.tokenizer.training.cli",
+    "lm.tokenizer.encoding.cli",
     "lm.accounting.cli",
     "lm.training.cli",
     "lm.training.lr_tuning_cli",

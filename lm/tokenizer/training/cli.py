@@ -75,9 +75,9 @@ def train_to_dir(
     at the end (replacing an older one), so ``out_dir`` is either the old or the complete
     new result. Returns the stats.
     """
-    from lm.tokenizer.bpe import train_bpe_with_stats
-    from lm.tokenizer.report import build_stats, render_markdown
     from lm.tokenizer.serialization import save_tokenizer
+    from lm.tokenizer.training.bpe import train_bpe_with_stats
+    from lm.tokenizer.training.report import build_stats, render_markdown
 
     if workers < 1:
         raise LMError(f"--workers must be at least 1, got {workers}")

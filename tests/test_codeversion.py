@@ -96,6 +96,15 @@ def test_commands_are_found_in_the_sources_as_the_parser_finds_them():
     assert commands() == {c: p.get_default("func").__module__ for c, p in sub.choices.items()}
 
 
+def test_a_stage_without_a_module_is_an_error_not_a_missing_command(tmp_path):
+    stage = "def register(sub):\n    sub.add_parser('run-stage')\n"
+    files = {**FILES, "stage/cli.py": stage, "cli.py": 'STAGES = ["lm.stage.cli"]\n'}
+    assert commands(make_package(tmp_path / "ok", files)) == {"run-stage": "lm.stage.cli"}
+    files["cli.py"] = 'STAGES = ["lm.stage.cli", "lm.gone.cli"]\n'
+    with pytest.raises(ValueError, match=r"STAGES names lm\.gone\.cli, which has no source"):
+        commands(make_package(tmp_path / "gone", files))
+
+
 def test_no_report_is_in_the_code_of_training_or_evaluation():
     """A report edit must not rerun the runs: no report module in train's, evaluate's or
     samples' code, and the run's own curves not in the reports'."""

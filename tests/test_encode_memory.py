@@ -51,7 +51,7 @@ print(json.dumps({"base": base, "cap": cap, "peak": peak, "size": size, "bites":
 
 def test_encode_runs_in_less_memory_than_the_file(tmp_path, engine):
     from lm.tokenizer import Tokenizer
-    from lm.tokenizer.training.cli import train_to_dir
+    from lm.tokenizer.training.directory import train_to_dir
 
     small = tmp_path / "small.txt"
     write_corpus(small, documents=600, seed=0)  # ~350 KB of stories, each ending with EOT

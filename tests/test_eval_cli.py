@@ -16,7 +16,7 @@ from lm.inference.generate import generate
 from lm.inference.run import load_run
 from lm.tokenizer import Tokenizer
 from lm.tokenizer.encoding.dataset import encode_file
-from lm.tokenizer.training.cli import train_to_dir
+from lm.tokenizer.training.directory import train_to_dir
 from lm.training.config import resolve_run
 from lm.training.loop import train
 

@@ -1,7 +1,7 @@
 """CLI: ``lm train``, ``lm runs``.
 
 The reports over finished runs (``lm sweep-report``, ``lm compare-runs``) live in
-``lm.reports.cli`` and ``lm lr-tuning`` in ``lm.training.lr_tuning_cli``: a rule's code
+``lm.reports.cli`` and ``lm lr-tuning`` in ``lm.training.lr_tuning.cli``: a rule's code
 version is the import graph of its command's module, so a change to a report must not look
 like a change to training.
 """

@@ -41,8 +41,8 @@ def ensure_env(extra: str) -> None:
     build_inputs = [
         "pyproject.toml",
         "setup.py",
-        "lm/tokenizer/_native.c",
-        "lm/tokenizer/_unicode_tables.h",
+        "lm/tokenizer/native/_native.c",
+        "lm/tokenizer/native/_unicode_tables.h",
     ]
     digest = hashlib.sha256(spec.encode())
     for name in build_inputs:

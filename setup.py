@@ -1,6 +1,6 @@
 """Build the optional native tokenization engine (everything else is in pyproject.toml).
 
-The C extension ``lm.tokenizer._native`` is optional: without a C compiler or the Python
+The C extension ``lm.tokenizer.native._native`` is optional: without a C compiler or the Python
 headers, the build prints a warning and the package installs without it (the pure-Python
 engine is then used). ``LM_NATIVE_BUILD=0`` skips it on purpose.
 """
@@ -30,7 +30,7 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(e):
         print(
-            f"WARNING: the native tokenization engine (lm.tokenizer._native) was not built ({e}); "
+            f"WARNING: the native tokenization engine (lm.tokenizer.native._native) was not built ({e}); "
             f"lm uses its pure-Python engine. Install a C compiler and the Python headers "
             f"(e.g. apt install build-essential python3-dev) and reinstall to get it.",
             file=sys.stderr,
@@ -41,9 +41,9 @@ ext_modules = []
 if os.environ.get("LM_NATIVE_BUILD", "1") != "0":
     ext_modules.append(
         Extension(
-            "lm.tokenizer._native",
-            sources=["lm/tokenizer/_native.c"],
-            depends=["lm/tokenizer/_unicode_tables.h"],
+            "lm.tokenizer.native._native",
+            sources=["lm/tokenizer/native/_native.c"],
+            depends=["lm/tokenizer/native/_unicode_tables.h"],
             extra_compile_args=["-O3"] if os.name != "nt" else [],
             optional=True,
         )

@@ -79,7 +79,7 @@ def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
 
     out: dict = {}
     if trainer in ("lm", "lm-python"):
-        from lm.tokenizer.bpe import train_bpe_with_stats
+        from lm.tokenizer.training.bpe import train_bpe_with_stats
 
         t0 = time.perf_counter()
         vocab, merges, stats = train_bpe_with_stats(path, vocab_size, [SPECIAL], workers=workers)

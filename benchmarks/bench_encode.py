@@ -128,7 +128,7 @@ def bench_big(tok_dir: Path, src: Path, size_mb: int, cores: int, repeat: int) -
 
     from lm.tokenizer import Tokenizer
     from lm.tokenizer.chunks import chunk_size_for, file_chunks
-    from lm.tokenizer.encode_dataset import encode_file
+    from lm.tokenizer.encoding.dataset import encode_file
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:

@@ -1,4 +1,4 @@
-"""Benchmark: the Python ``merge_loop`` of ``lm/tokenizer/bpe.py`` against an older version of it.
+"""Benchmark: the Python ``merge_loop`` of ``lm/tokenizer/training/bpe.py`` against an older version of it.
 
 Pre-token counts of a corpus sample are made once (cached under ``benchmarks/out/``), so
 only ``merge_loop`` is measured; both versions run with the pure-Python engine
@@ -19,7 +19,7 @@ only ``merge_loop`` is measured; both versions run with the pure-Python engine
 
 The sample is the first ``--bytes`` of ``<data>/<corpus>/train.txt`` (the file repeated when
 it is shorter, as TinyStories is), cut after its last newline. ``--old`` and ``--new`` are
-a git revision (its ``lm/tokenizer/bpe.py``) or a path to a ``bpe.py``; the default old
+a git revision (its ``lm/tokenizer/training/bpe.py``) or a path to a ``bpe.py``; the default old
 version is the one before ``merge_loop`` was split into named steps.
 """
 
@@ -78,7 +78,7 @@ def bpe_source(version: str, tmp: Path) -> Path:
     if Path(version).is_file():
         return Path(version).resolve()
     text = subprocess.run(
-        ["git", "show", f"{version}:lm/tokenizer/bpe.py"],
+        ["git", "show", f"{version}:lm/tokenizer/training/bpe.py"],
         cwd=REPO,
         check=True,
         capture_output=True,

@@ -1,7 +1,11 @@
 """The ``lm`` command: one subcommand per pipeline stage.
 
-Each stage package has a ``cli`` module with ``register(subparsers)``; it adds its
-subcommands with ``set_defaults(func=...)``. ``func(args)`` returns an exit status.
+Every command-line module is the ``cli`` module of the package whose library it drives
+(``lm/data/cli.py``, ``lm/tokenizer/training/cli.py``, ``lm/devices/cli.py``, ...): it
+parses arguments and calls that library, nothing more. Its ``register(subparsers)`` adds
+its subcommands with ``set_defaults(func=...)``; ``func(args)`` returns an exit status.
+Commands whose code versions must differ (:mod:`lm.codeversion`: one per entry module) get
+packages, and so ``cli`` modules, of their own.
 """
 
 from __future__ import annotations
@@ -15,18 +19,18 @@ from lm.errors import LMError
 # Stage modules, in pipeline order. Each defines register(subparsers).
 STAGES = [
     "lm.data.cli",
-    "lm.tokenizer.train_cli",
-    "lm.tokenizer.encode_cli",
+    "lm.tokenizer.training.cli",
+    "lm.tokenizer.encoding.cli",
     "lm.accounting.cli",
     "lm.training.cli",
-    "lm.training.runs_cli",
-    "lm.training.lr_tuning_cli",
+    "lm.training.runs.cli",
+    "lm.training.lr_tuning.cli",
     "lm.inference.cli",
     "lm.reports.cli",
     "lm.writeup.cli",
     "lm.export.cli",
-    "lm.codeversion_cli",
-    "lm.devices_cli",
+    "lm.codeversion.cli",
+    "lm.devices.cli",
 ]
 
 
@@ -43,7 +47,23 @@ def version_text() -> str:
     return f"lm {v}; tokenization engine: {describe()}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _stage(name: str):
+    """The stage module ``name``; a stage that does not import (a typo in STAGES, a module
+    moved without updating STAGES, a broken import in it) is an error that names it, never a
+    command that quietly goes missing."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(
+            f"lm: the stage module {name} of lm.cli.STAGES cannot be imported ({e}); "
+            "fix the module or its entry in STAGES"
+        ) from e
+    if not callable(getattr(module, "register", None)):
+        raise ImportError(f"lm: the stage module {name} of lm.cli.STAGES has no register()")
+    return module
+
+
+def build_parser(stages: list[str] = STAGES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lm",
         description="Raw text to a trained, evaluated Transformer LM. One subcommand per stage.",
@@ -55,14 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the version and tokenization engine",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in STAGES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if name == e.name or name.startswith(f"{e.name}."):  # stage not built yet
-                continue
-            raise
-        module.register(sub)
+    for name in stages:
+        _stage(name).register(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lm.errors import LMError
 from lm.tokenizer import train_bpe
-from lm.tokenizer.bpe import _inverted, merge_loop, train_bpe_with_stats
+from lm.tokenizer.training.bpe import _inverted, merge_loop, train_bpe_with_stats
 
 # every test here runs once per tokenization engine (native C extension, Python reference)
 pytestmark = pytest.mark.usefixtures("engine")

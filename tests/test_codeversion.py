@@ -77,9 +77,11 @@ def test_real_commands_cover_the_modules_they_run():
     assert {"lm.training.loop", "lm.training.checkpoint", "lm.model.transformer"} <= set(train)
     assert not any(m.startswith("lm.tokenizer") for m in train)
     bpe = module_closure(command_modules("train-bpe"))
-    assert {"lm.tokenizer.bpe", "lm.tokenizer.pretokenize", "lm.tokenizer.serialization"} <= set(
-        bpe
-    )
+    assert {
+        "lm.tokenizer.training.bpe",
+        "lm.tokenizer.pretokenize",
+        "lm.tokenizer.serialization",
+    } <= set(bpe)
     assert not any(m.startswith(("lm.model", "lm.training")) for m in bpe)
     evaluate = module_closure(command_modules("evaluate"))
     assert {"lm.inference.evaluate", "lm.training.checkpoint", "lm.training.data"} <= set(evaluate)
@@ -92,6 +94,15 @@ def test_commands_are_found_in_the_sources_as_the_parser_finds_them():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert commands() == {c: p.get_default("func").__module__ for c, p in sub.choices.items()}
+
+
+def test_a_stage_without_a_module_is_an_error_not_a_missing_command(tmp_path):
+    stage = "def register(sub):\n    sub.add_parser('run-stage')\n"
+    files = {**FILES, "stage/cli.py": stage, "cli.py": 'STAGES = ["lm.stage.cli"]\n'}
+    assert commands(make_package(tmp_path / "ok", files)) == {"run-stage": "lm.stage.cli"}
+    files["cli.py"] = 'STAGES = ["lm.stage.cli", "lm.gone.cli"]\n'
+    with pytest.raises(ValueError, match=r"STAGES names lm\.gone\.cli, which has no source"):
+        commands(make_package(tmp_path / "gone", files))
 
 
 def test_no_report_is_in_the_code_of_training_or_evaluation():

@@ -13,8 +13,8 @@ from lm.cli import main
 from lm.errors import LMError
 from lm.tokenizer import Tokenizer, save_tokenizer
 from lm.tokenizer.chunks import file_chunks
-from lm.tokenizer.encode_dataset import encode_file, write_npy_streaming
-from lm.tokenizer.experiments import parse_dataset, run_experiments, sample_documents
+from lm.tokenizer.encoding.dataset import encode_file, write_npy_streaming
+from lm.tokenizer.encoding.experiments import parse_dataset, run_experiments, sample_documents
 
 # every test here runs once per tokenization engine (native C extension, Python reference)
 pytestmark = pytest.mark.usefixtures("engine")

@@ -24,7 +24,7 @@ CHUNK = 256 << 10  # bytes per chunk: what the encoder holds at once scales with
 # It then checks that the cap bites: reading the whole file at once must fail under it.
 CHILD = """
 import json, resource, sys
-from lm.tokenizer.encode_dataset import encode_file
+from lm.tokenizer.encoding.dataset import encode_file
 
 def vm(key):
     for line in open("/proc/self/status"):
@@ -51,7 +51,7 @@ print(json.dumps({"base": base, "cap": cap, "peak": peak, "size": size, "bites":
 
 def test_encode_runs_in_less_memory_than_the_file(tmp_path, engine):
     from lm.tokenizer import Tokenizer
-    from lm.tokenizer.train_cli import train_to_dir
+    from lm.tokenizer.training.directory import train_to_dir
 
     small = tmp_path / "small.txt"
     write_corpus(small, documents=600, seed=0)  # ~350 KB of stories, each ending with EOT

@@ -15,8 +15,8 @@ from lm.inference.evaluate import evaluate
 from lm.inference.generate import generate
 from lm.inference.run import load_run
 from lm.tokenizer import Tokenizer
-from lm.tokenizer.encode_dataset import encode_file
-from lm.tokenizer.train_cli import train_to_dir
+from lm.tokenizer.encoding.dataset import encode_file
+from lm.tokenizer.training.directory import train_to_dir
 from lm.training.config import resolve_run
 from lm.training.loop import train
 

@@ -30,7 +30,7 @@ from lm.inference.generate import generate
 from lm.inference.run import load_run
 from lm.model import ModelConfig, RotaryPositionalEmbedding
 from lm.tokenizer import Tokenizer
-from lm.tokenizer.train_cli import train_to_dir
+from lm.tokenizer.training.directory import train_to_dir
 from lm.training.config import resolve_run
 from lm.training.loop import train
 

@@ -48,7 +48,7 @@ def test_the_import_graph_has_no_upward_import_and_lm_import_graph_says_so(capsy
     assert upward_imports() == []
     assert main(["import-graph"]) == 0
     out = capsys.readouterr().out
-    assert "lm.codeversion_cli [cli] -> " in out and out.rstrip().endswith(", 0 upward")
+    assert "lm.codeversion.cli [cli] -> " in out and out.rstrip().endswith(", 0 upward")
 
 
 def test_an_upward_import_is_found(tmp_path):

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lm.errors import LMError
-from lm.tokenizer import native, unicode_tables
-from lm.tokenizer.bpe import merge_loop, train_bpe
+from lm.tokenizer import native
+from lm.tokenizer.encoding.tokenizer import Tokenizer
+from lm.tokenizer.native import unicode_tables
 from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens
-from lm.tokenizer.tokenizer import Tokenizer
+from lm.tokenizer.training.bpe import merge_loop, train_bpe
 
 REPO = Path(__file__).resolve().parents[1]
 EOT = "<|endoftext|>"
@@ -317,7 +318,7 @@ def test_build_without_a_working_compiler_warns_and_succeeds(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (
-        "WARNING: the native tokenization engine (lm.tokenizer._native) was not built"
+        "WARNING: the native tokenization engine (lm.tokenizer.native._native) was not built"
         in proc.stderr
     )
     assert not list((tmp_path / "lm" / "tokenizer").glob("_native*.so"))

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, copy_checkout, snakemake
 
 from lm.data.demo import write_corpus
-from lm.tokenizer.memory import bpe_training_mem_mb, distinct_pretokens_estimate
+from lm.tokenizer.training.memory import bpe_training_mem_mb, distinct_pretokens_estimate
 from lm.training import resolve_runs, run_resources, run_runtime
 
 # CS336's 17M TinyStories model at batch 32: the reference the throughput figures are for

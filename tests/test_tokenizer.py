@@ -177,7 +177,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from lm.errors import LMError  # noqa: E402
 from lm.tokenizer import Tokenizer, save_tokenizer  # noqa: E402
-from lm.tokenizer import fast as tokmod  # noqa: E402  (the word cache and its settings)
+from lm.tokenizer.encoding import fast as tokmod  # noqa: E402  (the word cache and its settings)
 from lm.tokenizer.pretokenize import PRETOKEN_RE  # noqa: E402
 
 # every test here runs once per tokenization engine (native C extension, Python reference)

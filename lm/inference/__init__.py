@@ -11,6 +11,7 @@ from lm._lazy import lazy_exports
 _EXPORTS = {
     "evaluate": "lm.inference.evaluate",
     "perplexity": "lm.inference.evaluate",
+    "evaluate_run": "lm.inference.evaluate",
     "generate": "lm.inference.generate",
     "iter_generate": "lm.inference.generate",
     "stream_text": "lm.inference.generate",
@@ -19,6 +20,7 @@ _EXPORTS = {
     "load_run": "lm.inference.run",
     "parse_prompts": "lm.inference.samples",
     "render_samples_md": "lm.inference.samples",
+    "sample_run": "lm.inference.samples",
 }
 
 __all__ = sorted(_EXPORTS)

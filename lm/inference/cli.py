@@ -7,12 +7,10 @@ They take a run directory written by ``lm train`` (``config.json``, ``result.jso
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 from lm.errors import LMError
 from lm.progress import add_progress_argument
@@ -114,53 +112,6 @@ def _add_sampling(p) -> None:
 # ---------------------------------------------------------------------------- shared pieces
 
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    import torch
-
-    if n is not None and n < 1:
-        raise LMError(f"--threads must be at least 1, got {n}")
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _checkpoint(args) -> Path:
-    from lm.inference.run import default_checkpoint
-
-    return Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.run)
-
-
-def _run_name(config: dict, run_dir: str) -> str:
-    return config.get("name") or Path(run_dir).resolve().name
-
-
-def _finite(x):
-    return x if x is not None and math.isfinite(x) else None
-
-
-def _model_and_tokenizer(args, config):
-    from lm.inference.run import load_run, tokenizer_dir_for_run
-    from lm.runtime import pick_device
-    from lm.tokenizer import Tokenizer
-
-    tok_dir = Path(args.tokenizer) if args.tokenizer else tokenizer_dir_for_run(args.run, config)
-    tokenizer = Tokenizer.from_dir(tok_dir)  # with the special tokens it was trained with
-    vocab = config["model"]["vocab_size"]
-    if tokenizer.vocab_size > vocab:
-        raise LMError(
-            f"the tokenizer at {tok_dir} has {tokenizer.vocab_size} ids but the model's vocab_size is "
-            f"{vocab}: it is not the tokenizer the run was trained with; pass the run's --tokenizer"
-        )
-    model, _, step = load_run(args.run, _checkpoint(args), pick_device(args.device))
-    stop_ids = sorted(tokenizer.special_ids.values())
-    return model, tokenizer, stop_ids, step, tok_dir
-
-
 def _check_sampling(args) -> None:
     if args.max_new_tokens < 0:
         raise LMError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
@@ -174,113 +125,34 @@ def _check_sampling(args) -> None:
 
 
 def _evaluate(args) -> int:
-    from lm.inference.evaluate import (
-        bits_per_byte,
-        evaluate,
-        split_bytes_per_token,
-        split_stats_path,
-    )
-    from lm.inference.run import load_run, read_run
-    from lm.io import write_json
-    from lm.runtime import pick_device
-    from lm.training.data import open_tokens
+    from lm.inference.evaluate import evaluate_run
 
-    config, result = read_run(args.run)
-    status = (result or {}).get("status", "unfinished")
-    ckpt = _checkpoint(args)
-    record = {
-        "run": _run_name(config, args.run),
-        "run_dir": str(args.run),
-        "status": status,
-        "diverged_step": (result or {}).get("diverged_step"),
-        "checkpoint": str(ckpt),
-        "checkpoint_step": None,
-        "split": str(args.valid_tokens),
-        "tokens_predicted": None,
-        "windows": None,
-        "context_length": config["model"]["context_length"],
-        "batch_size": args.batch_size,
-        "loss": None,
-        "perplexity": None,
-        "bits_per_byte": None,
-        "bytes_per_token": None,
-        "split_bytes": None,
-        "split_tokens": None,
-        "training_final_val_loss": (result or {}).get("final_val_loss"),
-        "seconds": None,
-        "tokens_per_s": None,
-        "device": None,
-        "note": None,
-    }
-    if not ckpt.is_file():
-        if status != "diverged":
-            raise LMError(
-                f"checkpoint {ckpt} does not exist; train the run first (lm train --out {args.run}) "
-                "or pass --checkpoint PATH"
-            )
-        record["note"] = "the run diverged and left no checkpoint: nothing to evaluate"
-        write_json(args.out, record)
+    record = evaluate_run(
+        args.run,
+        args.valid_tokens,
+        args.out,
+        valid_stats=args.valid_stats,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        device=args.device,
+        threads=args.threads,
+        progress=args.progress,
+    )
+    if record["tokens_predicted"] is None:
         print(f"{record['run']}: diverged, no checkpoint -> {args.out} (loss null)")
         return 0
-    if args.batch_size < 1:
-        raise LMError(f"--batch-size must be at least 1, got {args.batch_size}")
-    tokens = open_tokens(args.valid_tokens)
-    stats_path = Path(args.valid_stats or split_stats_path(args.valid_tokens))
-    split = None
-    if args.valid_stats or stats_path.is_file():
-        split = split_bytes_per_token(stats_path, len(tokens))
-        record.update(
-            bytes_per_token=split["bytes_per_token"],
-            split_bytes=split["bytes"],
-            split_tokens=split["tokens"],
-        )
-    _advise_sequential(tokens)  # read front to back (open_tokens advises random access)
-    device = pick_device(args.device)
-    with _threads(args.threads):
-        model, _, step = load_run(args.run, ckpt, device)
-        metrics = evaluate(model, tokens, args.batch_size, device=device, progress=args.progress)
-    loss, ppl = metrics["loss"], metrics["perplexity"]
-    record.update(
-        checkpoint_step=step,
-        tokens_predicted=metrics["tokens_predicted"],
-        windows=metrics["windows"],
-        context_length=metrics["context_length"],
-        loss=_finite(loss),
-        perplexity=_finite(ppl),
-        bits_per_byte=bits_per_byte(_finite(loss), split and split["bytes_per_token"]),
-        seconds=round(metrics["seconds"], 3),
-        tokens_per_s=round(metrics["tokens_per_s"], 1) if metrics["tokens_per_s"] else None,
-        device=str(device),
+    shown = (
+        f"loss {record['loss']:.4f}, perplexity {record['perplexity']:.3f}"
+        if record["perplexity"]
+        else "loss null"
     )
-    if not math.isfinite(loss):
-        record["note"] = (
-            "the loss is not finite (the model's outputs are NaN/inf"
-            + (", the run diverged" if status == "diverged" else "")
-            + "): loss and perplexity are null"
-        )
-    elif not math.isfinite(ppl):
-        record["note"] = f"perplexity exp({loss:.1f}) overflows a float: null"
-    elif split is None:
-        record["note"] = (
-            f"no stats of the split at {stats_path} (written by lm encode): bits per byte unknown"
-        )
-    write_json(args.out, record)
-    shown = f"loss {loss:.4f}, perplexity {ppl:.3f}" if record["perplexity"] else "loss null"
     if record["bits_per_byte"] is not None:
         shown += f", {record['bits_per_byte']:.4f} bits/byte"
     print(
-        f"{record['run']} ({status}, step {step}): {shown} over "
-        f"{metrics['tokens_predicted']} tokens in {metrics['seconds']:.1f} s -> {args.out}"
+        f"{record['run']} ({record['status']}, step {record['checkpoint_step']}): {shown} over "
+        f"{record['tokens_predicted']} tokens in {record['seconds']:.1f} s -> {args.out}"
     )
     return 0
-
-
-def _advise_sequential(tokens) -> None:
-    import mmap
-
-    if isinstance(getattr(tokens, "base", None), mmap.mmap) and hasattr(mmap, "MADV_SEQUENTIAL"):
-        with contextlib.suppress(OSError):
-            tokens.base.madvise(mmap.MADV_SEQUENTIAL)
 
 
 # ---------------------------------------------------------------------------- lm generate
@@ -288,12 +160,14 @@ def _advise_sequential(tokens) -> None:
 
 def _generate(args) -> int:
     from lm.inference.generate import iter_generate, stream_text
-    from lm.inference.run import read_run
+    from lm.inference.run import load_model_and_tokenizer, read_run, torch_threads
 
     _check_sampling(args)
     config, _ = read_run(args.run)
-    with _threads(args.threads):
-        model, tokenizer, stop_ids, _, _ = _model_and_tokenizer(args, config)
+    with torch_threads(args.threads):
+        model, tokenizer, stop_ids, _, _ = load_model_and_tokenizer(
+            args.run, config, args.checkpoint, args.tokenizer, args.device
+        )
         prompt_ids = tokenizer.encode(args.prompt)
         ids = iter_generate(
             model,
@@ -339,93 +213,30 @@ def _generate(args) -> int:
 
 
 def _samples(args) -> int:
-    from lm.inference.generate import NonFiniteLogitsError, generate
-    from lm.inference.run import read_run
-    from lm.inference.samples import parse_prompts, render_samples_md
-    from lm.io import write_json, write_text
+    from lm.inference.samples import parse_prompts, sample_run
 
     prompts = parse_prompts(args.prompts)
     _check_sampling(args)
-    config, result = read_run(args.run)
-    status = (result or {}).get("status", "unfinished")
-    ckpt = _checkpoint(args)
-    record = {
-        "run": _run_name(config, args.run),
-        "run_dir": str(args.run),
-        "status": status,
-        "checkpoint": str(ckpt),
-        "checkpoint_step": None,
-        "tokenizer": None,
-        "settings": {
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed,
-            "stop_tokens": [],
-        },
-        "note": None,
-        "samples": [],
-    }
-
-    def write() -> None:
-        write_text(args.out, render_samples_md(record))
-        if args.json:
-            write_json(args.json, record)
-
-    if not ckpt.is_file():
-        if status != "diverged":
-            raise LMError(
-                f"checkpoint {ckpt} does not exist; train the run first (lm train --out {args.run}) "
-                "or pass --checkpoint PATH"
-            )
-        record["note"] = "The run diverged and left no checkpoint: there is no model to sample."
-        write()
+    record = sample_run(
+        args.run,
+        prompts,
+        args.out,
+        json_path=args.json,
+        checkpoint=args.checkpoint,
+        tokenizer_dir=args.tokenizer,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
+    if record["checkpoint_step"] is None:
         print(f"{record['run']}: diverged, no checkpoint -> {args.out}")
         return 0
-    with _threads(args.threads):
-        model, tokenizer, stop_ids, step, tok_dir = _model_and_tokenizer(args, config)
-        record["checkpoint_step"] = step
-        record["tokenizer"] = str(tok_dir)
-        record["settings"]["stop_tokens"] = list(tokenizer.special_tokens)
-        t0 = time.perf_counter()
-        try:
-            for prompt in prompts:
-                prompt_ids = tokenizer.encode(prompt)
-                new = generate(
-                    model,
-                    prompt_ids,
-                    args.max_new_tokens,
-                    temperature=args.temperature,
-                    top_p=args.top_p,
-                    eot_id=stop_ids,
-                    seed=args.seed,
-                    vocab_limit=len(tokenizer.vocab),
-                )
-                record["samples"].append(
-                    {
-                        "prompt": prompt,
-                        "completion": tokenizer.decode(new),
-                        "prompt_tokens": len(prompt_ids),
-                        "new_tokens": len(new),
-                        "stopped": "max_new_tokens"
-                        if len(new) == args.max_new_tokens
-                        else "special_token",
-                        "ids": new,
-                    }
-                )
-        except NonFiniteLogitsError:
-            if status != "diverged":
-                raise
-            record["samples"] = []
-            record["note"] = (
-                f"The run diverged (step {(result or {}).get('diverged_step')}): its model outputs "
-                "NaN/inf logits, so there is nothing to sample."
-            )
-        seconds = time.perf_counter() - t0
-    record["seconds"] = round(seconds, 3)
-    write()
     n_new = sum(s["new_tokens"] for s in record["samples"])
     print(
-        f"{record['run']}: {len(record['samples'])} samples, {n_new} new tokens in {seconds:.1f} s -> {args.out}"
+        f"{record['run']}: {len(record['samples'])} samples, {n_new} new tokens in "
+        f"{record['seconds']:.1f} s -> {args.out}"
     )
     return 0

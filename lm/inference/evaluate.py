@@ -26,6 +26,7 @@ and the ratio uses all ``tokens``: one token in a split of millions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,7 +37,11 @@ import numpy as np
 import torch
 
 from lm.errors import LMError
+from lm.inference.run import load_run, read_run, run_checkpoint, run_name, torch_threads
+from lm.io import write_json
 from lm.progress import progress_bar
+from lm.runtime import pick_device
+from lm.training.data import open_tokens
 
 
 def perplexity(loss: float) -> float:
@@ -178,3 +183,115 @@ def split_bytes_per_token(stats_path: str | os.PathLike, n_tokens: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- runs on disk
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _advise_sequential(tokens: np.ndarray) -> None:
+    """Tell the kernel a memory-mapped split is read front to back (``open_tokens`` advises
+    random access, for training's batches)."""
+    import mmap
+
+    if isinstance(getattr(tokens, "base", None), mmap.mmap) and hasattr(mmap, "MADV_SEQUENTIAL"):
+        with contextlib.suppress(OSError):
+            tokens.base.madvise(mmap.MADV_SEQUENTIAL)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    valid_tokens: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    valid_stats: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Evaluate a run written by ``lm train`` over a whole split and write the record to
+    ``out`` (JSON, atomically); returns the record (what ``lm evaluate`` does).
+
+    The record holds the loss, perplexity and bits per byte (from ``valid_stats``, default
+    :func:`split_stats_path` of the split, skipped with a note when that file is absent),
+    the run's status and its training validation loss. A diverged run is a result, not an
+    error: without a checkpoint, or with non-finite outputs, its record has null numbers
+    and a note. ``checkpoint`` defaults to the run's ``checkpoints/final.pt``; a missing
+    checkpoint of a run that did not diverge is an ``LMError``."""
+    config, result = read_run(run_dir)
+    status = (result or {}).get("status", "unfinished")
+    ckpt, present = run_checkpoint(run_dir, checkpoint, status)
+    record = {
+        "run": run_name(config, run_dir),
+        "run_dir": str(run_dir),
+        "status": status,
+        "diverged_step": (result or {}).get("diverged_step"),
+        "checkpoint": str(ckpt),
+        "checkpoint_step": None,
+        "split": str(valid_tokens),
+        "tokens_predicted": None,
+        "windows": None,
+        "context_length": config["model"]["context_length"],
+        "batch_size": batch_size,
+        "loss": None,
+        "perplexity": None,
+        "bits_per_byte": None,
+        "bytes_per_token": None,
+        "split_bytes": None,
+        "split_tokens": None,
+        "training_final_val_loss": (result or {}).get("final_val_loss"),
+        "seconds": None,
+        "tokens_per_s": None,
+        "device": None,
+        "note": None,
+    }
+    if not present:
+        record["note"] = "the run diverged and left no checkpoint: nothing to evaluate"
+        write_json(out, record)
+        return record
+    if batch_size < 1:
+        raise LMError(f"batch size (--batch-size) must be at least 1, got {batch_size}")
+    tokens = open_tokens(valid_tokens)
+    stats_path = Path(valid_stats or split_stats_path(valid_tokens))
+    split = None
+    if valid_stats or stats_path.is_file():
+        split = split_bytes_per_token(stats_path, len(tokens))
+        record.update(
+            bytes_per_token=split["bytes_per_token"],
+            split_bytes=split["bytes"],
+            split_tokens=split["tokens"],
+        )
+    _advise_sequential(tokens)
+    dev = pick_device(device)
+    with torch_threads(threads):
+        model, _, step = load_run(run_dir, ckpt, dev)
+        metrics = evaluate(model, tokens, batch_size, device=dev, progress=progress)
+    loss, ppl = metrics["loss"], metrics["perplexity"]
+    record.update(
+        checkpoint_step=step,
+        tokens_predicted=metrics["tokens_predicted"],
+        windows=metrics["windows"],
+        context_length=metrics["context_length"],
+        loss=_finite(loss),
+        perplexity=_finite(ppl),
+        bits_per_byte=bits_per_byte(_finite(loss), split and split["bytes_per_token"]),
+        seconds=round(metrics["seconds"], 3),
+        tokens_per_s=round(metrics["tokens_per_s"], 1) if metrics["tokens_per_s"] else None,
+        device=str(dev),
+    )
+    if not math.isfinite(loss):
+        record["note"] = (
+            "the loss is not finite (the model's outputs are NaN/inf"
+            + (", the run diverged" if status == "diverged" else "")
+            + "): loss and perplexity are null"
+        )
+    elif not math.isfinite(ppl):
+        record["note"] = f"perplexity exp({loss:.1f}) overflows a float: null"
+    elif split is None:
+        record["note"] = (
+            f"no stats of the split at {stats_path} (written by lm encode): bits per byte unknown"
+        )
+    write_json(out, record)
+    return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 from lm.errors import LMError
@@ -110,3 +111,113 @@ def render_samples_md(record: dict) -> str:
     if not record["samples"] and not record.get("note"):
         lines += ["", "No samples."]
     return "\n".join(lines) + "\n"
+
+
+def sample_run(
+    run_dir: str | os.PathLike,
+    prompts: list[str],
+    out: str | os.PathLike,
+    *,
+    json_path: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    temperature: float = 0.8,
+    top_p: float = 0.9,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+) -> dict:
+    """Complete each prompt with a run's model and write the page (``out``, Markdown) and,
+    with ``json_path``, the record as JSON; returns the record (what ``lm samples`` does).
+
+    Every prompt starts from the same ``seed``, so a sample equals :func:`generate` of that
+    prompt with these settings. A diverged run is a result, not an error: without a
+    checkpoint, or with a model whose logits are NaN/inf, its page says so and has no
+    samples. ``checkpoint`` defaults to the run's ``checkpoints/final.pt``, ``tokenizer_dir``
+    to the pipeline's tokenizer of the run's dataset."""
+    import time
+
+    from lm.inference.generate import NonFiniteLogitsError, generate
+    from lm.inference.run import (
+        load_model_and_tokenizer,
+        read_run,
+        run_checkpoint,
+        run_name,
+        torch_threads,
+    )
+    from lm.io import write_json, write_text
+
+    config, result = read_run(run_dir)
+    status = (result or {}).get("status", "unfinished")
+    ckpt, present = run_checkpoint(run_dir, checkpoint, status)
+    record = {
+        "run": run_name(config, run_dir),
+        "run_dir": str(run_dir),
+        "status": status,
+        "checkpoint": str(ckpt),
+        "checkpoint_step": None,
+        "tokenizer": None,
+        "settings": {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "stop_tokens": [],
+        },
+        "note": None,
+        "samples": [],
+    }
+
+    def write() -> dict:
+        write_text(out, render_samples_md(record))
+        if json_path:
+            write_json(json_path, record)
+        return record
+
+    if not present:
+        record["note"] = "The run diverged and left no checkpoint: there is no model to sample."
+        return write()
+    with torch_threads(threads):
+        model, tokenizer, stop_ids, step, tok_dir = load_model_and_tokenizer(
+            run_dir, config, ckpt, tokenizer_dir, device
+        )
+        record["checkpoint_step"] = step
+        record["tokenizer"] = str(tok_dir)
+        record["settings"]["stop_tokens"] = list(tokenizer.special_tokens)
+        t0 = time.perf_counter()
+        try:
+            for prompt in prompts:
+                prompt_ids = tokenizer.encode(prompt)
+                new = generate(
+                    model,
+                    prompt_ids,
+                    max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    eot_id=stop_ids,
+                    seed=seed,
+                    vocab_limit=len(tokenizer.vocab),
+                )
+                record["samples"].append(
+                    {
+                        "prompt": prompt,
+                        "completion": tokenizer.decode(new),
+                        "prompt_tokens": len(prompt_ids),
+                        "new_tokens": len(new),
+                        "stopped": "max_new_tokens"
+                        if len(new) == max_new_tokens
+                        else "special_token",
+                        "ids": new,
+                    }
+                )
+        except NonFiniteLogitsError:
+            if status != "diverged":
+                raise
+            record["samples"] = []
+            record["note"] = (
+                f"The run diverged (step {(result or {}).get('diverged_step')}): its model outputs "
+                "NaN/inf logits, so there is nothing to sample."
+            )
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+    return write()

@@ -1,7 +1,7 @@
 """Work on a text in pieces, in parallel: chunks cut at safe boundaries, forked workers, UTF-8 errors.
 
 Pre-token counting (:mod:`lm.tokenizer.pretokenize`), dataset encoding
-(:mod:`lm.tokenizer.encode_dataset`) and :meth:`lm.tokenizer.Tokenizer.encode_parallel` all
+(:mod:`lm.tokenizer.encoding.dataset`) and :meth:`lm.tokenizer.Tokenizer.encode_parallel` all
 cut a text where the cut changes nothing (a byte offset of a file here, a character position
 of a string for ``encode_parallel``), hand the pieces to worker processes, and put the
 results back in order. This module holds the parts they share:

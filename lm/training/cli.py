@@ -1,8 +1,8 @@
 """CLI: ``lm train``, which trains one resolved run (a ``run.json``).
 
-Resolving runs from the pipeline config (``lm runs``) lives in ``lm.training.runs_cli``,
+Resolving runs from the pipeline config (``lm runs``) lives in ``lm.training.runs.cli``,
 the reports over finished runs (``lm sweep-report``, ``lm compare-runs``) in
-``lm.reports.cli`` and ``lm lr-tuning`` in ``lm.training.lr_tuning_cli``: a rule's code
+``lm.reports.cli`` and ``lm lr-tuning`` in ``lm.training.lr_tuning.cli``: a rule's code
 version is the import graph of its command's module, so a change to the resolution of a
 config, to a report or to a resource estimate must not look like a change to training.
 """

@@ -19,7 +19,7 @@ from lm.devices import machine_gpus
 from lm.errors import LMError
 from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
-from lm.tokenizer.memory import tokenizer_mem_mb
+from lm.tokenizer.training.memory import tokenizer_mem_mb
 from lm.training.config import resolve_runs, sweep_members
 from lm.training.launch import job_gpus, train_launcher
 from lm.training.resources import run_runtime

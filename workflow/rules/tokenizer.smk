@@ -24,7 +24,7 @@ rule train_tokenizer:
     threads: DATA_THREADS
     resources:
         # follows the distinct pre-tokens (estimated from the text's first 8 MB), not the
-        # corpus size (lm.tokenizer.memory)
+        # corpus size (lm.tokenizer.training.memory)
         mem_mb=lambda wc, input, threads: tokenizer_mem_mb(
             input.text, special_tokens(wc.dataset), threads
         ),

@@ -1,6 +1,6 @@
 """Which tokenization engine runs: the native C extension, or the pure-Python reference.
 
-The C extension ``lm.tokenizer._native`` (source ``_native.c``, built at install when a C
+The C extension ``lm.tokenizer.native._native`` (source ``_native.c``, built at install when a C
 compiler is there) does pre-tokenization, pre-token counting and BPE encoding with exactly
 the results of the Python code, which stays the readable reference, the fallback, and the
 oracle of the tests.
@@ -19,7 +19,7 @@ import os
 from lm.errors import LMError
 
 try:
-    from lm.tokenizer import _native
+    from lm.tokenizer.native import _native
 except ImportError as e:  # not built (no compiler at install), or built for another Python
     _native = None
     _IMPORT_ERROR = str(e)
@@ -34,7 +34,7 @@ def module():
         return None
     if _native is None and flag == "1":
         raise LMError(
-            f"LM_NATIVE=1 asks for the native tokenization engine, but lm.tokenizer._native "
+            f"LM_NATIVE=1 asks for the native tokenization engine, but lm.tokenizer.native._native "
             f"is not built ({_IMPORT_ERROR}); install a C compiler and the Python headers and "
             f"reinstall (pip install -e .), or unset LM_NATIVE"
         )

@@ -17,7 +17,7 @@ of the ``lm`` command it runs, so editing the code reruns exactly the steps that
 The hash depends on the Python version's ``ast`` (a Python upgrade may rerun steps once).
 The command's entry module is found statically too (:func:`command_modules`: the stage modules
 ``lm.cli`` lists, and the subcommands each adds), so this module imports no command-line module.
-``lm code-version COMMAND`` (:mod:`lm.codeversion_cli`) prints the version and the modules
+``lm code-version COMMAND`` (:mod:`lm.codeversion.cli`) prints the version and the modules
 behind it; ``lm import-graph`` the graph of the whole package.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 PACKAGE = "lm"
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the lm folder
 #: The dispatcher of the ``lm`` command; its ``STAGES`` list names the modules that add subcommands.
 DISPATCHER = "lm.cli"
 
@@ -245,9 +245,13 @@ def commands(root: Path = ROOT) -> dict[str, str]:
     if stages is None:
         raise ValueError(f"no STAGES list in {DISPATCHER} under {root}")
     found: dict[str, str] = {}
+    missing = [stage for stage in stages if module_path(stage, root) is None]
+    if missing:  # lm.cli fails on them too
+        raise ValueError(
+            f"{DISPATCHER}'s STAGES names {', '.join(missing)}, which has no source under {root}; "
+            "fix the entry in STAGES"
+        )
     for stage in stages:
-        if module_path(stage, root) is None:  # a stage not built yet (lm.cli skips it too)
-            continue
         for command in _subcommands(stage, root):
             found.setdefault(command, stage)
     return found

@@ -1,8 +1,4 @@
-"""CLI: ``lm lr-tuning`` (the CS336 learning-rate toy, :mod:`lm.training.lr_tuning`).
-
-Its own module, so that its code version (:mod:`lm.codeversion`: per entry module) is not
-``lm train``'s: changing the toy or its plot retrains nothing.
-"""
+"""CLI: ``lm lr-tuning`` (the CS336 learning-rate toy, :mod:`lm.training.lr_tuning.toy`)."""
 
 from __future__ import annotations
 
@@ -29,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _lr_tuning(args) -> int:
-    from lm.training.lr_tuning import lr_tuning
+    from lm.training.lr_tuning.toy import lr_tuning
 
     report = lr_tuning(args.out, lrs=args.lrs, iterations=args.iterations, seed=args.seed)
     for row in report["runs"]:

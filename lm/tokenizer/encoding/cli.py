@@ -6,7 +6,7 @@ import argparse
 import os
 
 from lm.progress import add_progress_argument
-from lm.tokenizer.encode_dataset import DEFAULT_SPECIAL_TOKENS
+from lm.tokenizer.encoding.dataset import DEFAULT_SPECIAL_TOKENS
 
 
 def register(subparsers) -> None:
@@ -87,7 +87,7 @@ def register(subparsers) -> None:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from lm.tokenizer.encode_dataset import encode_file
+    from lm.tokenizer.encoding.dataset import encode_file
 
     stats = encode_file(
         args.input,
@@ -107,7 +107,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> int:
-    from lm.tokenizer.experiments import parse_dataset, run_experiments
+    from lm.tokenizer.encoding.experiments import parse_dataset, run_experiments
 
     report = run_experiments(
         [parse_dataset(s) for s in args.dataset],

@@ -38,8 +38,8 @@ from lm.tokenizer.chunks import (
     read_range,
     utf8_error,
 )
+from lm.tokenizer.encoding.tokenizer import Tokenizer
 from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
-from lm.tokenizer.tokenizer import Tokenizer
 
 
 def choose_dtype(vocab_size: int) -> tuple[np.dtype, str]:

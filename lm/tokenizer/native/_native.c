@@ -654,7 +654,7 @@ static PyGetSetDef Counter_getset[] = {
 static PySequenceMethods Counter_as_sequence = {.sq_length = (lenfunc)Counter_len};
 
 static PyTypeObject CounterType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer._native.Counter",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer.native._native.Counter",
     .tp_doc = "Pre-token counts (byte strings) of UTF-8 text.",
     .tp_basicsize = sizeof(CounterObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1228,7 +1228,7 @@ static PyMethodDef Encoder_methods[] = {
 };
 
 static PyTypeObject EncoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer._native.Encoder",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lm.tokenizer.native._native.Encoder",
     .tp_doc = "BPE encoder: merge ranks, special tokens and a pre-token cache.",
     .tp_basicsize = sizeof(EncoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1738,7 +1738,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "_native", "The native tokenization engine (see native.py).", -1,
+    PyModuleDef_HEAD_INIT, "_native", "The native tokenization engine (see lm.tokenizer.native).", -1,
     module_methods,
 };
 

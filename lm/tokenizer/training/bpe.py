@@ -120,7 +120,7 @@ def merge_loop(
         )
     tokens: list[bytes] = [bytes([i]) for i in range(256)]
     native = native_module()
-    if native is not None:  # the same loop in C (lm/tokenizer/_native.c)
+    if native is not None:  # the same loop in C (lm/tokenizer/native/_native.c)
         counts = word_counts if type(word_counts) is dict else dict(word_counts)
         merges = native.train_merges(counts, num_merges, on_merge)
         for a, b in merges:

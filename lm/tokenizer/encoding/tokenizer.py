@@ -22,7 +22,7 @@ How it is made fast, in plain Python:
 - *Words*. A text is first cut at every space followed by a non-space character
   (``text.split(" ")`` when every space of the text is so followed, else one ``re`` split).
   Such a position is always a pre-token boundary of the GPT-2 pattern (see
-  :data:`lm.tokenizer.fast._WORD_SPLIT`), so each piece between two cuts, a "word" such
+  :data:`lm.tokenizer.encoding.fast._WORD_SPLIT`), so each piece between two cuts, a "word" such
   as ``" world,"``, has ids that do not depend on its context. Words repeat a lot (a few tens of thousands of
   distinct words per megabyte of text), so their ids are kept in a bounded cache and the
   hot path is: one split, one dict lookup per word, and C-level list extensions
@@ -38,11 +38,11 @@ How it is made fast, in plain Python:
 - :meth:`Tokenizer.encode_parallel` spreads a large text over threads (native engine) or
   forked processes that inherit the tokenizer and the text (nothing is pickled but the
   ids coming back, one ``uint16``/``uint32`` array per piece:
-  :class:`lm.tokenizer.chunks.ForkedMap`); :mod:`lm.tokenizer.encode_dataset` spreads a
+  :class:`lm.tokenizer.chunks.ForkedMap`); :mod:`lm.tokenizer.encoding.dataset` spreads a
   file over processes by byte offsets. Both cut at safe points.
 
-The word cache and the fast merge paths live in :mod:`lm.tokenizer.fast` (the mixin
-:class:`lm.tokenizer.fast.CachedEncoding`); :meth:`Tokenizer._merge_simple`, here, is the
+The word cache and the fast merge paths live in :mod:`lm.tokenizer.encoding.fast` (the mixin
+:class:`lm.tokenizer.encoding.fast.CachedEncoding`); :meth:`Tokenizer._merge_simple`, here, is the
 readable reference they equal.
 """
 
@@ -63,7 +63,7 @@ import numpy as np
 
 from lm.errors import LMError
 from lm.tokenizer.chunks import ForkedMap
-from lm.tokenizer.fast import _WORD_SPLIT, CachedEncoding, PairTable
+from lm.tokenizer.encoding.fast import _WORD_SPLIT, CachedEncoding, PairTable
 from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, GPT2_PATTERN
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from lm.errors import LMError
 from lm.io import write_json, write_text
 from lm.tokenizer.chunks import first_bad_utf8, utf8_error
-from lm.tokenizer.encode_dataset import choose_dtype
-from lm.tokenizer.tokenizer import Tokenizer
+from lm.tokenizer.encoding.dataset import choose_dtype
+from lm.tokenizer.encoding.tokenizer import Tokenizer
 
 PILE_BYTES = 825 * 10**9
 EOT = "<|endoftext|>"

@@ -1,6 +1,6 @@
 """The fast paths of the Python engine's encoding: caches, and merges that equal the reference.
 
-:class:`lm.tokenizer.Tokenizer` (in :mod:`lm.tokenizer.tokenizer`) holds the public API
+:class:`lm.tokenizer.Tokenizer` (in :mod:`lm.tokenizer.encoding.tokenizer`) holds the public API
 and the readable reference merge, :meth:`~lm.tokenizer.Tokenizer._merge_simple`: scan all
 adjacent pairs of one byte string for the lowest-rank one, merge every occurrence of it,
 repeat (O(n) per merge applied, O(n^2) at worst). What makes encoding fast, with the same
@@ -223,7 +223,7 @@ class CachedEncoding:
     (and ``_byte_ids_np``), ``_pair``, ``_pair_table``, ``_well_ordered``, ``_whole`` (the
     whole-token shortcut), the three caches ``_word_cache``, ``_head_cache`` and
     ``_pretoken_cache`` with their seeds ``_seed_*``, and the reference ``_merge_simple``
-    and ``safe_cut`` (see the module docstring of :mod:`lm.tokenizer.tokenizer` for how the
+    and ``safe_cut`` (see the module docstring of :mod:`lm.tokenizer.encoding.tokenizer` for how the
     parts fit together)."""
 
     def _build_seed_caches(self) -> None:
@@ -435,7 +435,7 @@ class CachedEncoding:
         return out  # type: ignore[return-value]
 
     def _merge_long(self, word: bytes) -> list[int]:
-        """:meth:`_merge_simple` in O(n log n) (:func:`lm.tokenizer.fast.merge_long`), for
+        """:meth:`_merge_simple` in O(n log n) (:func:`lm.tokenizer.encoding.fast.merge_long`), for
         long byte strings; the same ids when the merges are well ordered (else it is used)."""
         if not self._well_ordered:
             return self._merge_simple(word)
@@ -443,5 +443,5 @@ class CachedEncoding:
 
     def _merge_batch(self, words: list[bytes]) -> list[list[int]]:
         """:meth:`_merge_simple` of many byte strings at once, with numpy
-        (:func:`lm.tokenizer.fast.merge_batch`)."""
+        (:func:`lm.tokenizer.encoding.fast.merge_batch`)."""
         return merge_batch(words, self._byte_ids_np, self._pair_table)

@@ -41,7 +41,7 @@ from lm.progress import progress_bar
 from lm.runtime import autocast_dtype, pick_device
 from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
-from lm.training import distributed
+from lm.training import distributed, trackers
 from lm.training.config import resume_differences
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.functional import cross_entropy, gradient_clipping
@@ -112,32 +112,6 @@ class Metrics:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
-
-
-def _wandb_start(run: RunConfig, out: Path):
-    cfg = run.wandb
-    if not cfg.enabled:
-        return None
-    try:
-        import wandb  # optional; never a requirement
-    except ImportError:
-        warnings.warn(
-            "wandb.enabled is true but wandb is not installed; logging to metrics.jsonl only",
-            stacklevel=2,
-        )
-        return None
-    sweep = run.sweep or {}
-    return wandb.init(
-        project=cfg.project,
-        entity=cfg.entity,
-        group=cfg.group or sweep.get("name"),
-        name=run.name,
-        id=f"{run.name}-{abs(hash(str(out.resolve()))) % 10**8:08d}",
-        resume="allow",
-        config=run.to_dict(),
-        dir=str(out),
-        mode=cfg.mode,
-    )
 
 
 # ---------------------------------------------------------------------------- checkpoints on disk
@@ -224,6 +198,7 @@ def train(
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
     """
+    trackers.require(run)  # an enabled tracker's missing package fails here, before training
     threads = threads or run.threads
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
     if threads and per_node > 1:  # the job's threads, shared out
@@ -401,8 +376,10 @@ def _train_process(
         ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile
     )
     model.train()
+    sinks = trackers.open_sinks(
+        run, out, main=dist.main, resumed=resume_from is not None, history=state.records
+    )
     metrics = Metrics(out / "metrics.jsonl", state.records, enabled=dist.main)
-    wandb_run = _wandb_start(run, out) if dist.main else None
     pending_losses = [
         torch.tensor(v, dtype=torch.float32, device=device) for v in state.pending_losses
     ]
@@ -472,10 +449,8 @@ def _train_process(
                 rec[k] = None  # strict JSON; the reason is in result.json
         state.records.append(rec)
         metrics.write(rec)
-        if wandb_run is not None:
-            wandb_run.log(
-                {k: v for k, v in rec.items() if v is not None and k != "step"}, step=step
-            )
+        for sink in sinks:
+            sink.log(rec)
         return rec
 
     def do_eval() -> float:
@@ -640,8 +615,7 @@ def _train_process(
         state.elapsed = wallclock()
     finally:
         metrics.close()
-        if wandb_run is not None:
-            wandb_run.finish()
+        trackers.close_sinks(sinks)
 
     result = _result(run, state, n_params, device, amp_dtype, resumed_at, setup_s, dist)
     if dist.main:

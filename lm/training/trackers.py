@@ -123,6 +123,8 @@ def wandb_records(path: Path) -> Iterator[Any]:
     from wandb.proto import wandb_internal_pb2
 
     data, block = path.read_bytes(), 32 * 1024
+    if len(data) < 7:  # created, nothing written yet
+        return
     if data[:4] != b":W&B":
         raise LMError(f"{path} is not a W&B transaction log (no :W&B header)")
     pos, parts = 7, []
@@ -197,6 +199,9 @@ class WandbSink:
             state = {"id": wandb_run_id(run.name, out, restart), "restart": restart}
             self.state.write(state)
         run_id = state["id"]
+        # what the W&B run holds already: offline, its earlier sessions here do (read before
+        # this session adds its own); online, the server says (the step after its last)
+        offline_last = _offline_last_step(directory, run_id) if resumed else -1
         cfg = run.wandb
         # WANDB_MODE in the environment (offline on a node without network) wins over the
         # config's mode; wandb.init's own argument would win over the environment
@@ -212,11 +217,7 @@ class WandbSink:
             dir=str(out),
             **mode,
         )
-        # what the W&B run holds already: the server knows (the step after its last);
-        # offline, the run's earlier sessions beside this one do
-        self.last_step = self.run.starting_step - 1
-        if self.run.offline and resumed:
-            self.last_step = max(self.last_step, _offline_last_step(directory, run_id))
+        self.last_step = max(self.run.starting_step - 1, offline_last)
 
     def log(self, record: dict) -> None:
         step = record["step"]

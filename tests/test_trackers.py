@@ -303,3 +303,28 @@ def test_under_torchrun_only_rank_0_logs(tmp_path, wandb_env):
     assert_tracked_like_metrics(session["history"], metrics)
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert_tensorboard_like_metrics(out / "tensorboard", metrics)
+
+
+@pytest.mark.slow
+def test_a_run_that_starts_over_is_a_new_wandb_run_and_new_event_files(tmp_path, wandb_env):
+    """--fresh discards the checkpoints: the W&B run of the new start has another id (its
+    steps would otherwise repeat the old run's), and TensorBoard holds only the new start."""
+    from lm.training.config import run_from_file
+    from lm.training.loop import train
+
+    train_npy, valid_npy = micro_tokens(tmp_path)
+    out = tmp_path / "run"
+    first = run_from_file(_config(tmp_path, steps=10, eval_every=5, log_every=5))
+    train(first, train_npy, valid_npy, out, progress=False)
+    again = first.replace(**{"optimizer.lr": 0.003})  # another run in the same directory
+    train(again, train_npy, valid_npy, out, progress=False, fresh=True)
+    metrics = _metrics(out)
+    sessions = wandb_sessions(out)
+    assert [s["id"] for s in sessions] == [
+        wandb_run_id("tracked", out),
+        wandb_run_id("tracked", out, restart=1),
+    ]
+    for session in sessions:
+        assert [r["_step"] for r in session["history"]] == [0, 5, 10]
+    assert_tracked_like_metrics(sessions[1]["history"], metrics)
+    assert_tensorboard_like_metrics(out / "tensorboard", metrics)

@@ -141,6 +141,24 @@ def test_sweep_members_share_a_wandb_group_named_after_the_sweep():
     assert runs["lr-lr1e-2"].to_dict()["wandb"]["group"] == "lr"
 
 
+def test_tracker_settings_do_not_stop_a_resume():
+    """Checkpoints written before the tensorboard section existed, or with other tracker
+    settings, resume: trackers are not what a run computes."""
+    from lm.training.config import resume_differences
+    from lm.training.run_config import RunConfig
+
+    new = RunConfig.from_dict(micro_run("r")).replace(
+        **{"tensorboard.enabled": True, "wandb.enabled": True, "wandb.group": "g"}
+    )
+    old = new.to_dict()
+    del old["tensorboard"]
+    old["wandb"] = {"enabled": False, "project": "lm", "entity": None, "group": None}
+    assert resume_differences(old, new.to_dict()) == []
+    assert resume_differences(old, new.replace(**{"optimizer.lr": 0.5}).to_dict()) == [
+        "optimizer.lr"
+    ]
+
+
 def test_wandb_run_id_is_the_same_in_every_process(tmp_path):
     """hashlib, not hash(): another interpreter (another PYTHONHASHSEED) gets the same id."""
     code = "import sys; from pathlib import Path; from lm.training.trackers import wandb_history, wandb_records, wandb_run_id; print(wandb_run_id('a/b c', Path(sys.argv[1])))"

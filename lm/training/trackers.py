@@ -17,9 +17,9 @@ checkpoint and the kill; a sink skips the steps its tracker already holds, so no
 logged twice and none a killed session's tracker lost (W&B writes its offline log in 32 KiB
 blocks) is missing: W&B online says where the run it resumes stands (``starting_step``);
 offline, the steps are read back from the run's earlier ``.wandb`` files; TensorBoard's
-are counted in ``tensorboard/last_step.json`` (events are flushed before a step counts). A run that
-starts over (no checkpoint to resume from, ``--fresh``, a changed config) is a new W&B run
-and replaces the TensorBoard files.
+are counted in ``tensorboard/last_step.json`` (events are flushed before a step counts).
+A run that starts over (no checkpoint to resume from, ``--fresh``, a changed config) is a
+new W&B run and replaces the TensorBoard files.
 
 The packages are optional (``pip install -e '.[trackers]'``); :func:`require` is how
 ``lm train`` fails before any training when an enabled tracker's package is missing.
@@ -46,6 +46,8 @@ INSTALL = "pip install -e '.[trackers]'"
 
 
 class Sink(Protocol):
+    """What the loop logs to: a record at a time, then close."""
+
     def log(self, record: dict) -> None: ...
 
     def close(self) -> None: ...
@@ -261,7 +263,7 @@ class TensorboardSink:
 
 def open_sinks(
     run: RunConfig, out: Path, *, main: bool, resumed: bool, history: Iterable[dict] = ()
-) -> list[Any]:
+) -> list[Sink]:
     """The sinks ``run`` enables, open, for the main process (others log nothing: []).
     ``resumed``: the run continues from a checkpoint (its sinks continue too); ``history``,
     its records so far, go to each sink first: a sink logs those its tracker lacks (what
@@ -270,7 +272,7 @@ def open_sinks(
         return []
     require(run)
     out = Path(out)
-    sinks: list[Any] = []
+    sinks: list[Sink] = []
     try:
         if run.wandb.enabled:
             sinks.append(WandbSink(run, out, resumed=resumed))
@@ -285,7 +287,7 @@ def open_sinks(
     return sinks
 
 
-def close_sinks(sinks: list[Any]) -> None:
+def close_sinks(sinks: list[Sink]) -> None:
     """Close every sink, even when one fails to (the first error is raised after)."""
     error = None
     for sink in sinks:

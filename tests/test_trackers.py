@@ -1,9 +1,12 @@
-"""Metric trackers for real, offline: W&B (WANDB_MODE=offline, read back from its .wandb
-record log with the wandb package's own reader) and TensorBoard (read back with
+"""Metric trackers for real, offline: W&B (WANDB_MODE=offline, its .wandb transaction log
+read back as wandb's own protobuf records) and TensorBoard (read back with
 tensorboard's EventAccumulator) hold the same per-step numbers as metrics.jsonl; a killed
 and resumed run continues the same W&B run without repeating a step; under torchrun only
 rank 0 logs; a sweep's members share a W&B group named after the sweep; and an enabled
-tracker whose package is missing stops `lm train` before its first step, naming the fix."""
+tracker whose package is missing stops `lm train` before its first step, naming the fix.
+
+wandb and tensorboard come with the dev extra (its trackers extra): without them these tests
+fail rather than skip, so CI cannot pass them unrun."""
 
 from __future__ import annotations
 
@@ -23,9 +26,6 @@ from conftest import micro_run, micro_tokens
 
 from lm.training import resolve_runs
 from lm.training.trackers import wandb_history, wandb_records, wandb_run_id
-
-pytest.importorskip("wandb", reason="the trackers extra: pip install -e '.[trackers]'")
-pytest.importorskip("tensorboard", reason="the trackers extra: pip install -e '.[trackers]'")
 
 TRACKED = ("train_loss", "val_loss", "lr")
 

@@ -187,20 +187,18 @@ def test_resume_refuses_a_changed_config(tokens, tmp_path):
     assert result["resumed_at_step"] is None and result["steps"] == 12
 
 
-def test_wandb_is_optional(tokens, tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_wandb(name, *args, **kwargs):
-        if name == "wandb":
-            raise ImportError("No module named 'wandb'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
+def test_an_enabled_tracker_without_its_package_fails_before_training(
+    tokens, tmp_path, monkeypatch
+):
+    """wandb is optional, but a run that enables it without the package is an error at the
+    start (None in sys.modules makes `import wandb` raise ImportError), not a warning."""
+    monkeypatch.setitem(sys.modules, "wandb", None)
     cfg = _run(steps=5).replace(**{"wandb.enabled": True})
-    with pytest.warns(UserWarning, match="wandb is not installed"):
-        assert train(cfg, *tokens, tmp_path / "run", progress=False)["status"] == "ok"
+    with pytest.raises(
+        LMError, match=r"wandb\.enabled is true but the wandb package .*\[trackers\]"
+    ):
+        train(cfg, *tokens, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_token_ids_beyond_vocab_fail_before_training(tokens, tmp_path, capsys):

@@ -19,6 +19,7 @@ NOT_SWEPT = (
     "sweep",
     "resources",
     "wandb",
+    "tensorboard",
     "threads",
     "training.device",
     "model.preset",

@@ -45,6 +45,7 @@ from lm.training.run_config import (
     ResourcesConfig,
     RunConfig,
     ScheduleConfig,
+    TensorboardConfig,
     TrainingConfig,
     WandbConfig,
     check_keys,
@@ -287,10 +288,19 @@ def _finish(
         training=TrainingConfig(**train),
         threads=r["threads"],
         resources=ResourcesConfig(**(r.get("resources") or {})),
-        wandb=WandbConfig(**r["wandb"]),
+        wandb=WandbConfig(**_wandb_group(r["wandb"], sweep)),
+        tensorboard=TensorboardConfig(**r["tensorboard"]),
         sweep=sweep,
     )
     return run.replace(resources=run_resources(run))
+
+
+def _wandb_group(wandb: dict, sweep: dict | None) -> dict:
+    """A sweep member's W&B group is its sweep's name unless a layer sets one: the members
+    of a sweep show together in W&B."""
+    if sweep and wandb.get("group") is None:
+        return {**wandb, "group": sweep["name"]}
+    return wandb
 
 
 def resolve_runs(cfg: dict) -> dict[str, RunConfig]:

@@ -43,10 +43,10 @@ from lm.io import peak_rss_mb, write_json
 from lm.runtime import autocast_dtype, pick_device
 from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
-from lm.training import distributed
+from lm.training import distributed, trackers
 from lm.training.clock import Phases, WallClock
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
-from lm.training.metrics import MetricsFile, Recorder, open_wandb
+from lm.training.metrics import MetricsFile, Recorder
 from lm.training.optim import AdamW
 from lm.training.run_config import RunConfig
 from lm.training.rundir import RunDir
@@ -91,12 +91,6 @@ def evaluate(
     return (dist.mean(total) / len(starts)).item()
 
 
-def _open_sinks(run: RunConfig, out: Path) -> list:
-    """The sinks that get every record besides metrics.jsonl (rank 0's): W&B when enabled."""
-    wandb = open_wandb(run, out)
-    return [wandb] if wandb is not None else []
-
-
 # ---------------------------------------------------------------------------- the loop
 
 
@@ -124,6 +118,7 @@ def train(
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
     """
+    trackers.require(run)  # an enabled tracker's missing package fails here, before training
     threads = threads or run.threads
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
     if threads and per_node > 1:  # the job's threads, shared out
@@ -281,7 +276,9 @@ def _start(
     )
     model.train()
     file = MetricsFile(rundir.metrics, state.records) if dist.main else None
-    sinks = _open_sinks(run, rundir.out) if dist.main else []
+    sinks = trackers.open_sinks(
+        run, rundir.out, main=dist.main, resumed=resume_from is not None, history=state.records
+    )
     phases, clock = Phases(state.timings), WallClock(state.elapsed)
     step = TrainStep(
         model, loss_of, optimizer, train_data, batch_rng, batch_size=tcfg.batch_size,

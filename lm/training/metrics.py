@@ -8,8 +8,8 @@ then appends the record to ``metrics.jsonl`` (flushed: a killed run loses nothin
 shows it on the progress line, and hands it to every *sink*.
 
 A sink is any object with ``log(record: dict) -> None`` and ``close() -> None``; rank 0
-gets the run's sinks, the other ranks none. :class:`WandbSink` sends the records to
-Weights & Biases.
+gets the run's sinks, the other ranks none (:mod:`lm.training.trackers`: Weights & Biases,
+TensorBoard).
 
 A record::
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import torch
 
 from lm.io import atomic_open
 from lm.progress import progress_bar
+from lm.training.trackers import close_sinks
 
 #: The values of a record that a non-finite number is dropped from.
 MEASURED = ("train_loss", "val_loss", "grad_norm")
@@ -169,49 +169,4 @@ class Recorder:
         """Close metrics.jsonl and every sink."""
         if self.file is not None:
             self.file.close()
-        for sink in self.sinks:
-            sink.close()
-
-
-class WandbSink:
-    """Weights & Biases: each record logged at its step (its None values left out)."""
-
-    def __init__(self, wandb_run):
-        self.run = wandb_run
-
-    def log(self, record: dict) -> None:
-        values = {k: v for k, v in record.items() if v is not None and k != "step"}
-        self.run.log(values, step=record["step"])
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-def open_wandb(run, out: Path) -> WandbSink | None:
-    """The W&B sink of ``run`` (a RunConfig) writing under ``out``, or None when its
-    ``wandb.enabled`` is false or wandb is not installed (a warning)."""
-    cfg = run.wandb
-    if not cfg.enabled:
-        return None
-    try:
-        import wandb  # optional; never a requirement
-    except ImportError:
-        warnings.warn(
-            "wandb.enabled is true but wandb is not installed; logging to metrics.jsonl only",
-            stacklevel=2,
-        )
-        return None
-    sweep = run.sweep or {}
-    return WandbSink(
-        wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            group=cfg.group or sweep.get("name"),
-            name=run.name,
-            id=f"{run.name}-{abs(hash(str(out.resolve()))) % 10**8:08d}",
-            resume="allow",
-            config=run.to_dict(),
-            dir=str(out),
-            mode=cfg.mode,
-        )
-    )
+        close_sinks(self.sinks)

@@ -2,7 +2,8 @@
 
 A resolved run is a :class:`RunConfig`: its model (:class:`lm.model.config.ModelConfig`,
 the one way a model is built), :class:`OptimizerConfig`, :class:`ScheduleConfig`,
-:class:`TrainingConfig`, :class:`ResourcesConfig` and :class:`WandbConfig`. Every field
+:class:`TrainingConfig`, :class:`ResourcesConfig` and the metric trackers'
+:class:`WandbConfig` and :class:`TensorboardConfig` (:mod:`lm.training.trackers`). Every field
 declares its *kind* once (in the field's metadata; the model's come from its field types
 and :data:`lm.model.variants.VARIANTS`), and that one declaration serves three readers:
 the checks of each config layer (:func:`coerce`), the layers' schema (:data:`SPEC`, which
@@ -239,6 +240,9 @@ class ResourcesConfig(_Section):
 
 @dataclass(frozen=True)
 class WandbConfig(_Section):
+    """Weights & Biases: the run's metrics also go to W&B (the ``wandb`` package, the
+    ``trackers`` extra). ``group`` defaults to the sweep's name for a sweep member."""
+
     SECTION = "wandb"
     enabled: bool = _field("bool", False)
     project: str = _field("str", "lm")
@@ -247,12 +251,22 @@ class WandbConfig(_Section):
     mode: str = _field(WANDB_MODES, "online")
 
 
+@dataclass(frozen=True)
+class TensorboardConfig(_Section):
+    """TensorBoard: the run's metrics also go to event files in ``OUT/tensorboard/`` (the
+    ``tensorboard`` package, the ``trackers`` extra)."""
+
+    SECTION = "tensorboard"
+    enabled: bool = _field("bool", False)
+
+
 SECTION_TYPES: dict[str, type] = {
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
     "training": TrainingConfig,
     "resources": ResourcesConfig,
     "wandb": WandbConfig,
+    "tensorboard": TensorboardConfig,
 }
 
 
@@ -373,6 +387,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "training": _defaults(TrainingConfig),
     "resources": {},
     "wandb": _defaults(WandbConfig),
+    "tensorboard": _defaults(TensorboardConfig),
 }
 
 
@@ -394,6 +409,7 @@ class RunConfig:
     threads: int = DEFAULT_THREADS
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
     sweep: Mapping[str, Any] | None = None  # {name, base, variant, values} of a sweep member
 
     @property
@@ -429,6 +445,7 @@ class RunConfig:
             "threads": self.threads,
             "resources": self.resources.to_dict(),
             "wandb": self.wandb.to_dict(),
+            "tensorboard": self.tensorboard.to_dict(),
             "sweep": dict(self.sweep) if self.sweep is not None else None,
         }
 
@@ -495,6 +512,7 @@ RESUME_FREE_KEYS = (
     "threads",
     "resources",
     "wandb",
+    "tensorboard",
     "training.device",
     "training.compile",
     "training.processes",

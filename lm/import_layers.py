@@ -1,6 +1,6 @@
 """The layers of the ``lm`` package and the rule between them: no import runs upward.
 
-- A command-line module (``lm.cli``, ``lm.__main__``, a module named ``*cli``) may import
+- A command-line module (``lm.cli``, ``lm.__main__``, a package's ``cli`` module) may import
   anything; a library module never imports one.
 - Inference (``lm.inference``) reads what training wrote (a run directory) but never
   imports the training loop.
@@ -22,8 +22,8 @@ BASICS = ("lm.errors", "lm.io", "lm.progress", "lm._lazy")
 
 
 def is_cli(name: str) -> bool:
-    """A command-line module: the dispatcher, ``python -m lm``, or a module named ``*cli``."""
-    return name in ("lm.cli", "lm.__main__") or name.endswith("cli")
+    """A command-line module: the dispatcher, ``python -m lm``, or a package's ``cli`` module."""
+    return name in ("lm.cli", "lm.__main__") or name.endswith(".cli")
 
 
 def _within(name: str, package: str) -> bool:

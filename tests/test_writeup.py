@@ -162,3 +162,32 @@ def test_a_plan_without_its_keys_is_named(tmp_path, capsys, missing):
     del p[missing]
     assert main(["writeup", "--plan", json.dumps(p), "--out", str(tmp_path / "w.md")]) == 2
     assert "edition" in capsys.readouterr().err
+
+
+def test_fill_records_each_field_as_a_fact_in_order(tmp_path):
+    from lm.writeup.facts import Artifact, Section
+    from lm.writeup.problems.spec import fill
+
+    art = Artifact(
+        "results/a.json",
+        {"total": 2_500_000_000, "runs": [{"lr": 0.003, "name": "r0"}], "note": "as is"},
+    )
+    s = Section("k", "t", tmp_path)
+    text = fill(
+        s,
+        art,
+        "{run}: lr {value:g} of {/total|x/1e9:.1f} G, {name!s}; {/note!s} {{braces}}",
+        "runs",
+        0,
+        run="`r0`",
+        value=("lr",),
+    )
+    assert text == "`r0`: lr 0.003 of 2.5 G, r0; as is {braces}"
+    assert [(f["inputs"][0]["key"], f["op"], f["format"]) for f in s.facts] == [
+        (["runs", 0, "lr"], "x", "g"),
+        (["total"], "x/1e9", ".1f"),
+        (["runs", 0, "name"], "x", ""),
+        (["note"], "x", ""),
+    ]
+    assert s.sources == ["results/a.json"]
+    assert fill(s, art, "{total} bytes") == "2,500,000,000 bytes"  # the default format is ","

@@ -107,7 +107,7 @@ def _against(s: Section, a: Answer, other: dict | None) -> None:
         + fill(s, stats, "{length_bytes} bytes against ", *LONGEST)
         + fill(s, theirs, "{length_bytes}.", *LONGEST),
     )
-    rep = load(a.plan["roles"].get("tokenizer_experiments", {}).get("report"))
+    rep = load((a.plan["roles"].get("tokenizer_experiments") or {}).get("report"))
     names = (other["name"], a.name)
     m = "matrix_bytes_per_token"
     if rep is None or not all(rep.has(m, t, u) for t in names for u in names):

@@ -162,3 +162,71 @@ def test_a_plan_without_its_keys_is_named(tmp_path, capsys, missing):
     del p[missing]
     assert main(["writeup", "--plan", json.dumps(p), "--out", str(tmp_path / "w.md")]) == 2
     assert "edition" in capsys.readouterr().err
+
+
+def test_fill_records_each_field_as_a_fact_in_order(tmp_path):
+    from lm.writeup.facts import Artifact, Section
+    from lm.writeup.problems.spec import fill
+
+    art = Artifact(
+        "results/a.json",
+        {"total": 2_500_000_000, "runs": [{"lr": 0.003, "name": "r0"}], "note": "as is"},
+    )
+    s = Section("k", "t", tmp_path)
+    text = fill(
+        s,
+        art,
+        "{run}: lr {value:g} of {/total|x/1e9:.1f} G, {name!s}; {/note!s} {{braces}}",
+        "runs",
+        0,
+        run="`r0`",
+        value=("lr",),
+    )
+    assert text == "`r0`: lr 0.003 of 2.5 G, r0; as is {braces}"
+    assert [(f["inputs"][0]["key"], f["op"], f["format"]) for f in s.facts] == [
+        (["runs", 0, "lr"], "x", "g"),
+        (["total"], "x/1e9", ".1f"),
+        (["runs", 0, "name"], "x", ""),
+        (["note"], "x", ""),
+    ]
+    assert s.sources == ["results/a.json"]
+    assert fill(s, art, "{total} bytes") == "2,500,000,000 bytes"  # the default format is ","
+
+
+def _tokenizer_stats(corpus_bytes: int, longest: str) -> dict:
+    return {
+        "corpus_bytes": corpus_bytes,
+        "documents": 7,
+        "vocab_size": 300,
+        "vocab_size_requested": 300,
+        "merges": 43,
+        "stopped_early": False,
+        "workers": 1,
+        "total_seconds": 0.25,
+        "pretokenize_seconds": 0.05,
+        "merge_seconds": 0.2,
+        "peak_rss_mb": 40.5,
+        "peak_rss_workers_mb": 0.0,
+        "longest_tokens": [{"id": 299, "length_bytes": len(longest), "text": longest}],
+    }
+
+
+def test_openwebtext_tokenizer_without_tokenizer_experiments(tmp_path, monkeypatch):
+    # the workflow's plan has no tokenizer experiments when the target names no datasets
+    monkeypatch.chdir(tmp_path)
+    for name, size, longest in (("ts", 1000, " said"), ("web", 5000, " government")):
+        out = tmp_path / f"results/{name}/tokenizer/stats.json"
+        out.parent.mkdir(parents=True)
+        out.write_text(json.dumps(_tokenizer_stats(size, longest)))
+    p = plan()
+    p["roles"]["tokenizer_experiments"] = None
+    record = write_writeup(p, "results/writeup.md", "results/writeup.json")
+    check_writeup(tmp_path)
+    by_key = {r["key"]: r for r in record["problems"]}
+    assert by_key["tokenizer_experiments"]["status"] == "not configured"
+    assert by_key["train_bpe_expts_owt"]["status"] == "answered"
+    _, found = sections((tmp_path / "results/writeup.md").read_text())
+    owt = found["train_bpe_expts_owt"]
+    assert "**(b)** Against the `ts` tokenizer (300 tokens, trained on 1,000 bytes)" in owt
+    assert "its longest token is 11 bytes against 5." in owt
+    assert "once both are in the tokenizer experiments" in owt

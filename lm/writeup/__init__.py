@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lm.io import write_json, write_text
 from lm.writeup.facts import Section
-from lm.writeup.problems import PROBLEMS, SECTIONS
+from lm.writeup.problems import PROBLEMS, answer
 
 __all__ = ["PROBLEMS", "build_sections", "render", "write_writeup"]
 
@@ -45,9 +45,9 @@ STATUS_TEXT = {
 def build_sections(plan: dict, out_dir: str | os.PathLike) -> list[Section]:
     """Every problem's section, in the handout's order."""
     sections = []
-    for key, title in PROBLEMS:
-        s = Section(key, title, Path(out_dir))
-        SECTIONS[key](s, plan)
+    for problem in PROBLEMS:
+        s = Section(problem.key, problem.title, Path(out_dir))
+        answer(problem, s, plan)
         sections.append(s)
     return sections
 

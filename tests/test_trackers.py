@@ -219,7 +219,13 @@ def test_offline_wandb_and_tensorboard_hold_every_logged_step(tmp_path, wandb_en
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
-    cmd = [*_lm_train(cfg, train_npy, valid_npy, out), "--run", "tiny-lr2e-2"]
+    resolved = subprocess.run(
+        [sys.executable, "-m", "lm", "runs", "--config", str(cfg), "--run", "tiny-lr2e-2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    run_json = tmp_path / "run.json"
+    run_json.write_text(resolved.stdout)
+    cmd = _lm_train(run_json, train_npy, valid_npy, out)
     proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = _metrics(out)

@@ -25,6 +25,7 @@ STAGES = [
     "lm.writeup.cli",
     "lm.export.cli",
     "lm.codeversion_cli",
+    "lm.provenance_cli",
     "lm.devices_cli",
 ]
 

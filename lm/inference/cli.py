@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.progress import add_progress_argument
+from lm.provenance import with_provenance
 
 
 def register(subparsers) -> None:
@@ -219,7 +220,7 @@ def _evaluate(args) -> int:
                 "or pass --checkpoint PATH"
             )
         record["note"] = "the run diverged and left no checkpoint: nothing to evaluate"
-        write_json(args.out, record)
+        write_json(args.out, with_provenance(record, "evaluate"))
         print(f"{record['run']}: diverged, no checkpoint -> {args.out} (loss null)")
         return 0
     if args.batch_size < 1:
@@ -264,7 +265,7 @@ def _evaluate(args) -> int:
         record["note"] = (
             f"no stats of the split at {stats_path} (written by lm encode): bits per byte unknown"
         )
-    write_json(args.out, record)
+    write_json(args.out, with_provenance(record, "evaluate"))
     shown = f"loss {loss:.4f}, perplexity {ppl:.3f}" if record["perplexity"] else "loss null"
     if record["bits_per_byte"] is not None:
         shown += f", {record['bits_per_byte']:.4f} bits/byte"
@@ -370,7 +371,7 @@ def _samples(args) -> int:
     def write() -> None:
         write_text(args.out, render_samples_md(record))
         if args.json:
-            write_json(args.json, record)
+            write_json(args.json, with_provenance(record, "samples"))
 
     if not ckpt.is_file():
         if status != "diverged":

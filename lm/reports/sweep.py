@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.provenance import with_provenance
 
 # Keys that differ between runs without being what the sweep varies.
 NOT_SWEPT = (
@@ -247,5 +248,6 @@ def sweep_report(
         "best": best,
         "diverged": [r["run"] for r in diverged],
     }
+    report = with_provenance(report, "sweep-report")
     write_json(out / "report.json", report)
     return report

@@ -8,6 +8,7 @@ import os
 from lm.errors import LMError
 from lm.io import atomic_directory, write_json, write_text
 from lm.progress import add_progress_argument
+from lm.provenance import with_provenance
 from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS
 
 
@@ -92,6 +93,7 @@ def train_to_dir(
     stats = build_stats(vocab, merges, stats)
     with atomic_directory(out_dir) as tmp:
         save_tokenizer(vocab, merges, tmp)
+        stats = with_provenance(stats, "train-bpe")
         write_json(tmp / "stats.json", stats)
         write_text(tmp / "report.md", render_markdown(stats))
     return stats

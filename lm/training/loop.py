@@ -38,6 +38,7 @@ import torch
 from lm.errors import LMError
 from lm.io import atomic_open, peak_rss_mb, write_json
 from lm.progress import progress_bar
+from lm.provenance import with_provenance
 from lm.runtime import autocast_dtype, pick_device
 from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
@@ -644,6 +645,7 @@ def _train_process(
             wandb_run.finish()
 
     result = _result(run, state, n_params, device, amp_dtype, resumed_at, setup_s, dist)
+    result = with_provenance(result, "train")
     if dist.main:
         write_json(out / "result.json", result)
         from lm.training.plots import plot_run

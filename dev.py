@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,13 @@ TORCH_VARIANTS = ("cpu", "cuda", "own")
 TORCH_CPU_WHEELS = "https://download.pytorch.org/whl/cpu/torch/"
 #: the interpreter and platform the locks are resolved for (what CI and the GPU machines run)
 LOCK_PYTHON, LOCK_PLATFORM = "3.11", "x86_64-manylinux_2_28"
+
+
+def lock_fits() -> bool:
+    """Whether this interpreter and machine are those the locks were resolved for."""
+    return sys.version_info[:2] == tuple(map(int, LOCK_PYTHON.split("."))) and (
+        sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+    )
 
 
 def lock_file(variant: str) -> Path:
@@ -146,6 +154,19 @@ def ensure_env(extra: str) -> None:
         digest.update(path.read_bytes() if path.exists() else b"")
     want = digest.hexdigest()
     if stamp.exists() and stamp.read_text() == want:
+        return
+    if not lock_fits():
+        # the locks pin wheels of one interpreter and platform: elsewhere, the ranges
+        print(
+            f"dev.py: the lock is for CPython {LOCK_PYTHON} on Linux x86_64, this is "
+            f"{platform.python_implementation()} {platform.python_version()} on {sys.platform} "
+            f"{platform.machine()}: installing from pyproject.toml's ranges (versions not locked)",
+            flush=True,
+        )
+        print(f"dev.py: pip install -e '{spec}'", flush=True)
+        if _pip_install("-e", spec):
+            sys.exit(f"dev.py: installing this checkout ({spec}) failed (above)")
+        stamp.write_text(want)
         return
     # every dependency (those of the dev extra too: one locked set for the demo, the tests
     # and CI) from the lock, hash-checked; then this checkout alone, built with the locked

@@ -153,6 +153,8 @@ def provenance(command: str | None = None) -> dict[str, Any]:
 
 
 def flatten(block: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one level, its keys joined with dots: ``{"a": {"b": 1}}`` ->
+    ``{"a.b": 1}`` (also how a sweep report names the config keys its runs differ in)."""
     out: dict[str, Any] = {}
     for key, value in block.items():
         if isinstance(value, dict):

@@ -94,20 +94,10 @@ def cpu_model() -> str:
 
 @cache
 def _nvidia_driver() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        done = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = done.stdout.split()
-    return lines[0] if done.returncode == 0 and lines else None
+    # by name, like the engine and the code version below: the GPU pool is no part of the
+    # version of every command that records provenance
+    versions = importlib.import_module("lm.devices").nvidia_smi("driver_version")
+    return versions[0] if versions else None
 
 
 def device_info() -> dict[str, Any]:

@@ -5,6 +5,8 @@ import os
 
 from snakemake.utils import min_version
 
+from lm.provenance import flatten, provenance
+
 min_version("8.0")
 
 
@@ -26,6 +28,11 @@ wildcard_constraints:
 
 # `snakemake --report results/report.html`: every table, curve and sample in one page.
 report: "workflow/report/workflow.rst"
+
+
+# ... and once, in its description, the provenance of what made it (lm, commit, versions,
+# device): the key is set after the config was validated, and no rule reads it
+config["_provenance"] = flatten(provenance())
 
 
 include: "workflow/rules/data.smk"

@@ -7,15 +7,20 @@
     python3 dev.py slurm  # a single-node SLURM cluster on this machine (Debian packages,
                           # as root), for `snakemake --workflow-profile
                           # workflow/profiles/slurm`
+    python3 dev.py lock   # refresh requirements/lock-*.txt and workflow/envs/lm.yaml
+                          # from pyproject.toml (uv); `lock --upgrade` moves every pin
 
-Extra arguments go to snakemake or pytest. The virtual environment is .venv/ in the
-repository; the install is redone only when pyproject.toml changes.
+Extra arguments go to snakemake, pytest or uv. The virtual environment is .venv/ in the
+repository; it gets exactly the versions of the lock (requirements/lock-cpu.txt, or with
+LM_TORCH=cuda requirements/lock-cuda.txt; LM_TORCH=own keeps the torch already in .venv),
+and the install is redone only when the lock, pyproject.toml or the C sources change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -29,12 +34,110 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 
+# ---- the locked environment ----
+
+LOCK_DIR = ROOT / "requirements"
+#: LM_TORCH: which torch the locked install brings. cpu: the PyTorch CPU build (default:
+#: small, what CI tests); cuda: PyPI's CUDA build and its nvidia-* libraries (GBs); own:
+#: none, the torch already installed in .venv is kept (install yours there first).
+TORCH_VARIANTS = ("cpu", "cuda", "own")
+#: where the CPU build of torch is published (a page of wheel links, for pip/uv --find-links)
+TORCH_CPU_WHEELS = "https://download.pytorch.org/whl/cpu/torch/"
+#: the interpreter and platform the locks are resolved for (what CI and the GPU machines run)
+LOCK_PYTHON, LOCK_PLATFORM = "3.11", "x86_64-manylinux_2_28"
+
+
+def lock_fits() -> bool:
+    """Whether this interpreter and machine are those the locks were resolved for."""
+    return sys.version_info[:2] == tuple(map(int, LOCK_PYTHON.split("."))) and (
+        sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+    )
+
+
+def lock_file(variant: str) -> Path:
+    """The lock of a torch variant ("own" installs the CPU lock without its torch)."""
+    return LOCK_DIR / ("lock-cuda.txt" if variant == "cuda" else "lock-cpu.txt")
+
+
+def lock_blocks(text: str) -> dict[str, tuple[str, str]]:
+    """A hashed requirements file -> {normalized name: (version, its lines)}.
+
+    Each pin is ``name==version \\`` followed by its indented ``--hash`` and ``# via``
+    lines; a marker (``; sys_platform == ...``) is not used by our locks and is refused.
+    """
+    blocks: dict[str, tuple[str, str]] = {}
+    name = None
+    for line in text.splitlines(keepends=True):
+        if line[:1].isalnum():
+            pin = line.split("\\")[0].strip()
+            if ";" in pin or "==" not in pin:
+                raise ValueError(f"lock line {line.strip()!r}: expected name==version")
+            raw, version = pin.split("==", 1)
+            name = raw.strip().lower().replace("_", "-").replace(".", "-")
+            blocks[name] = (version.strip(), line)
+        elif name is not None and line[:1] in (" ", "\t"):
+            version, lines = blocks[name]
+            blocks[name] = (version, lines + line)
+        else:
+            name = None
+    return blocks
+
+
+def torch_variant() -> str:
+    variant = os.environ.get("LM_TORCH", "cpu")
+    if variant not in TORCH_VARIANTS:
+        sys.exit(f"dev.py: LM_TORCH={variant!r}; use one of {', '.join(TORCH_VARIANTS)}.")
+    return variant
+
+
+def _pip_install(*args: str) -> int:
+    cmd = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    return subprocess.run([*cmd, *args], cwd=ROOT).returncode
+
+
+def _install_lock(variant: str) -> None:
+    lock = lock_file(variant)
+    if variant == "own":
+        found = subprocess.run(
+            [
+                str(BIN / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('torch'))",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if found.returncode != 0:
+            sys.exit(
+                "dev.py: LM_TORCH=own keeps the torch of .venv, and it has none: install "
+                "yours first, e.g. .venv/bin/pip install torch --index-url "
+                "https://download.pytorch.org/whl/cu130"
+            )
+        print(f"dev.py: keeping torch {found.stdout.strip()} (LM_TORCH=own)", flush=True)
+        blocks = lock_blocks(lock.read_text())
+        blocks.pop("torch")
+        lock = VENV / "lock-without-torch.txt"
+        lock.write_text("".join(lines for _, lines in blocks.values()))
+    print(f"dev.py: pip install --require-hashes -r {lock.relative_to(ROOT)}", flush=True)
+    if _pip_install("--require-hashes", "-r", str(lock)) == 0:
+        return
+    if variant != "cpu":
+        sys.exit(f"dev.py: installing {lock.relative_to(ROOT)} failed (above)")
+    # the CPU build of torch is not on PyPI; look on PyTorch's page only when it is needed
+    # (a machine that has the wheel locally, or cannot reach that host, skips its retries)
+    print(f"dev.py: again, with --find-links {TORCH_CPU_WHEELS}", flush=True)
+    if _pip_install("--require-hashes", "-r", str(lock), "--find-links", TORCH_CPU_WHEELS):
+        sys.exit(f"dev.py: installing {lock.relative_to(ROOT)} failed (above)")
+
+
 def ensure_env(extra: str) -> None:
+    """.venv/ with exactly the locked versions, and this checkout installed into it."""
     if sys.version_info < (3, 11):  # noqa: UP036 -- dev.py runs under any python3 on PATH
         sys.exit(f"dev.py: Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
     if not (BIN / "python").exists():
         print(f"dev.py: creating {VENV.relative_to(ROOT)}/", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
+    variant = torch_variant()
     spec = f".[{extra}]" if extra else "."
     stamp = VENV / f".installed{('-' + extra) if extra else ''}"
     # reinstall (and so recompile the native extension) when the build inputs change
@@ -43,30 +146,102 @@ def ensure_env(extra: str) -> None:
         "setup.py",
         "lm/tokenizer/native/_native.c",
         "lm/tokenizer/native/_unicode_tables.h",
+        str(lock_file(variant).relative_to(ROOT)),
     ]
-    digest = hashlib.sha256(spec.encode())
+    digest = hashlib.sha256(f"{spec} {variant}".encode())
     for name in build_inputs:
         path = ROOT / name
         digest.update(path.read_bytes() if path.exists() else b"")
     want = digest.hexdigest()
     if stamp.exists() and stamp.read_text() == want:
         return
-    print(f"dev.py: pip install -e '{spec}'", flush=True)
-    subprocess.run(
-        [
-            str(BIN / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "-e",
-            spec,
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+    if not lock_fits():
+        # the locks pin wheels of one interpreter and platform: elsewhere, the ranges
+        print(
+            f"dev.py: the lock is for CPython {LOCK_PYTHON} on Linux x86_64, this is "
+            f"{platform.python_implementation()} {platform.python_version()} on {sys.platform} "
+            f"{platform.machine()}: installing from pyproject.toml's ranges (versions not locked)",
+            flush=True,
+        )
+        print(f"dev.py: pip install -e '{spec}'", flush=True)
+        if _pip_install("-e", spec):
+            sys.exit(f"dev.py: installing this checkout ({spec}) failed (above)")
+        stamp.write_text(want)
+        return
+    # every dependency (those of the dev extra too: one locked set for the demo, the tests
+    # and CI) from the lock, hash-checked; then this checkout alone, built with the locked
+    # setuptools instead of whatever an isolated build environment would download
+    _install_lock(variant)
+    print(f"dev.py: pip install --no-deps --no-build-isolation -e '{spec}'", flush=True)
+    if _pip_install("--no-deps", "--no-build-isolation", "-e", spec):
+        sys.exit(f"dev.py: installing this checkout ({spec}) failed (above)")
     stamp.write_text(want)
+
+
+def refresh_lock(uv_args: list[str]) -> int:
+    """Resolve pyproject.toml (with the dev extra) into the two hashed locks, and write the
+    CPU lock's pins into workflow/envs/lm.yaml. Existing pins are kept where they still
+    satisfy pyproject.toml; `--upgrade` (passed to uv) moves every pin to the newest."""
+    uv = BIN / "uv"
+    if not uv.exists():
+        if not (BIN / "python").exists():
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        if _pip_install("uv"):
+            return 1
+    common = [
+        str(uv),
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "dev",
+        "--generate-hashes",
+        "--python-version",
+        LOCK_PYTHON,
+        "--python-platform",
+        LOCK_PLATFORM,
+        "--custom-compile-command",
+        "python3 dev.py lock",
+        "--quiet",
+        *uv_args,
+    ]
+    # LM_TORCH_CPU_WHEELS: another place with the CPU wheels (a mirror, a local folder)
+    wheels = os.environ.get("LM_TORCH_CPU_WHEELS", TORCH_CPU_WHEELS)
+    runs = {
+        "cpu": ["--override", "requirements/torch-cpu.txt", "--find-links", wheels],
+        "cuda": [],
+    }
+    for variant, args in runs.items():
+        out = lock_file(variant).relative_to(ROOT)
+        print(f"dev.py: {out}", flush=True)
+        if subprocess.run([*common, *args, "-o", str(out)], cwd=ROOT).returncode:
+            return 1
+    write_conda_env()
+    return 0
+
+
+CONDA_ENV = ROOT / "workflow" / "envs" / "lm.yaml"
+
+
+def write_conda_env() -> None:
+    """workflow/envs/lm.yaml: the CPU lock's pins, for `snakemake --sdm conda`."""
+    pins = lock_blocks(lock_file("cpu").read_text())
+    lines = [
+        "# Software environment of every rule, for `snakemake --sdm conda` (e.g. on a cluster",
+        "# whose nodes lack the project's virtual environment): the versions of",
+        "# requirements/lock-cpu.txt, written by `python3 dev.py lock` (do not edit by hand;",
+        "# tests/test_lock.py holds them equal). Installs this repository.",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        f"  - python={LOCK_PYTHON}",
+        "  - pip",
+        "  - pip:",
+        f"      - --find-links {TORCH_CPU_WHEELS}",
+        *(f"      - {name}=={version}" for name, (version, _) in sorted(pins.items())),
+        "      - -e ../..",
+    ]
+    _write_if_changed(CONDA_ENV, "\n".join(lines) + "\n", 0o644)
 
 
 # ---- python3 dev.py slurm: a single-node SLURM cluster from the distribution's packages ----
@@ -261,10 +436,12 @@ def slurm_cluster() -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "slurm"):
+    if not argv or argv[0] not in ("demo", "test", "slurm", "lock"):
         print(__doc__.strip())
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "lock":
+        return refresh_lock(rest)
     if command == "slurm":
         ensure_env("slurm")
         return slurm_cluster()

@@ -30,6 +30,7 @@ STAGES = [
     "lm.writeup.cli",
     "lm.export.cli",
     "lm.codeversion.cli",
+    "lm.provenance.cli",
     "lm.devices.cli",
 ]
 

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import re
 import shutil
+import subprocess
+import sys
+from importlib.metadata import version
 
 import numpy as np
 import pytest
 import torch
-from conftest import MICRO_MODEL, Workflow, tiny_config
+from conftest import MICRO_MODEL, REPO, Workflow, tiny_config
 from hf_checks import LOGIT_TOLERANCE, logit_difference
 from writeup_checks import HANDOUT_ORDER, check_writeup, commands, sections
 
+from lm.codeversion import command_version
 from lm.inference.run import load_run
 
 pytestmark = pytest.mark.slow
@@ -162,6 +167,62 @@ def test_demo_builds_every_stage(built):
         "writeup.md",
     ):
         assert link in index, link
+
+
+#: Each JSON artifact of the demo, and the lm command that writes it.
+PROVENANCE_ARTIFACTS = {
+    "demo/raw/valid.stats.json": "inspect-text",
+    "demo/tokenizer/stats.json": "train-bpe",
+    "demo/tokens/valid.stats.json": "encode",
+    "tokenizer_experiments/demo/report.json": "tokenizer-experiments",
+    "accounting/transformer.json": "accounting",
+    "accounting/adamw.json": "accounting",
+    "lr_tuning/report.json": "lr-tuning",
+    "sweeps/micro-lr/report.json": "sweep-report",
+    "writeup.json": "writeup",
+    **{f"runs/{run}/result.json": "train" for run in ALL_RUNS},
+    **{f"runs/{run}/eval.json": "evaluate" for run in ALL_RUNS},
+}
+
+
+def test_every_artifact_records_its_provenance(built):
+    """A complete block in each JSON artifact: the command that wrote it with the code
+    version its rule ran with, the installed versions, the commit of the checkout whose
+    lm ran (the tests' own, when they run in one); `lm provenance` prints it; the writeup
+    and the HTML report show one each."""
+    wf, _, _, _, _ = built
+    r = wf.root / "results"
+    git = shutil.which("git")
+    head = (
+        subprocess.run([git, "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if git and (REPO / ".git").exists()
+        else None
+    )
+    for name, command in PROVENANCE_ARTIFACTS.items():
+        block = json.loads((r / name).read_text())["provenance"]
+        assert block["command"] == command, name
+        assert block["code_version"] == command_version(command), name
+        assert block["lm"] == version("lm") and block["python"] == platform.python_version()
+        assert block["packages"] == {p: version(p) for p in ("torch", "numpy", "snakemake")}
+        assert block["tokenization_engine"] in ("native", "python")
+        assert block["device"]["cpu"] and block["processes"] == 1, name
+        if head is not None and head.returncode == 0:
+            assert block["git"]["commit"] == head.stdout.strip(), name
+            assert isinstance(block["git"]["dirty"], bool)
+    result = r / "runs" / RUNS[0] / "result.json"
+    shown = subprocess.run(
+        [sys.executable, "-m", "lm", "provenance", str(result)], capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f"command: train\ncode_version: {command_version('train')}\n" in shown.stdout
+    assert f"packages.torch: {version('torch')}" in shown.stdout.splitlines()
+    md = (r / "writeup.md").read_text()
+    assert md.count("## Provenance") == 1
+    assert "| command | `writeup` |" in md and f"| packages.torch | `{version('torch')}` |" in md
+    html = (r / "report.html").read_text(encoding="utf-8")
+    assert html.count("Provenance</strong> of this report") == 1
+    shown_torch = r"packages\.torch: <(tt|code)[^>]*>" + re.escape(version("torch")) + "<"
+    assert re.search(shown_torch, html.replace('\\"', '"'))
 
 
 def report_categories(html: str) -> dict:

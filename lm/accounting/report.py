@@ -517,13 +517,14 @@ def write_reports(out_dir: str | Path, **settings: Any) -> list[Path]:
     ``peak_tflops`` and ``mfu`` for the AdamW report.
     """
     from lm.io import write_json, write_text
+    from lm.provenance import with_provenance
 
     t, a = build_reports(**settings)
     out = Path(out_dir)
     paths = [out / "transformer.json", out / "transformer.md", out / "adamw.json", out / "adamw.md"]
-    write_json(paths[0], t)
+    write_json(paths[0], with_provenance(t, "accounting"))
     write_text(paths[1], render_transformer_md(t))
-    write_json(paths[2], a)
+    write_json(paths[2], with_provenance(a, "accounting"))
     write_text(paths[3], render_adamw_md(a))
     check_reports(t, str(paths[1]))
     return paths

@@ -6,6 +6,7 @@ import json
 
 from lm.io import write_json
 from lm.progress import add_progress_argument
+from lm.provenance import with_provenance
 
 
 def _progress_arguments(p) -> None:
@@ -54,7 +55,7 @@ def _inspect(args) -> int:
         progress=args.progress,
     )
     if args.out:
-        write_json(args.out, stats)
+        write_json(args.out, with_provenance(stats, "inspect-text"))
     print(json.dumps(stats))
     return 0
 

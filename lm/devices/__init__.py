@@ -47,19 +47,25 @@ def machine_gpus(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     if "CUDA_VISIBLE_DEVICES" in env:
         return parse_devices(env["CUDA_VISIBLE_DEVICES"])
+    return nvidia_smi("index")
+
+
+def nvidia_smi(field: str) -> list[str]:
+    """``nvidia-smi --query-gpu=FIELD``: one value per GPU; none without nvidia-smi, or
+    when it fails (a driver problem: no usable GPU)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=index", "--format=csv,noheader"],
+            [smi, f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return []
-    if out.returncode != 0:  # a driver problem: no usable GPU
+    if out.returncode != 0:
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 

@@ -1,6 +1,5 @@
 """Export: a trained run in the formats other tools read.
 
-- :mod:`lm.export.safetensors`: a writer of the ``safetensors`` weight format.
 - :mod:`lm.export.hf`: a run as a Hugging Face ``LlamaForCausalLM`` directory
   (``model.safetensors``, ``config.json``, ``generation_config.json``, ``tokenizer.json``).
 - :mod:`lm.export.cli`: ``lm export-hf``.
@@ -13,7 +12,6 @@ from __future__ import annotations
 from lm._lazy import lazy_exports
 
 _EXPORTS = {
-    "save_safetensors": "lm.export.safetensors",
     "UnsupportedVariantError": "lm.export.hf",
     "export_hf": "lm.export.hf",
     "hf_config": "lm.export.hf",

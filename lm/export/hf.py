@@ -387,7 +387,7 @@ def write_hf_dir(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is "
             f"{config.vocab_size}: they do not belong together; pass the run's tokenizer"
         )
-    from lm.export.safetensors import save_safetensors
+    from safetensors.torch import save_file
 
     eps = model.ln_final.eps
     weights = hf_state_dict(model.state_dict(), config, DTYPES[dtype])
@@ -406,8 +406,8 @@ def write_hf_dir(
 
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
-        save_safetensors(
-            weights,
+        save_file(
+            {name: t.contiguous() for name, t in weights.items()},
             tmp / WEIGHTS_FILE,
             metadata={"format": "pt", "lm_run": str(summary["run"])},
         )

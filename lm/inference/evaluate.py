@@ -39,6 +39,7 @@ import torch
 from lm.errors import LMError
 from lm.inference.run import load_run, read_run, run_checkpoint, run_name, torch_threads
 from lm.io import write_json
+from lm.provenance import with_provenance
 from lm.progress import progress_bar
 from lm.runtime import pick_device
 from lm.training.data import open_tokens
@@ -249,6 +250,7 @@ def evaluate_run(
     }
     if not present:
         record["note"] = "the run diverged and left no checkpoint: nothing to evaluate"
+        record = with_provenance(record, "evaluate")
         write_json(out, record)
         return record
     if batch_size < 1:
@@ -293,5 +295,6 @@ def evaluate_run(
         record["note"] = (
             f"no stats of the split at {stats_path} (written by lm encode): bits per byte unknown"
         )
+    record = with_provenance(record, "evaluate")
     write_json(out, record)
     return record

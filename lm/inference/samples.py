@@ -147,6 +147,7 @@ def sample_run(
         torch_threads,
     )
     from lm.io import write_json, write_text
+    from lm.provenance import with_provenance
 
     config, result = read_run(run_dir)
     status = (result or {}).get("status", "unfinished")
@@ -172,7 +173,7 @@ def sample_run(
     def write() -> dict:
         write_text(out, render_samples_md(record))
         if json_path:
-            write_json(json_path, record)
+            write_json(json_path, with_provenance(record, "samples"))
         return record
 
     if not present:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.provenance import with_provenance
 from lm.reports.plots import plot_comparison
 
 
@@ -263,5 +264,6 @@ def comparison_report(
         lines += _samples_md(run)
     write_text(out / "report.md", "\n".join(lines))
     report = {"title": title, "runs": rows, "explanation": paragraph, "curves": "curves.png"}
+    report = with_provenance(report, "compare-runs")
     write_json(out / "report.json", report)
     return report

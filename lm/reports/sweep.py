@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.provenance import flatten, with_provenance
 
 # Keys that differ between runs without being what the sweep varies.
 NOT_SWEPT = (
@@ -62,16 +63,6 @@ def _eval(run_dir: str | os.PathLike) -> dict:
         raise LMError(f"{path} is not valid JSON ({e}); re-run lm evaluate on the run") from e
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def swept_keys(configs: list[dict]) -> list[str]:
     """The dotted keys the runs were swept over: their sweep's grid, else whatever differs."""
     keys: list[str] = []
@@ -83,7 +74,7 @@ def swept_keys(configs: list[dict]) -> list[str]:
         if any(c["sweep"].get("variant") for c in configs):
             keys.insert(0, "variant")
         return keys
-    flats = [_flat(c) for c in configs]
+    flats = [flatten(c) for c in configs]
     for k in flats[0] if flats else []:
         if any(k == n or k.startswith(n + ".") for n in NOT_SWEPT):
             continue
@@ -248,5 +239,6 @@ def sweep_report(
         "best": best,
         "diverged": [r["run"] for r in diverged],
     }
+    report = with_provenance(report, "sweep-report")
     write_json(out / "report.json", report)
     return report

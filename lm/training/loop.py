@@ -40,6 +40,7 @@ import torch
 
 from lm.errors import LMError
 from lm.io import peak_rss_mb, write_json
+from lm.provenance import with_provenance
 from lm.runtime import autocast_dtype, pick_device
 from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
@@ -228,6 +229,7 @@ def _train_process(
 
     n_params = sum(p.numel() for p in s.step.model.parameters())
     result = _result(run, s.state, n_params, device, s.amp_dtype, s.resumed_at, setup_s, dist)
+    result = with_provenance(result, "train")
     if dist.main:
         _report(run, s.state, rundir, result)
     dist.barrier("finishing")

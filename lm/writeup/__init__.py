@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from lm.io import write_json, write_text
+from lm.provenance import KEY, render_markdown, with_provenance
 from lm.writeup.facts import Section
 from lm.writeup.problems import PROBLEMS, answer
 
@@ -111,7 +112,8 @@ def write_writeup(
         "markdown": str(out_md),
         "problems": [s.record() for s in sections],
     }
-    write_text(out_md, render(plan, sections, json_name))
+    record = with_provenance(record, "writeup")
+    write_text(out_md, render(plan, sections, json_name) + "\n" + render_markdown(record[KEY]))
     if out_json:
         write_json(out_json, record)
     return record

@@ -30,6 +30,7 @@ import numpy as np
 from lm.errors import LMError
 from lm.io import atomic_path, peak_rss_mb, write_json
 from lm.progress import progress_bar
+from lm.provenance import with_provenance
 from lm.tokenizer.chunks import (
     BadUTF8,
     ForkedMap,
@@ -177,5 +178,6 @@ def encode_file(
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_workers_mb": round(peak_rss_mb(children=True), 1),
     }
+    stats = with_provenance(stats, "encode")
     write_json(stats_path or default_stats_path(out_path), stats)
     return stats

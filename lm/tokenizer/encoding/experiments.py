@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lm.errors import LMError
 from lm.io import write_json, write_text
+from lm.provenance import with_provenance
 from lm.tokenizer.chunks import first_bad_utf8, utf8_error
 from lm.tokenizer.encoding.dataset import choose_dtype
 from lm.tokenizer.encoding.tokenizer import Tokenizer
@@ -207,6 +208,7 @@ def run_experiments(
             throughput_bytes,
         )
     out = Path(out_dir)
+    report = with_provenance(report, "tokenizer-experiments")
     write_json(out / "report.json", report)
     write_text(out / "report.md", render_markdown(report))
     return report

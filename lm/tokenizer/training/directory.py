@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lm.errors import LMError
 from lm.io import atomic_directory, write_json, write_text
+from lm.provenance import with_provenance
 from lm.tokenizer.serialization import save_tokenizer
 from lm.tokenizer.training.bpe import train_bpe_with_stats
 from lm.tokenizer.training.report import build_stats, render_markdown
@@ -38,6 +39,7 @@ def train_to_dir(
     stats = build_stats(vocab, merges, stats)
     with atomic_directory(out_dir) as tmp:
         save_tokenizer(vocab, merges, tmp)
+        stats = with_provenance(stats, "train-bpe")
         write_json(tmp / "stats.json", stats)
         write_text(tmp / "report.md", render_markdown(stats))
     return stats

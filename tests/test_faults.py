@@ -12,9 +12,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +281,55 @@ def test_disk_full_while_saving_a_checkpoint(tokens, small_disk, tmp_path):
                    capture_output=True)  # fmt: skip
     assert _losses(out) == _losses(tmp_path / "clean")
     assert _leftovers(mnt) == []
+
+
+# ------------------------------------------------------------------------- a corrupt checkpoint
+
+
+@pytest.mark.slow
+def test_a_corrupt_newest_checkpoint_is_set_aside_and_the_run_resumes(tokens, tmp_path):
+    run = _run_spec(steps=400, checkpoint_every=30, keep_checkpoints=4, eval_every=50)
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps(run.to_dict()))
+    subprocess.run(_train_cmd(run_json, tokens, tmp_path / "clean"), check=True,
+                   capture_output=True)  # fmt: skip
+
+    out = tmp_path / "run"
+    ckpts = out / "checkpoints"
+    proc = subprocess.Popen(_train_cmd(run_json, tokens, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(list(ckpts.glob("step_*.pt"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it was killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (ckpts / "final.pt").exists(), "killed too late"
+    steps = sorted(ckpts.glob("step_*.pt"))
+    assert len(steps) >= 3
+    newest, second, third = steps[-1], steps[-2], steps[-3]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    data = bytearray(second.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte flipped, same size
+    second.write_bytes(bytes(data))
+
+    resumed = subprocess.run(_train_cmd(run_json, tokens, out), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["resumed_at_step"] == int(third.stem.split("_")[1])
+    assert result["checkpoints_set_aside"] == [
+        f"checkpoints/{second.name}.corrupt",
+        f"checkpoints/{newest.name}.corrupt",
+    ]
+    assert (ckpts / f"{newest.name}.corrupt").is_file()
+    assert (ckpts / f"{second.name}.corrupt").is_file()
+    assert f"set aside as {newest.name}.corrupt" in resumed.stderr
+    assert f"set aside as {second.name}.corrupt" in resumed.stderr
+    assert "truncated or overwritten" in resumed.stderr and "damaged on disk" in resumed.stderr
+    assert _losses(out) == _losses(tmp_path / "clean")
+    clean = json.loads((tmp_path / "clean" / "result.json").read_text())
+    assert result["final_val_loss"] == clean["final_val_loss"]
+    assert clean["checkpoints_set_aside"] == []
 
 
 # ------------------------------------------------------------------------- config mistakes

@@ -408,3 +408,23 @@ def test_disk_full_while_downloading(small_disk, http_dir, tmp_path, capsys):
     assert main(["download", f"{base}/train.txt", "--out", str(out), "--no-progress"]) == 0
     assert out.read_bytes() == (served / "train.txt").read_bytes()
     assert _leftovers(mnt) == []
+
+
+def test_disk_full_while_training_bpe(small_disk, tmp_path, capsys):
+    mnt, _ = small_disk
+    text = _corpus(tmp_path / "text.txt")
+    filler = mnt / "filler"  # the disk nearly full already: 8 KiB left
+    filler.write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 8192))
+    out = mnt / "tokenizer"
+    args = ["train-bpe", str(text), "--vocab-size", "600", "--no-progress", "--out"]
+    capsys.readouterr()
+    assert main([*args, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch("lm train-bpe: error: " + NO_SPACE.format(path=re.escape(str(out))), err)
+    assert sorted(p.name for p in mnt.iterdir()) == ["filler"]  # no half-written directory
+    filler.unlink()  # space freed
+    assert main([*args, str(out)]) == 0
+    assert main([*args, str(tmp_path / "clean")]) == 0
+    for name in ("vocab.json", "merges.txt"):
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+    assert _leftovers(mnt) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import glob
 import json
 import os
@@ -11,6 +12,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from lm.errors import LMError
@@ -43,6 +45,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if full:
+            _release(e)
             raise no_space_error(path, written) from None
         raise
 
@@ -71,10 +74,24 @@ def atomic_directory(path: str | os.PathLike):
     except BaseException as e:
         full = disk_full(e, tmp)
         written = _size(tmp)
+        if full:
+            _release(e)
         shutil.rmtree(tmp, ignore_errors=True)
         if full or isinstance(e, NoSpaceError):  # named by the directory, not its temporary
             raise no_space_error(path, written) from None
         raise
+
+
+def _release(error: BaseException) -> None:
+    """Close what the frames of ``error`` (and of the errors it chains) still hold open: a
+    failed writer (torch.save's) keeps its deleted file, and so its space, until then, and
+    the space reported free must be free."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__context__ or error.__cause__
+    gc.collect()
 
 
 class NoSpaceError(LMError):

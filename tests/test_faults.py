@@ -193,7 +193,7 @@ def small_disk(tmp_path):
 
 
 NO_SPACE = (
-    r"no space left on device writing {path} \(more than \d+ bytes needed, \d+ free\); "
+    r"no space left on device writing {path} \(more than \d+ bytes needed, (?P<free>\d+) free\); "
     r"free space and rerun\n"
 )
 
@@ -206,7 +206,9 @@ def test_disk_full_while_encoding(tokenizer, small_disk, tmp_path, capsys):
     capsys.readouterr()
     assert _encode(text, tok, out) == 2
     err = capsys.readouterr().err
-    assert re.fullmatch("lm encode: error: " + NO_SPACE.format(path=re.escape(str(out))), err), err
+    said = re.fullmatch("lm encode: error: " + NO_SPACE.format(path=re.escape(str(out))), err)
+    assert said, err
+    assert int(said["free"]) == shutil.disk_usage(mnt).free  # the space free once it gave up
     assert list((mnt / "tokens").iterdir()) == []  # nothing partial, no temporary
     remount("8m")
     assert _encode(text, tok, out) == 0
@@ -272,7 +274,10 @@ def test_disk_full_while_saving_a_checkpoint(tokens, small_disk, tmp_path):
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.splitlines(keepends=True)[-1]
     path = re.escape(str(out / "checkpoints" / "step_00000020.pt"))
-    assert re.fullmatch("lm train: error: " + NO_SPACE.format(path=path), last), proc.stderr
+    said = re.fullmatch("lm train: error: " + NO_SPACE.format(path=path), last)
+    assert said, proc.stderr
+    # true once it gave up: torch.save's writer no longer holds its deleted file open
+    assert int(said["free"]) == shutil.disk_usage(mnt).free
     assert "inline_container" not in proc.stderr and "Traceback" not in proc.stderr
     assert list((out / "checkpoints").iterdir()) == []  # no checkpoint, half or whole
     remount("16m")

@@ -140,11 +140,11 @@ def no_space_error(path: str | os.PathLike | None, written: int | None = None) -
 
 
 def _size(path: Path) -> int | None:
-    """Bytes in the file or directory tree ``path`` (None if it is gone)."""
+    """Bytes of the device the file or directory tree ``path`` takes (its blocks, which is
+    what a full disk counts; None if it is gone)."""
     try:
-        if path.is_dir():
-            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        return path.stat().st_size
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        return sum(p.stat().st_blocks * 512 for p in files)
     except OSError:
         return None
 

@@ -105,7 +105,7 @@ class RunDir:
                 os.replace(ckpt.check_path(path), ckpt.check_path(corrupt))
             warnings.warn(
                 f"{path}: {problem}; set aside as {corrupt.name}, resuming from the checkpoint "
-                f"before it",
+                f"before it (from the start if there is none)",
                 stacklevel=5,
             )
         return None, None

@@ -11,10 +11,12 @@ packages, and so ``cli`` modules, of their own.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from lm.errors import LMError
+from lm.io import no_space_error
 
 # Stage modules, in pipeline order. Each defines register(subparsers).
 STAGES = [
@@ -88,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LMError as e:
         print(f"lm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a write outside lm.io's atomic writers (an appended log, a library's own file)
+        print(f"lm {args.command}: error: {no_space_error(e.filename)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lm {args.command}: interrupted", file=sys.stderr)

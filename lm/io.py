@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import glob
 import json
 import os
@@ -10,7 +12,10 @@ import resource
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
+
+from lm.errors import LMError
 
 
 @contextlib.contextmanager
@@ -34,9 +39,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         if tmp.is_file():
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = disk_full(e, tmp)
+        written = _size(tmp)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if full:
+            _release(e)
+            raise no_space_error(path, written) from None
         raise
 
 
@@ -61,9 +71,82 @@ def atomic_directory(path: str | os.PathLike):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = disk_full(e, tmp)
+        written = _size(tmp)
+        if full:
+            _release(e)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full or isinstance(e, NoSpaceError):  # named by the directory, not its temporary
+            raise no_space_error(path, written) from None
         raise
+
+
+def _release(error: BaseException) -> None:
+    """Close what the frames of ``error`` (and of the errors it chains) still hold open: a
+    failed writer (torch.save's) keeps its deleted file, and so its space, until then, and
+    the space reported free must be free."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__context__ or error.__cause__
+    gc.collect()
+
+
+class NoSpaceError(LMError):
+    """A write failed because its file system is full (or the user's quota is spent)."""
+
+
+def disk_full(error: BaseException, where: Path) -> bool:
+    """Whether ``error``, raised while writing under ``where``, means the disk is full:
+    an ``OSError`` with errno ENOSPC or EDQUOT, or a library's own write failure (such as
+    ``torch.save``'s ``RuntimeError: [enforce fail at inline_container.cc] ... file write
+    failed``, which drops the errno) on a file system with no space left."""
+    if isinstance(error, NoSpaceError):
+        return False  # already said, by an inner writer
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(error, RuntimeError) and any(
+        sign in str(error) for sign in ("write failed", "inline_container")
+    ):
+        return free_bytes(where) < _NEARLY_FULL
+    return False
+
+
+# A write failure on a file system with less than this free counts as "disk full".
+_NEARLY_FULL = 1 << 20
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes free to this user on the file system of ``path`` (or of its nearest existing
+    parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def no_space_error(path: str | os.PathLike | None, written: int | None = None) -> NoSpaceError:
+    """The one message for a full disk: what was being written, how much it needed as far as
+    is known (more than the ``written`` bytes it had when the disk filled), and what is free."""
+    if path is None:  # an OSError without a file name: say no more than is known
+        return NoSpaceError("no space left on device; free space and rerun")
+    free = free_bytes(Path(path).parent)
+    need = f"more than {written} bytes needed, " if written is not None else ""
+    return NoSpaceError(
+        f"no space left on device writing {path} ({need}{free} free); free space and rerun"
+    )
+
+
+def _size(path: Path) -> int | None:
+    """Bytes of the device the file or directory tree ``path`` takes (its blocks, which is
+    what a full disk counts; None if it is gone)."""
+    try:
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        return sum(p.stat().st_blocks * 512 for p in files)
+    except OSError:
+        return None
 
 
 def temporary_prefix(path: Path) -> str:

@@ -176,7 +176,10 @@ def test_two_processes_equal_one(tmp_path):
     result = json.loads((two / "result.json").read_text())
     assert result["processes"] == 2
     # only rank 0 wrote: one line per logged step, one final checkpoint
-    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["final.pt"]
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == [
+        "final.pt",
+        "final.pt.check.json",
+    ]
 
 
 @pytest.mark.slow

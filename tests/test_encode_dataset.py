@@ -73,6 +73,8 @@ def test_empty_input_gives_an_empty_array(tok_dir, tmp_path):
 
 def test_large_vocabulary_uses_uint32_and_says_so(tmp_path):
     vocab, merges = train_small(tmp_path, special_tokens=())
+    # ids run without a gap (a loaded tokenizer is checked for that): fill up to 70000
+    vocab.update({i: f"<|unused{i}|>".encode() for i in range(len(vocab), 70000)})
     vocab[70000] = EOT.encode()  # an id above the uint16 range
     save_tokenizer(vocab, merges, tmp_path / "tok")
     text = tmp_path / "t.txt"

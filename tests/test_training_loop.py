@@ -69,7 +69,11 @@ def test_run_writes_every_output_and_learns(tokens, tmp_path):
     assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
     assert json.loads((out / "result.json").read_text()) == result
     assert (out / "curves.png").stat().st_size > 1000
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["final.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "final.pt",
+        "final.pt.check.json",
+    ]
+    assert result["checkpoints_set_aside"] == []
     assert result["status"] == "ok" and result["steps"] == 30 and result["tokens"] == 30 * 4 * 16
     assert result["params"] == sum(p.numel() for p in cfg.model.build().parameters())
     records = _metrics(out)

@@ -41,11 +41,16 @@ def test_saves_are_atomic_and_keep_the_newest_step_files(tmp_path):
         _save(rundir, f"step_{step:08d}.pt", step, keep=2)
     assert sorted(p.name for p in rundir.checkpoints.iterdir()) == [
         "step_00000020.pt",
+        "step_00000020.pt.check.json",
         "step_00000030.pt",
-    ]  # no temporary left behind, the oldest pruned
+        "step_00000030.pt.check.json",
+    ]  # no temporary left behind, the oldest pruned (with its size and sha256)
     assert read_checkpoint(rundir.latest())["iteration"] == 30
     _save(rundir, "final.pt", 35, keep=2)
-    assert [p.name for p in rundir.checkpoints.iterdir()] == ["final.pt"]  # none once final
+    assert sorted(p.name for p in rundir.checkpoints.iterdir()) == [
+        "final.pt",
+        "final.pt.check.json",
+    ]  # none once final
     assert rundir.latest() == rundir.checkpoints / "final.pt"
 
 
@@ -97,3 +102,42 @@ def test_fresh_discards_the_checkpoints(tmp_path):
     decision, payload = rundir.prepare(CONFIG, fresh=True, on_config_change="error", device="cpu")
     assert decision == (None, None) and payload is None
     assert not list(rundir.checkpoints.iterdir())
+
+
+def test_a_corrupt_newest_checkpoint_is_set_aside(tmp_path):
+    rundir = RunDir(tmp_path)
+    rundir.checkpoints.mkdir()
+    for step in (10, 20, 30):
+        _save(rundir, f"step_{step:08d}.pt", step, keep=3)
+    newest = rundir.checkpoints / "step_00000030.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    middle = rundir.checkpoints / "step_00000020.pt"
+    data = bytearray(middle.read_bytes())
+    data[-50] ^= 1  # one bit flipped
+    middle.write_bytes(bytes(data))
+    with pytest.warns(UserWarning) as caught:
+        (path, error), payload = rundir.prepare(
+            CONFIG, fresh=False, on_config_change="error", device="cpu"
+        )
+    assert path == rundir.checkpoints / "step_00000010.pt" and error is None
+    assert payload["iteration"] == 10
+    said = [str(w.message) for w in caught]
+    assert (
+        f"{newest}: it has 100 bytes" in said[0]
+        and "set aside as step_00000030.pt.corrupt" in said[0]
+    )
+    assert "damaged on disk" in said[1] and "set aside as step_00000020.pt.corrupt" in said[1]
+    assert rundir.set_aside() == [
+        "checkpoints/step_00000020.pt.corrupt",
+        "checkpoints/step_00000030.pt.corrupt",
+    ]
+    # a checkpoint that matches its check but does not load is set aside too
+    (rundir.checkpoints / "step_00000010.pt.check.json").unlink()
+    (rundir.checkpoints / "step_00000010.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be read"):
+        (path, _), payload = rundir.prepare(
+            CONFIG, fresh=False, on_config_change="error", device="cpu"
+        )
+    assert path is None and payload is None and len(rundir.set_aside()) == 3
+    rundir.prepare(CONFIG, fresh=True, on_config_change="error", device="cpu")
+    assert rundir.set_aside() == []  # --fresh discards them with the rest

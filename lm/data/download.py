@@ -64,12 +64,13 @@ def download(
     what: str = "the dataset",
     timeout: float = 60.0,
     progress: bool = True,
+    sha256_from: str = "config.yaml",
 ) -> dict:
     """Fetch ``url`` into ``out`` (decompressing ``.gz``) and return a summary.
 
     ``sha256``, when given, is checked against the bytes as served (before
     decompression). ``what`` names the config key in error messages, e.g.
-    ``datasets.owt.train``.
+    ``datasets.owt.train``; ``sha256_from`` the config file that gave the checksum.
     """
     hint = local_copy_hint(what)
     try:
@@ -130,7 +131,7 @@ def download(
                 raise LMError(
                     f"checksum mismatch for {url} ({what}): expected sha256 {sha256.lower()}, "
                     f"got {digest.hexdigest()}; the file was removed. If the file changed upstream "
-                    f"on purpose, update {what}.sha256 in config.yaml."
+                    f"on purpose, update {what}.sha256 in {sha256_from}."
                 )
     except zlib.error as e:
         raise LMError(

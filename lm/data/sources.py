@@ -25,10 +25,18 @@ def fetch(source: dict, out: str | Path, what: str = "the split", progress: bool
     """Materialise a ``url:`` or ``generate:`` source at ``out``; returns a summary.
 
     ``path:`` sources are read in place and never copied, so there is nothing to fetch.
+    ``sha256_from`` in a ``url:`` source names the config file its ``sha256`` came from.
     """
     kind = source_kind(source, what)
     if kind == "url":
-        summary = download(source["url"], out, source.get("sha256"), what=what, progress=progress)
+        summary = download(
+            source["url"],
+            out,
+            source.get("sha256"),
+            what=what,
+            progress=progress,
+            sha256_from=source.get("sha256_from", "config.yaml"),
+        )
     elif kind == "generate":
         gen = source["generate"]
         summary = write_corpus(out, documents=int(gen["documents"]), seed=int(gen.get("seed", 0)))

@@ -193,10 +193,17 @@ def load_merges(
     merges_path: str | os.PathLike, vocab: dict[int, bytes] | None = None
 ) -> list[tuple[bytes, bytes]]:
     """Read a GPT-2 ``merges.txt``; if ``vocab`` is given, check every part is in it."""
-    path = Path(merges_path)
+    return _read_merges(Path(merges_path), vocab)[0]
+
+
+def _read_merges(
+    path: Path, vocab: dict[int, bytes] | None
+) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """The merges of ``path`` and the line number of each."""
     text = _read_text(path, "merges file")
     known = set(vocab.values()) if vocab is not None else None
     merges: list[tuple[bytes, bytes]] = []
+    line_numbers: list[int] = []
     lines = text.split("\n")
     for lineno, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
@@ -233,17 +240,106 @@ def load_merges(
                     f"vocabulary; merges.txt and vocab.json do not belong together"
                 )
         merges.append((a, b))
-    return merges
+        line_numbers.append(lineno)
+    return merges, line_numbers
+
+
+_MATCHING_FILES = (
+    "use the vocab.json and merges.txt written together by lm train-bpe, or retrain the "
+    "tokenizer (lm train-bpe)"
+)
+
+
+def verify_tokenizer(
+    vocab: dict[int, bytes],
+    merges: list[tuple[bytes, bytes]],
+    vocab_path: Path,
+    merges_path: Path,
+    merge_lines: list[int],
+    special_tokens: list[str] | None = None,
+) -> None:
+    """Check that ``vocab`` is exactly 256 bytes + one token per merge + special tokens.
+
+    Ids run 0..N-1 without a gap; every single byte is a token; each merge makes a token
+    no other merge makes; every other token is a special token: one of ``special_tokens``
+    when they are known (``stats.json`` of ``lm train-bpe``), else one after every merged
+    token, where ``save_tokenizer`` puts them. Raises ``LMError`` naming the file and line.
+    A ``merges.txt`` with a line deleted fails here instead of encoding differently.
+    """
+    ids = sorted(vocab)
+    for expected, token_id in enumerate(ids):
+        if token_id != expected:
+            key = token_to_str(vocab[token_id])
+            raise LMError(
+                f"{vocab_path}:{_vocab_line(vocab_path, key)} id {expected} is missing (ids jump "
+                f"from {expected - 1} to {token_id}); a vocabulary's ids run from 0 to its size "
+                f"- 1 without a gap; {_MATCHING_FILES}"
+            )
+    token_id = {token: i for i, token in vocab.items()}
+    missing = [b for b in range(256) if bytes([b]) not in token_id]
+    if missing:
+        shown = ", ".join(token_to_str(bytes([b])) for b in missing[:8])
+        raise LMError(
+            f"{vocab_path}: lacks {len(missing)} of the 256 single bytes ({shown}); a byte-level "
+            f"vocabulary holds every byte; {_MATCHING_FILES}"
+        )
+    made_by: dict[int, int] = {}  # token id -> index of the merge that makes it
+    for index, (a, b) in enumerate(merges):
+        made = token_id[a + b]
+        if made in made_by:
+            first = merge_lines[made_by[made]]
+            raise LMError(
+                f"{merges_path}: line {merge_lines[index]}: merge "
+                f"{token_to_str(a)!r} {token_to_str(b)!r} makes {token_to_str(a + b)!r}, which "
+                f"line {first} already makes; each token is made by one merge, so remove line "
+                f"{merge_lines[index]} (or {_MATCHING_FILES})"
+            )
+        made_by[made] = index
+    _check_unmerged(vocab, made_by, vocab_path, merges_path, merge_lines, special_tokens)
+
+
+def _check_unmerged(vocab, made_by, vocab_path, merges_path, merge_lines, special_tokens):
+    """Every token that is neither a byte nor made by a merge must be a special token."""
+    specials = None if special_tokens is None else {s.encode("utf-8") for s in special_tokens}
+    last_made = max(made_by, default=-1)
+    for i in sorted(vocab):
+        token = vocab[i]
+        if len(token) == 1 or i in made_by:
+            continue
+        if (specials is None and i > last_made) or (specials is not None and token in specials):
+            continue
+        after = [j for j in made_by if j > i]
+        where = (
+            f"line {merge_lines[made_by[min(after)]]}"
+            if after
+            else f"the end (after line {merge_lines[-1] if merge_lines else 1})"
+        )
+        key = token_to_str(token)
+        raise LMError(
+            f"{vocab_path}:{_vocab_line(vocab_path, key)} token {key!r} (id {i}) is not made by "
+            f"any merge of {merges_path} and is not a special token: a line of merges.txt is "
+            f"missing (the merge making {key!r} belongs at {where}); {_MATCHING_FILES}"
+        )
+
+
+def _vocab_line(vocab_path: Path, key: str) -> str:
+    return _line_of(vocab_path.read_text(encoding="utf-8"), key)
 
 
 def load_tokenizer(
-    vocab_path: str | os.PathLike, merges_path: str | os.PathLike
+    vocab_path: str | os.PathLike,
+    merges_path: str | os.PathLike,
+    special_tokens: list[str] | None = None,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Read ``vocab.json`` and ``merges.txt`` into ``(vocab, merges)``, as ``train_bpe`` returns them.
 
-    Raises ``LMError`` naming the file and line for malformed files, and for a merge
-    whose parts (or result) are not in the vocabulary.
+    Raises ``LMError`` naming the file and line for malformed files, for a merge whose
+    parts (or result) are not in the vocabulary, and for files that do not make one
+    tokenizer (:func:`verify_tokenizer`; ``special_tokens``: those it was trained with,
+    when known).
     """
+    vocab_path, merges_path = Path(vocab_path), Path(merges_path)
     vocab = load_vocab(vocab_path)
-    merges = load_merges(merges_path, vocab)
+    merges, lines = _read_merges(merges_path, vocab)
+    verify_tokenizer(vocab, merges, vocab_path, merges_path, lines, special_tokens)
     return vocab, merges

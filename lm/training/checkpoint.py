@@ -8,6 +8,8 @@ previous checkpoint intact and never a truncated one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from lm.errors import LMError
-from lm.io import atomic_path
+from lm.io import atomic_path, write_json
 
 FORMAT = "lm-checkpoint-1"
 
@@ -86,8 +88,42 @@ def save_checkpoint(
     if isinstance(out, (str, os.PathLike)):
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
+            # written before the rename: every complete checkpoint has its check beside it
+            write_json(check_path(out), file_check(tmp))
     else:
         torch.save(payload, out)
+
+
+def check_path(checkpoint: str | os.PathLike) -> Path:
+    """The file beside ``checkpoint`` holding its size and sha256: ``NAME.check.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".check.json")
+
+
+def file_check(path: str | os.PathLike) -> dict:
+    """``{"bytes": size, "sha256": hex digest}`` of the file ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def verify_checkpoint(path: str | os.PathLike) -> str | None:
+    """What is wrong with the checkpoint file ``path`` against the size and sha256 written
+    beside it when it was saved (None when they match, or when it has none: a checkpoint of
+    an older version, which loading still checks)."""
+    try:
+        with open(check_path(path), encoding="utf-8") as f:
+            expected = json.load(f)
+    except (OSError, ValueError):
+        return None
+    size = Path(path).stat().st_size
+    if size != expected.get("bytes"):
+        return f"it has {size} bytes, {expected.get('bytes')} when saved (truncated or overwritten)"
+    if file_check(path)["sha256"] != expected.get("sha256"):
+        return "its sha256 differs from the one written when it was saved (damaged on disk)"
+    return None
 
 
 def read_checkpoint(src: str | os.PathLike | IO[bytes], map_location="cpu") -> dict:

@@ -421,7 +421,9 @@ def _calibrate(s: Session) -> dict:
 
 
 def _report(run: RunConfig, state: LoopState, rundir: RunDir, result: dict) -> None:
-    """Rank 0's last outputs: result.json and the loss curves."""
+    """Rank 0's last outputs: result.json (with the checkpoints set aside as corrupt) and
+    the loss curves."""
+    result["checkpoints_set_aside"] = rundir.set_aside()
     write_json(rundir.out / "result.json", result)
     from lm.training.plots import plot_run
 

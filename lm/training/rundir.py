@@ -10,9 +10,11 @@ temporary name, renamed when complete), keeping the newest ``keep`` step files.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
+from lm.errors import LMError
 from lm.io import write_json
 from lm.training import checkpoint as ckpt
 from lm.training.run_config import resume_differences
@@ -56,12 +58,9 @@ class RunDir:
             for p in ckpt_dir.glob(".*.tmp"):  # half-written by a killed run; never complete
                 p.unlink(missing_ok=True)
         if fresh and ckpt_dir.is_dir():
-            for p in ckpt_dir.glob("*.pt"):
-                p.unlink()
-        resume_from = self.latest()
-        payload = None
+            self._discard()
+        resume_from, payload = self._newest_good(device)
         if resume_from is not None:
-            payload = ckpt.read_checkpoint(resume_from, map_location=device)
             diffs = resume_differences(payload.get("config") or {}, config)
             shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
             if diffs and on_config_change == "restart":
@@ -69,8 +68,7 @@ class RunDir:
                     f"{ckpt_dir}: checkpoints of a run with a different config ({shown} differ) discarded; starting over",
                     stacklevel=4,
                 )
-                for p in ckpt_dir.glob("*.pt"):
-                    p.unlink()
+                self._discard()
                 resume_from, payload = None, None
             elif diffs:
                 error = (
@@ -84,6 +82,40 @@ class RunDir:
         write_json(self.out / "config.json", config)
         return (resume_from, None), payload
 
+    def _discard(self) -> None:
+        """Remove every checkpoint, with their checks and those set aside as corrupt."""
+        for pattern in ("*.pt", "*.pt.check.json", "*.corrupt", "*.corrupt.check.json"):
+            for p in self.checkpoints.glob(pattern):
+                p.unlink()
+
+    def _newest_good(self, device):
+        """The newest checkpoint that verifies (:func:`~lm.training.checkpoint.verify_checkpoint`)
+        and loads, with its payload, or (None, None). Each bad one is set aside as
+        ``NAME.corrupt`` (with a warning in the log), so the run resumes from the one before."""
+        while (path := self.latest()) is not None:
+            problem = ckpt.verify_checkpoint(path)
+            if problem is None:
+                try:
+                    return path, ckpt.read_checkpoint(path, map_location=device)
+                except LMError as e:
+                    problem = str(e)
+            corrupt = path.with_name(path.name + ".corrupt")
+            os.replace(path, corrupt)
+            if ckpt.check_path(path).exists():
+                os.replace(ckpt.check_path(path), ckpt.check_path(corrupt))
+            warnings.warn(
+                f"{path}: {problem}; set aside as {corrupt.name}, resuming from the checkpoint "
+                f"before it (from the start if there is none)",
+                stacklevel=5,
+            )
+        return None, None
+
+    def set_aside(self) -> list[str]:
+        """The checkpoints set aside as corrupt (paths relative to the run directory)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return [str(p.relative_to(self.out)) for p in sorted(self.checkpoints.glob("*.corrupt"))]
+
     def save(self, name: str, model, optimizer, step: int, *, keep: int, **fields) -> None:
         """Write checkpoint ``name`` atomically (``fields``: ``config``, ``batch_rng``,
         ``extra``, as :func:`lm.training.checkpoint.save_checkpoint` takes them), then keep
@@ -92,3 +124,4 @@ class RunDir:
         keep = keep if name != "final.pt" else 0
         for old in step_checkpoints(self.checkpoints)[: -keep or None]:
             old.unlink(missing_ok=True)
+            ckpt.check_path(old).unlink(missing_ok=True)

@@ -33,14 +33,42 @@ def _layered_config():
     replace those of the layers below instead of sitting beside them.
     """
     settings = workflow.config_settings
-    layers = []
+    layers = CONFIG_LAYERS
     if not settings.replace_workflow_config:
-        layers.append(load_configfile(Path(workflow.basedir) / "config.yaml"))
-    layers.extend(load_configfile(f) for f in settings.configfiles)
-    layers.append(typed_command_line_config(settings.config))
-    merged = merge_layers(layers)
+        layers.append(
+            ("config.yaml", load_configfile(Path(workflow.basedir) / "config.yaml"))
+        )
+    layers.extend((_as_typed(f), load_configfile(f)) for f in settings.configfiles)
+    layers.append(("--config", typed_command_line_config(settings.config)))
+    merged = merge_layers(layer for _, layer in layers)
     config.clear()
     config.update(merged)
+
+
+# (name, content) of each config layer, lowest first: config.yaml, --configfile's, --config
+CONFIG_LAYERS = []
+
+
+def _as_typed(configfile):
+    """A --configfile as the user would write it: relative to the working directory when it
+    is inside it (Snakemake hands over absolute paths)."""
+    path = Path(configfile)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def config_origin(*keys):
+    """The name of the last config layer that sets the key path ``keys`` (None if none)."""
+    origin = None
+    for name, layer in CONFIG_LAYERS:
+        node = layer
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            origin = name
+    return origin
 
 
 def _validate_config():
@@ -53,9 +81,31 @@ def _validate_config():
             raise
         where = ".".join(str(p) for p in detail.absolute_path) or "(top level)"
         raise WorkflowError(
-            f"config error at `{where}`: {detail.message}. "
+            f"config error at `{where}`: {_schema_message(detail)}. "
             f"See workflow/schemas/config.schema.yaml for the allowed keys and types."
         ) from None
+
+
+def _schema_message(error):
+    """jsonschema's message, but for a choice between keys (oneOf/anyOf of `required:`
+    alternatives, such as a split's url, path and generate) a sentence naming the keys:
+    "give exactly one of url, path, generate (it gives url and path)"."""
+    options = error.validator_value if error.validator in ("oneOf", "anyOf") else None
+    keys = [o.get("required", [None])[0] for o in options or [] if isinstance(o, dict)]
+    if not keys or None in keys or not isinstance(error.instance, dict):
+        return error.message
+    given = [k for k in keys if k in error.instance]
+    how = "exactly one" if error.validator == "oneOf" else "at least one"
+    if len(given) == 1:  # the one chosen forbids a key it was given (`not: {required}`)
+        chosen = options[keys.index(given[0])]
+        extra = [
+            k for k in chosen.get("not", {}).get("required", []) if k in error.instance
+        ]
+        if extra:
+            return f"`{given[0]}` takes no `{', '.join(extra)}`; remove it"
+        return error.message
+    said = " and ".join(given) if given else "none of them"
+    return f"give {how} of {', '.join(keys)} (it gives {said})"
 
 
 _layered_config()
@@ -142,6 +192,12 @@ def fetchable_source(wildcards):
             f"it is read in place, so results/{wildcards.dataset}/raw/{wildcards.split}.txt "
             f"is never made. Ask for results/{wildcards.dataset}/raw/{wildcards.split}.stats.json."
         )
+    origin = config_origin("datasets", wildcards.dataset, wildcards.split, "sha256")
+    if origin not in (
+        None,
+        "config.yaml",
+    ):  # a checksum mismatch names the file to edit
+        source = {**source, "sha256_from": origin}
     return source
 
 

@@ -170,7 +170,7 @@ class Tokenizer(CachedEncoding):
         Raises ``LMError`` saying how to make the directory when it or its vocabulary is
         missing, and naming the file and line of a malformed one.
         """
-        from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE
+        from lm.tokenizer.serialization import MERGES_FILE, VOCAB_FILE, load_tokenizer
 
         d = Path(tokenizer_dir)
         if not d.is_dir():
@@ -181,9 +181,13 @@ class Tokenizer(CachedEncoding):
             raise LMError(
                 f"no tokenizer at {d} ({VOCAB_FILE} missing); train one with `lm train-bpe ... --out {d}`"
             )
+        trained, recorded = _recorded_special_tokens(d)
         if special_tokens is None:
-            special_tokens = _trained_special_tokens(d)
-        return cls.from_files(d / VOCAB_FILE, d / MERGES_FILE, special_tokens)
+            special_tokens = list(DEFAULT_SPECIAL_TOKENS) if trained is None else trained
+        vocab, merges = load_tokenizer(
+            d / VOCAB_FILE, d / MERGES_FILE, trained if recorded else None
+        )
+        return cls(vocab, merges, special_tokens)
 
     def _build_merge_tables(self) -> None:
         tid = self._token_id
@@ -507,16 +511,16 @@ class Tokenizer(CachedEncoding):
         raise AssertionError("unreachable")
 
 
-def _trained_special_tokens(tokenizer_dir: Path) -> list[str]:
-    """The special tokens ``DIR/stats.json`` (``lm train-bpe``) lists; ``<|endoftext|>`` when
-    it lists none or cannot be read."""
-    special = list(DEFAULT_SPECIAL_TOKENS)
+def _recorded_special_tokens(tokenizer_dir: Path) -> tuple[list[str] | None, bool]:
+    """The special tokens ``DIR/stats.json`` (``lm train-bpe``) lists (None when it lists
+    none or cannot be read), and whether it is the full record ``lm train-bpe`` writes (with
+    ``vocab_size``), whose list then says which vocabulary tokens are special."""
     with contextlib.suppress(ValueError, OSError):
         stats = json.loads((tokenizer_dir / "stats.json").read_text(encoding="utf-8"))
         listed = stats.get("special_tokens") if isinstance(stats, dict) else None
         if isinstance(listed, list) and all(isinstance(t, str) for t in listed):
-            special = listed
-    return special
+            return listed, "vocab_size" in stats
+    return None, False
 
 
 __all__ = ["Tokenizer", "GPT2_PATTERN"]

@@ -15,13 +15,14 @@ from conftest import write_run
 from lm.cli import main
 from lm.errors import LMError
 from lm.training import AdamW, load_checkpoint, save_checkpoint
+from lm.training.checkpoint import read_checkpoint
 from lm.training.config import resolve_run
 from lm.training.loop import train
 
 VOCAB = 64
 
 
-def _run(name="t", **training):
+def _run(name="t", optimizer=None, **training):
     spec = {
         "model": {
             "vocab_size": VOCAB,
@@ -44,6 +45,7 @@ def _run(name="t", **training):
         "threads": 1,
     }
     spec["training"].update(training)
+    spec["optimizer"].update(optimizer or {})
     return resolve_run(name, spec)
 
 
@@ -137,9 +139,12 @@ def _cli(out, cfg_path, tokens):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
+@pytest.mark.parametrize(
+    "optimizer", [None, {"name": "muon", "muon_lr": 0.05}], ids=["adamw", "muon"]
+)
+def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path, optimizer):
     # checkpoint_every is not a multiple of log_every: the partial log window must survive too
-    cfg = _run("r", steps=400, checkpoint_every=45, log_every=10, eval_every=50)
+    cfg = _run("r", optimizer, steps=400, checkpoint_every=45, log_every=10, eval_every=50)
     (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
     reference = train(cfg, *tokens, tmp_path / "a", progress=False)
 
@@ -165,6 +170,14 @@ def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
     losses = lambda rs: [(r["step"], r["train_loss"], r["val_loss"], r["grad_norm"]) for r in rs]  # noqa: E731
     assert losses(_metrics(out)) == losses(_metrics(tmp_path / "a"))
     assert resumed["final_val_loss"] == reference["final_val_loss"]
+    # the checkpoint holds the optimizer the run asked for (Muon's momentum or AdamW's moments)
+    state = read_checkpoint(out / "checkpoints" / "final.pt")["optimizer"]["state"]
+    kinds = {key for s in state.values() for key in s}
+    assert kinds == (
+        {"momentum_buffer", "step", "exp_avg", "exp_avg_sq"}
+        if optimizer
+        else {"step", "exp_avg", "exp_avg_sq"}
+    )
 
 
 def test_resume_refuses_a_changed_config(tokens, tmp_path):

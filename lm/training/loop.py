@@ -47,8 +47,9 @@ from lm.training import distributed
 from lm.training.clock import Phases, WallClock
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.metrics import MetricsFile, Recorder, open_wandb
+from lm.training.muon import MuonAdamW, muon_param_groups
 from lm.training.optim import AdamW
-from lm.training.run_config import RunConfig
+from lm.training.run_config import OptimizerConfig, RunConfig
 from lm.training.rundir import RunDir
 from lm.training.schedule import get_lr_cosine_schedule
 from lm.training.state import LoopState
@@ -67,6 +68,31 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
+
+
+def build_optimizer(
+    model: torch.nn.Module, opt: OptimizerConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The run's optimizer: AdamW (``opt.name == "adamw"``), or Muon for the blocks'
+    matrices and AdamW for the rest (``"muon"``, :func:`lm.training.muon.muon_param_groups`),
+    its Newton-Schulz iteration in ``opt.muon_ns_dtype`` (auto: bfloat16 on CUDA, else float32)."""
+    if opt.name == "adamw":
+        groups = param_groups(model, opt.weight_decay)
+        return AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+    ns_dtype = opt.muon_ns_dtype
+    if ns_dtype == "auto":
+        ns_dtype = "bfloat16" if device.type == "cuda" else "float32"
+    groups = muon_param_groups(
+        model,
+        lr_scale=opt.muon_lr / opt.lr,
+        weight_decay=opt.muon_weight_decay,
+        adamw_weight_decay=opt.weight_decay,
+    )
+    return MuonAdamW(
+        groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, momentum=opt.muon_momentum,
+        nesterov=opt.muon_nesterov, ns_steps=opt.muon_ns_steps, adjust_lr=opt.muon_adjust_lr,
+        ns_dtype=torch.bfloat16 if ns_dtype == "bfloat16" else torch.float32,
+    )  # fmt: skip
 
 
 def _finite(x: float | None) -> float | None:
@@ -258,12 +284,7 @@ def _start(
     tcfg, ctx = run.training, run.model.context_length
     torch.manual_seed(tcfg.seed)
     model = run.model.build().to(device)
-    optimizer = AdamW(
-        param_groups(model, run.optimizer.weight_decay),
-        lr=run.optimizer.lr,
-        betas=run.optimizer.betas,
-        eps=run.optimizer.eps,
-    )
+    optimizer = build_optimizer(model, run.optimizer, device)
     batch_rng = np.random.default_rng(tcfg.seed)
     # fixed validation windows, drawn once from their own stream (identical across resumes)
     val_starts = np.random.default_rng([tcfg.seed, 1]).integers(

@@ -77,8 +77,8 @@ class TrainStep:
         )
         self._sync()
         t1 = time.perf_counter()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # a Muon group runs at a multiple
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with self.dist.guard("averaging gradients"):
             loss = self.loss_of(x, y)
             loss.backward()

@@ -1,4 +1,4 @@
-"""cross_entropy, gradient_clipping and the cosine schedule against independent references."""
+"""cross_entropy, gradient_clipping and the schedules (cosine, wsd) against independent references."""
 
 import math
 
@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lm.errors import LMError
 from lm.training import cross_entropy, get_lr_cosine_schedule, gradient_clipping
+from lm.training.run_config import ScheduleConfig
+from lm.training.schedule import get_lr_wsd_schedule, scheduled_lr
 
 
 def test_cross_entropy_matches_torch_any_leading_dims():
@@ -96,3 +99,54 @@ def test_gradient_clipping_of_mixed_dtypes_matches_torch():
     for a, b in zip(ours[:2], ref[:2], strict=True):
         assert a.grad.dtype == b.grad.dtype
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def _wsd_reference(it, max_lr, min_lr, warmup, end, fraction, shape):
+    # written out again from the definition: warmup line, plateau, decay to the floor
+    decay_start = max(warmup, end - fraction * end)
+    if it < warmup:
+        return max_lr * it / warmup
+    if it <= decay_start:
+        return max_lr if it < end else min_lr
+    if it >= end:
+        return min_lr
+    done = (it - decay_start) / (end - decay_start)
+    left = 1 - done if shape == "linear" else 1 - done**0.5
+    return min_lr + (max_lr - min_lr) * left
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+@pytest.mark.parametrize(
+    "warmup, end, fraction",
+    [(10, 200, 0.2), (0, 97, 0.35), (30, 50, 0.9), (5, 40, 0.0), (0, 7, 1.0)],
+)
+def test_wsd_schedule_matches_a_plain_reimplementation(shape, warmup, end, fraction):
+    for it in range(end + 20):
+        got = get_lr_wsd_schedule(it, 3e-3, 3e-4, warmup, end, fraction, shape)
+        want = _wsd_reference(it, 3e-3, 3e-4, warmup, end, fraction, shape)
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-15), it
+
+
+def test_wsd_schedule_points():
+    kw = dict(max_lr=1.0, min_lr=0.1, warmup_iters=10, decay_end_iters=100, decay_fraction=0.2)
+    lrs = [get_lr_wsd_schedule(it, **kw) for it in range(110)]
+    assert lrs[5] == pytest.approx(0.5)
+    assert lrs[10:81] == [1.0] * 71  # stable from the warmup's end to the decay's start (80)
+    assert lrs[90] == pytest.approx(0.55)  # halfway through a linear decay
+    assert lrs[100:] == [0.1] * 10
+    sqrt = get_lr_wsd_schedule(90, **kw, decay_shape="1-sqrt")
+    assert sqrt == pytest.approx(0.1 + 0.9 * (1 - 0.5**0.5))
+    with pytest.raises(LMError, match="decay_shape must be one of linear, 1-sqrt"):
+        get_lr_wsd_schedule(90, **kw, decay_shape="cosine")
+
+
+def test_scheduled_lr_follows_the_schedule_name():
+    plan = {"warmup_iters": 5, "cosine_cycle_iters": 50}
+    cosine, wsd = ScheduleConfig(), ScheduleConfig(name="wsd", decay_fraction=0.4)
+    for it in range(0, 60, 3):
+        assert scheduled_lr(it, cosine, 1.0, 0.1, plan) == get_lr_cosine_schedule(
+            it, 1.0, 0.1, 5, 50
+        )
+        assert scheduled_lr(it, wsd, 1.0, 0.1, plan) == get_lr_wsd_schedule(
+            it, 1.0, 0.1, 5, 50, 0.4
+        )

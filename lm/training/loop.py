@@ -51,7 +51,7 @@ from lm.training.muon import MuonAdamW, muon_param_groups
 from lm.training.optim import AdamW
 from lm.training.run_config import OptimizerConfig, RunConfig
 from lm.training.rundir import RunDir
-from lm.training.schedule import get_lr_cosine_schedule
+from lm.training.schedule import scheduled_lr
 from lm.training.state import LoopState
 from lm.training.step import TrainStep, forward_loss
 
@@ -359,13 +359,7 @@ def _loop(s: Session, progress) -> None:
     s.recorder.open_progress(steps, run.name, progress, initial=state.step)
     while state.status == "running" and state.step < steps:
         step = state.step + 1
-        lr = get_lr_cosine_schedule(
-            step,
-            run.optimizer.lr,
-            run.optimizer.min_lr,
-            plan["warmup_iters"],
-            plan["cosine_cycle_iters"],
-        )
+        lr = scheduled_lr(step, run.schedule, run.optimizer.lr, run.optimizer.min_lr, plan)
         s.recorder.add(*s.step(lr))
         state.step = step
         state.tokens += run.tokens_per_step

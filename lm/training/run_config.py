@@ -39,6 +39,8 @@ DEFAULT_THREADS = 4  # torch's CPU threads of a run
 WANDB_MODES = ("online", "offline")
 OPTIMIZERS = ("adamw", "muon")
 MUON_ADJUST_LR = ("original", "match_rms_adamw")  # lm.training.muon.ADJUST_LR
+SCHEDULES = ("cosine", "wsd")  # lm.training.schedule.SCHEDULES
+DECAY_SHAPES = ("linear", "1-sqrt")  # lm.training.schedule.DECAY_SHAPES
 
 # ---------------------------------------------------------------------------- kinds
 
@@ -214,7 +216,8 @@ class OptimizerConfig(_Section):
 
 @dataclass(frozen=True)
 class ScheduleConfig(_Section):
-    """Linear warmup, then cosine decay to ``min_lr`` at ``cosine_cycle_iters``. A run with
+    """Linear warmup, then cosine decay to ``min_lr`` at ``cosine_cycle_iters`` (or, with
+    ``name: wsd``, a constant lr and a decay to ``min_lr`` there). A run with
     a wall-clock budget keeps ``warmup_ratio`` and no cycle length until the loop has
     planned its steps (:func:`lm.training.budget.plan_schedule`)."""
 
@@ -222,6 +225,11 @@ class ScheduleConfig(_Section):
     warmup_iters: int | None = _field("int0?", None, omit_none=True, computed=True)
     warmup_ratio: float | None = _field("unit?", None, omit_none=True, computed=True)
     cosine_cycle_iters: int | None = _field("int+?", None, computed=True)  # default: steps
+    # cosine; or wsd: warmup, constant lr, then decay over the last decay_fraction of the
+    # cycle (which ends at cosine_cycle_iters) to min_lr, linear or 1-sqrt (lm.training.schedule)
+    name: str = _field(SCHEDULES, "cosine", omit_default=True)
+    decay_fraction: float = _field("unit", 0.2, omit_default=True)
+    decay_shape: str = _field(DECAY_SHAPES, "linear", omit_default=True)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lm.errors import LMError
 from lm.training import cross_entropy, get_lr_cosine_schedule, gradient_clipping
+from lm.training.functional import chunked_cross_entropy
 from lm.training.run_config import ScheduleConfig
 from lm.training.schedule import get_lr_wsd_schedule, scheduled_lr
 
@@ -150,3 +151,54 @@ def test_scheduled_lr_follows_the_schedule_name():
         assert scheduled_lr(it, wsd, 1.0, 0.1, plan) == get_lr_wsd_schedule(
             it, 1.0, 0.1, 5, 50, 0.4
         )
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_chunked_cross_entropy_equals_the_plain_loss_and_its_gradients(chunk):
+    """float32: the loss and its gradients w.r.t. the hidden states and the head weight
+    equal those of F.cross_entropy on the whole logits, within 1e-6."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 50, 16, generator=g, requires_grad=True)
+    weight = (0.5 * torch.randn(97, 16, generator=g)).requires_grad_()
+    targets = torch.randint(0, 97, (3, 50), generator=g)
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+
+    loss = chunked_cross_entropy(hidden, weight, targets, chunk)
+    (3.0 * loss).backward()  # an upstream gradient other than 1
+    plain = F.cross_entropy((h2 @ w2.T).reshape(-1, 97), targets.reshape(-1))
+    (3.0 * plain).backward()
+    torch.testing.assert_close(loss, plain, rtol=0, atol=1e-6)
+    torch.testing.assert_close(hidden.grad, h2.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weight.grad, w2.grad, rtol=0, atol=1e-6)
+    with pytest.raises(LMError, match="loss chunk must be >= 1"):
+        chunked_cross_entropy(hidden, weight, targets, 0)
+
+
+def _largest_allocation(fn) -> int:
+    """The largest single CPU allocation (bytes) an op makes while ``fn`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(e.self_cpu_memory_usage for e in prof.events())
+
+
+def test_chunked_cross_entropy_never_allocates_the_whole_logits():
+    """Forward and backward: the plain loss allocates the N×V float32 logits (the measure
+    sees them); the chunked one nothing near their size."""
+    n, vocab, d, chunk = 2048, 1024, 16, 128
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(n, d, generator=g, requires_grad=True)
+    weight = torch.randn(vocab, d, generator=g, requires_grad=True)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    logits_bytes = n * vocab * 4
+
+    def plain():
+        F.cross_entropy(hidden @ weight.T, targets).backward()
+
+    def chunked():
+        chunked_cross_entropy(hidden, weight, targets, chunk).backward()
+
+    assert _largest_allocation(plain) >= logits_bytes
+    largest = _largest_allocation(chunked)
+    assert largest <= 2 * chunk * vocab * 4 < logits_bytes / 4, largest

@@ -260,3 +260,19 @@ def test_checkpoint_of_other_model_shape_names_the_tensor(tmp_path):
         match=r"tensor 'layers\.0\.ffn\.w1\.weight' has shape \(32, 16\) in the checkpoint but \(48, 16\)",
     ):
         load_checkpoint(tmp_path / "c.pt", wider)
+
+
+def test_a_run_with_a_chunked_loss_trains_as_the_plain_run(tokens, tmp_path):
+    """training.loss_chunk reaches the loop's loss: the same losses as the plain run, to
+    float rounding (the chunks sum the tokens' losses in another order)."""
+    plain = train(_run(steps=6, log_every=1, eval_every=3), *tokens, tmp_path / "a", progress=False)
+    cfg = _run(steps=6, log_every=1, eval_every=3, loss_chunk=7)
+    assert cfg.to_dict()["training"]["loss_chunk"] == 7
+    chunked = train(cfg, *tokens, tmp_path / "b", progress=False)
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 6
+    for r, s in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss"):  # None where the step logged none
+            assert (s[key] is None) == (r[key] is None)
+            assert r[key] is None or s[key] == pytest.approx(r[key], rel=1e-5)
+    assert chunked["final_val_loss"] == pytest.approx(plain["final_val_loss"], rel=1e-5)

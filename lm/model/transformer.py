@@ -195,7 +195,12 @@ class TransformerLM(nn.Module):
         token_ids: torch.Tensor,
         token_positions: torch.Tensor | None = None,
         kv_cache: Sequence[KVCache] | None = None,
+        *,
+        head: bool = True,
     ) -> torch.Tensor:
+        """The logits of each position; with ``head=False`` the last hidden states (after
+        the final norm) instead, for a loss that applies ``lm_head`` itself
+        (:func:`lm.training.functional.chunked_cross_entropy`)."""
         seq_len = token_ids.shape[-1]
         past = 0 if kv_cache is None else kv_cache[0].length
         if past + seq_len > self.context_length:
@@ -209,7 +214,7 @@ class TransformerLM(nn.Module):
             x = layer(x, token_positions, None if kv_cache is None else kv_cache[i])
         if hasattr(self, "ln_final"):
             x = self.ln_final(x)
-        return self.lm_head(x)
+        return self.lm_head(x) if head else x
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

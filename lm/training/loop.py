@@ -298,8 +298,9 @@ def _start(
         )
     amp_dtype = autocast_dtype(tcfg.dtype, device)
     loss_of = forward_loss(
-        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile
-    )
+        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile,
+        loss_chunk=tcfg.loss_chunk,
+    )  # fmt: skip
     model.train()
     file = MetricsFile(rundir.metrics, state.records) if dist.main else None
     sinks = _open_sinks(run, rundir.out) if dist.main else []

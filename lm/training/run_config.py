@@ -249,6 +249,9 @@ class TrainingConfig(_Section):
     divergence_factor: float | None = _field("num+?", 2.0)
     processes: int = _field("int+", 1)
     max_wallclock_minutes: float | None = _field("num+?", None)
+    # tokens per chunk of the head and loss (lm.training.functional.chunked_cross_entropy);
+    # 0: the whole batch's logits at once
+    loss_chunk: int = _field("int0", 0, omit_default=True)
 
     @property
     def budget_seconds(self) -> float | None:

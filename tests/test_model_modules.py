@@ -21,6 +21,7 @@ from lm.model import (
     silu,
     softmax,
 )
+from lm.model.ffn import ReLU2FFN
 from lm.model.variants import silu_ffn_width
 
 
@@ -172,6 +173,11 @@ def test_silu_and_ffns_match_functional():
     )
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(plain) == n(ffn)  # the SiLU ablation keeps the parameter count
+    relu2 = ReLU2FFN(8, silu_ffn_width(12))
+    hidden = F.linear(x, relu2.w1.weight)
+    want = F.linear(torch.where(hidden > 0, hidden * hidden, 0.0), relu2.w2.weight)
+    torch.testing.assert_close(relu2(x), want)
+    assert n(relu2) == n(ffn) and not hasattr(relu2, "w3")
 
 
 # ------------------------------------------------------------------------------ softmax, attention

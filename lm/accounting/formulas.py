@@ -146,7 +146,7 @@ def activation_terms(
         term("elementwise product", "B·T·d_ff", B * T * f)
     else:
         term("W1 matmul", "B·T·d_ff'", B * T * f)
-        term("SiLU", "B·T·d_ff'", B * T * f)
+        term("SiLU" if cfg.ffn == "silu" else "ReLU²", "B·T·d_ff'", B * T * f)
     term("W2 matmul", "B·T·d", B * T * d)
     if norms:
         term("final RMSNorm", "B·T·d", B * T * d, "model")
@@ -182,7 +182,7 @@ def implementation_saved_floats(
     the sdpa path keeps its output and a log-sum-exp (h·T) instead. The re-joined heads
     (T·d) feed the output projection. SwiGLU keeps W1's output, its sigmoid, the SiLU,
     W3's output and the product (5·T·d_ff); the SiLU FFN keeps W1's output, its sigmoid
-    and the SiLU (3·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
+    and the SiLU (3·T·d_ff'); the ReLU² FFN the ReLU's output and its square (2·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
     log-softmax of the logits (T·V) plus a scalar.
     """
     if cfg.norm != "pre":
@@ -190,7 +190,7 @@ def implementation_saved_floats(
     T = seq_len or cfg.context_length
     B, d, h, f, V = batch, cfg.d_model, cfg.num_heads, ffn_width(cfg), cfg.vocab_size
     norms = 2 * (3 * T * d + T)
-    ffn = (5 if cfg.ffn == "swiglu" else 3) * T * f
+    ffn = {"swiglu": 5, "silu": 3, "relu2": 2}[cfg.ffn] * T * f
     qkv_heads = 3 * T * d + T * d
     if cfg.attention == "reference":
         attention = qkv_heads + 2 * h * T * T + h * T

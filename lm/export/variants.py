@@ -18,6 +18,8 @@ WHY_NOT = {
     "queries and keys",
     ("ffn", "silu"): "the ungated SiLU FFN (w2(silu(w1 x))); Llama's MLP is the gated "
     "SwiGLU (down(silu(gate x) * up x))",
+    ("ffn", "relu2"): "the ungated squared-ReLU FFN (w2(relu(w1 x)²)); Llama's MLP is the "
+    "gated SwiGLU (down(silu(gate x) * up x))",
 }
 
 

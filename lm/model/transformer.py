@@ -6,12 +6,14 @@ Variant keywords select the CS336 ablations; the defaults are the assignment's m
 ``norm``        ``pre`` (x + f(norm(x))), ``post`` (norm(x + f(x))), ``none`` (no RMSNorm)
 ``position``    ``rope`` (rotary embeddings in attention), ``nope`` (none: causality only)
 ``ffn``         ``swiglu`` (w2(silu(w1 x) * w3 x)), ``silu`` (w2(silu(w1 x)) with hidden
-                width 3/2·d_ff, so both have 3·d_model·d_ff parameters)
+                width 3/2·d_ff, so both have 3·d_model·d_ff parameters), ``relu2``
+                (w2(relu(w1 x)²), the squared ReLU, of the SiLU FFN's width)
 ``attention``   ``reference`` (written out), ``sdpa`` (torch's fused kernel; same numbers)
 ==============  =======================================================================
 
 With ``norm="none"`` the blocks and the model have no ``ln1``/``ln2``/``ln_final``; the
-other variants keep the state-dict names of the default model (``silu`` has no ``w3``).
+other variants keep the state-dict names of the default model (``silu`` and ``relu2``
+have no ``w3``).
 ``post`` keeps ``ln_final`` (it is then a second norm of an already-normalised vector,
 harmless, and keeps checkpoints of pre- and post-norm models alike).
 """
@@ -26,7 +28,7 @@ from torch import nn
 from lm.errors import LMError
 from lm.model.attention import KVCache, MultiHeadSelfAttention
 from lm.model.embedding import Embedding
-from lm.model.ffn import SiLUFFN, SwiGLU
+from lm.model.ffn import ReLU2FFN, SiLUFFN, SwiGLU
 from lm.model.linear import Linear
 from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
@@ -101,7 +103,8 @@ class TransformerBlock(nn.Module):
         if ffn == "swiglu":
             self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
         else:
-            self.ffn = SiLUFFN(d_model, silu_ffn_width(d_ff), device=device, dtype=dtype)
+            ffn_class = SiLUFFN if ffn == "silu" else ReLU2FFN
+            self.ffn = ffn_class(d_model, silu_ffn_width(d_ff), device=device, dtype=dtype)
         if norm != "none":
             self.ln2 = RMSNorm(d_model, eps=eps, device=device, dtype=dtype)
 

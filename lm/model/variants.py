@@ -13,7 +13,7 @@ ATTENTION_KINDS = ("reference", "sdpa")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "norm": ("pre", "post", "none"),
     "position": ("rope", "nope"),
-    "ffn": ("swiglu", "silu"),
+    "ffn": ("swiglu", "silu", "relu2"),
     "attention": ATTENTION_KINDS,
 }
 DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}

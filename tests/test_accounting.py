@@ -21,6 +21,8 @@ VARIANTS = [
     {"norm": "post", "position": "nope"},
     {"d_ff": 47, "ffn": "silu"},
     {"ffn": "relu2"},
+    {"qk_norm": "rms"},
+    {"qk_norm": "rms", "norm": "none", "position": "nope"},
     {"d_ff": 47, "ffn": "relu2", "norm": "post"},
 ]
 
@@ -77,7 +79,14 @@ def test_forward_flops_equal_flop_counter_mode(name, overrides, batch):
 
 
 @pytest.mark.parametrize(
-    "variant", [{}, {"norm": "post", "ffn": "silu"}, {"position": "nope"}, {"ffn": "relu2"}]
+    "variant",
+    [
+        {},
+        {"norm": "post", "ffn": "silu"},
+        {"position": "nope"},
+        {"ffn": "relu2"},
+        {"qk_norm": "rms"},
+    ],
 )
 def test_flops_from_two_small_copies_equal_counting_the_whole_model(variant):
     from lm.accounting.checks import _counted_forward_flops

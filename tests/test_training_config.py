@@ -266,8 +266,8 @@ def test_schema_variants_are_the_models():
     defs = yaml.safe_load(text)["$defs"]
     for name, choices in VARIANTS.items():
         assert defs[f"variant_{name}"]["enum"] == list(choices), name
-        # every use refers to the one definition
-        assert not re.search(rf"(?<!variant_){name}: {{enum:", text), name
+        # every use refers to the one definition (a key named exactly so: qk_norm is not norm)
+        assert not re.search(rf"(?<![\w]){name}: {{enum:", text), name
 
 
 GOOD = {"int+": [3], "int0": [0, 2], "num+": [2.0, "1e-3"], "num0": [0.0, 2.0], "unit": [0.5],
@@ -407,6 +407,11 @@ def test_recipe_settings_default_to_todays_run_and_are_written_only_when_set(cfg
     }  # fmt: skip
     assert set(plain.to_dict()["schedule"]) == {"warmup_iters", "cosine_cycle_iters"}
     assert plain.optimizer.name == "adamw" and plain.schedule.name == "cosine"
+    assert "qk_norm" not in plain.to_dict()["model"] and plain.model.qk_norm == "none"
+    qk = plain.replace(model=plain.model.replace(qk_norm="rms"))
+    assert qk.to_dict()["model"]["qk_norm"] == "rms"
+    assert RunConfig.from_dict(json.loads(json.dumps(qk.to_dict()))) == qk
+    assert resume_differences(plain.to_dict(), qk.to_dict()) == ["model.qk_norm"]
 
     cfg["runs"]["base"]["optimizer"].update(name="muon", muon_lr=0.03, muon_nesterov=False)
     cfg["runs"]["base"]["schedule"] = {"name": "wsd", "decay_shape": "1-sqrt"}

@@ -9,6 +9,8 @@ Variant keywords select the CS336 ablations; the defaults are the assignment's m
                 width 3/2·d_ff, so both have 3·d_model·d_ff parameters), ``relu2``
                 (w2(relu(w1 x)²), the squared ReLU, of the SiLU FFN's width)
 ``attention``   ``reference`` (written out), ``sdpa`` (torch's fused kernel; same numbers)
+``qk_norm``     ``none``, ``rms`` (an RMSNorm with its own gain on each head's queries and
+                keys before RoPE: the attention logits stay bounded)
 ==============  =======================================================================
 
 With ``norm="none"`` the blocks and the model have no ``ln1``/``ln2``/``ln_final``; the
@@ -43,12 +45,15 @@ class StateDictMismatchError(LMError, RuntimeError):
     """A state dict whose tensors do not fit the model (an ``LMError`` and a ``RuntimeError``)."""
 
 
-def check_variant(norm: str, position: str, ffn: str, attention: str) -> None:
+def check_variant(
+    norm: str, position: str, ffn: str, attention: str, qk_norm: str = "none"
+) -> None:
     for name, value in (
         ("norm", norm),
         ("position", position),
         ("ffn", ffn),
         ("attention", attention),
+        ("qk_norm", qk_norm),
     ):
         if value not in VARIANTS[name]:
             raise LMError(
@@ -75,13 +80,14 @@ class TransformerBlock(nn.Module):
         position: str = "rope",
         ffn: str = "swiglu",
         attention: str = "reference",
+        qk_norm: str = "none",
         rope: RotaryPositionalEmbedding | None = None,
         eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        check_variant(norm, position, ffn, attention)
+        check_variant(norm, position, ffn, attention, qk_norm)
         self.norm = norm
         if position == "rope" and rope is None:
             if d_model % num_heads:
@@ -94,6 +100,8 @@ class TransformerBlock(nn.Module):
             num_heads,
             rope if position == "rope" else None,
             attention=attention,
+            qk_norm=qk_norm == "rms",
+            eps=eps,
             device=device,
             dtype=dtype,
         )
@@ -145,12 +153,13 @@ class TransformerLM(nn.Module):
         position: str = "rope",
         ffn: str = "swiglu",
         attention: str = "reference",
+        qk_norm: str = "none",
         eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        check_variant(norm, position, ffn, attention)
+        check_variant(norm, position, ffn, attention, qk_norm)
         if d_model % num_heads:
             raise LMError(
                 f"d_model={d_model} is not divisible by num_heads={num_heads}; "
@@ -162,7 +171,10 @@ class TransformerLM(nn.Module):
             )
         self.vocab_size = vocab_size
         self.context_length = context_length
-        self.variant = {"norm": norm, "position": position, "ffn": ffn, "attention": attention}
+        self.variant = {
+            "norm": norm, "position": position, "ffn": ffn, "attention": attention,
+            "qk_norm": qk_norm,
+        }  # fmt: skip
         rope = (
             RotaryPositionalEmbedding(
                 rope_theta, d_model // num_heads, context_length, device=device
@@ -182,6 +194,7 @@ class TransformerLM(nn.Module):
                 position=position,
                 ffn=ffn,
                 attention=attention,
+                qk_norm=qk_norm,
                 rope=rope,
                 eps=eps,
                 device=device,

@@ -15,8 +15,12 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "position": ("rope", "nope"),
     "ffn": ("swiglu", "silu", "relu2"),
     "attention": ATTENTION_KINDS,
+    "qk_norm": ("none", "rms"),
 }
 DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}
+#: Variants added after runs existed: a model's dict (a run's config.json) leaves them out
+#: at their default, so those runs keep their config and resume.
+LATER_VARIANTS = ("qk_norm",)
 
 
 def silu_ffn_width(swiglu_d_ff: int) -> int:

@@ -20,6 +20,10 @@ VARIANTS = [
     {"norm": "none"},
     {"norm": "post", "position": "nope"},
     {"d_ff": 47, "ffn": "silu"},
+    {"ffn": "relu2"},
+    {"qk_norm": "rms"},
+    {"qk_norm": "rms", "norm": "none", "position": "nope"},
+    {"d_ff": 47, "ffn": "relu2", "norm": "post"},
 ]
 
 
@@ -64,6 +68,7 @@ def test_gpt2_xl_numbers_of_the_handout():
         ("gpt2-xl", {"context_length": 16384}, 1),
         ("gpt2-small", {"attention": "sdpa"}, 1),
         ("gpt2-small", {"ffn": "silu", "norm": "none"}, 3),
+        ("tinystories-17m", {"ffn": "relu2"}, 2),
         ("tinystories-17m", {"position": "nope"}, 2),
     ],
 )
@@ -73,7 +78,16 @@ def test_forward_flops_equal_flop_counter_mode(name, overrides, batch):
     assert ours == acc.count_forward_flops_with_torch(cfg, batch)
 
 
-@pytest.mark.parametrize("variant", [{}, {"norm": "post", "ffn": "silu"}, {"position": "nope"}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"norm": "post", "ffn": "silu"},
+        {"position": "nope"},
+        {"ffn": "relu2"},
+        {"qk_norm": "rms"},
+    ],
+)
 def test_flops_from_two_small_copies_equal_counting_the_whole_model(variant):
     from lm.accounting.checks import _counted_forward_flops
 
@@ -82,7 +96,7 @@ def test_flops_from_two_small_copies_equal_counting_the_whole_model(variant):
 
 
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
-@pytest.mark.parametrize("ffn", ["swiglu", "silu"])
+@pytest.mark.parametrize("ffn", ["swiglu", "silu", "relu2"])
 def test_saved_activations_equal_the_derived_formula(attention, ffn):
     cfg = TINY.replace(attention=attention, ffn=ffn)
     measured = acc.measure_activation_floats(cfg, batch=2, seq_len=16)

@@ -19,6 +19,7 @@ from lm.training.clock import WallClock
 from lm.training.config import resolve_runs, run_from_file
 from lm.training.distributed import SINGLE
 from lm.training.loop import train
+from lm.training.schedule import get_lr_wsd_schedule
 
 RUN = micro_run(
     "budget-micro",
@@ -245,3 +246,29 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
     assert compared >= 5
     if result["stop_reason"] == "steps":
         assert result["final_val_loss"] == ref["final_val_loss"]
+
+
+def test_a_budgeted_wsd_run_decays_to_the_floor_at_its_planned_end(tmp_path):
+    """Warmup-stable-decay under a wall-clock budget: the plan fixes the steps, the decay
+    takes their last part, and every logged lr is the schedule's at the planned length."""
+    spec = micro_run("wsd", eval_every=1000, log_every=1, checkpoint_every=1000)
+    spec["training"]["max_wallclock_minutes"] = 4 / 60
+    spec["schedule"] = {"warmup_ratio": 0.1, "name": "wsd", "decay_fraction": 0.3}
+    run = resolve_runs(_config(r=spec))["r"]
+    assert run.schedule.to_dict()["name"] == "wsd"
+    out = tmp_path / "out"
+    result = train(run, *micro_tokens(tmp_path), out, progress=False)
+    plan = result["budget_plan"]
+    assert plan["cosine_cycle_iters"] == plan["steps"] >= 20
+    records = [r for r in _metrics(out) if r["lr"] is not None]
+    assert [r["step"] for r in records] == list(range(1, result["steps"] + 1))
+    for r in records:
+        want = get_lr_wsd_schedule(
+            r["step"], run.optimizer.lr, run.optimizer.min_lr, plan["warmup_iters"],
+            plan["steps"], 0.3,
+        )  # fmt: skip
+        assert r["lr"] == pytest.approx(want, rel=1e-12)
+    lrs = [r["lr"] for r in records]
+    assert lrs.count(run.optimizer.lr) >= plan["steps"] * 0.5  # the stable part
+    if result["steps"] == plan["steps"]:
+        assert lrs[-1] == pytest.approx(run.optimizer.min_lr)

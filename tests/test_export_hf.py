@@ -199,6 +199,8 @@ def test_bfloat16_export_loads_with_bf16_weights(tokenizer, tmp_path):
         ({"norm": "none"}, "norm='none'"),
         ({"position": "nope"}, "position='nope'"),
         ({"ffn": "silu"}, "ffn='silu'"),
+        ({"ffn": "relu2"}, "ffn='relu2'"),
+        ({"qk_norm": "rms"}, "qk_norm='rms'"),
     ],
 )
 def test_variants_llama_cannot_express_are_refused_by_name(variant, named, tokenizer, tmp_path):

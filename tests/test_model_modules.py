@@ -21,6 +21,7 @@ from lm.model import (
     silu,
     softmax,
 )
+from lm.model.ffn import ReLU2FFN
 from lm.model.variants import silu_ffn_width
 
 
@@ -172,6 +173,11 @@ def test_silu_and_ffns_match_functional():
     )
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(plain) == n(ffn)  # the SiLU ablation keeps the parameter count
+    relu2 = ReLU2FFN(8, silu_ffn_width(12))
+    hidden = F.linear(x, relu2.w1.weight)
+    want = F.linear(torch.where(hidden > 0, hidden * hidden, 0.0), relu2.w2.weight)
+    torch.testing.assert_close(relu2(x), want)
+    assert n(relu2) == n(ffn) and not hasattr(relu2, "w3")
 
 
 # ------------------------------------------------------------------------------ softmax, attention
@@ -315,3 +321,25 @@ def test_gradcheck_modules_in_float64():
         assert torch.autograd.gradcheck(f, (x, *params.values()), **opts)
     ffn = SwiGLU(8, 6, dtype=f64)
     assert torch.autograd.gradcheck(ffn, (x,), **opts)
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_qk_norm_attention_matches_functional(attention):
+    """qk_norm: each head's queries and keys RMS-normalised (their own gains) before the
+    scores; written with F.rms_norm and F.scaled_dot_product_attention (NoPE)."""
+    attn = MultiHeadSelfAttention(8, 2, None, attention=attention, qk_norm=True)
+    with torch.no_grad():
+        attn.q_norm.weight.uniform_(0.5, 1.5)
+        attn.k_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 8)
+
+    def heads(t):
+        return t.view(3, 5, 2, 4).transpose(1, 2)
+
+    q = F.rms_norm(heads(F.linear(x, attn.q_proj.weight)), (4,), attn.q_norm.weight, eps=1e-5)
+    k = F.rms_norm(heads(F.linear(x, attn.k_proj.weight)), (4,), attn.k_norm.weight, eps=1e-5)
+    v = heads(F.linear(x, attn.v_proj.weight))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 5, 8)
+    torch.testing.assert_close(attn(x), F.linear(out, attn.output_proj.weight))
+    assert {n for n, _ in attn.named_parameters()} >= {"q_norm.weight", "k_norm.weight"}
+    assert not hasattr(MultiHeadSelfAttention(8, 2), "q_norm")

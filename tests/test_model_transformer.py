@@ -79,6 +79,17 @@ def test_variant_state_dicts():
     assert not any("w3" in n for n in silu.state_dict())
     assert silu.layers[0].ffn.w1.weight.shape == (3 * SHAPE["d_ff"] // 2, SHAPE["d_model"])
     assert silu.num_parameters() == make().num_parameters()
+    relu2 = make(ffn="relu2")
+    assert set(relu2.state_dict()) == set(silu.state_dict())
+    assert type(relu2.layers[0].ffn).__name__ == "ReLU2FFN"
+    x = ids()
+    torch.testing.assert_close(  # the squared ReLU, written with F: only the FFN differs
+        relu2.layers[0].ffn(relu2.token_embeddings(x)),
+        F.linear(
+            F.relu(F.linear(relu2.token_embeddings(x), relu2.layers[0].ffn.w1.weight)) ** 2,
+            relu2.layers[0].ffn.w2.weight,
+        ),
+    )
     with pytest.raises(LMError, match="norm='layer'.*pre, post, none"):
         make(norm="layer")
 

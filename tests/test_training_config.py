@@ -266,8 +266,8 @@ def test_schema_variants_are_the_models():
     defs = yaml.safe_load(text)["$defs"]
     for name, choices in VARIANTS.items():
         assert defs[f"variant_{name}"]["enum"] == list(choices), name
-        # every use refers to the one definition
-        assert not re.search(rf"(?<!variant_){name}: {{enum:", text), name
+        # every use refers to the one definition (a key named exactly so: qk_norm is not norm)
+        assert not re.search(rf"(?<![\w]){name}: {{enum:", text), name
 
 
 GOOD = {"int+": [3], "int0": [0, 2], "num+": [2.0, "1e-3"], "num0": [0.0, 2.0], "unit": [0.5],
@@ -384,3 +384,57 @@ def test_lm_runs_prints_one_run_as_the_run_file_lm_train_loads(cfg, tmp_path, ca
     (tmp_path / "config.yaml.json").write_text("runs: {}")
     with pytest.raises(LMError, match="is not JSON"):
         load_run(tmp_path / "config.yaml.json")
+
+
+def test_recipe_settings_default_to_todays_run_and_are_written_only_when_set(cfg, tmp_path):
+    """optimizer.name/muon_* and schedule.name/decay_*: a run that leaves them has the
+    config.json it had before they existed (so its runs neither rerun nor refuse to
+    resume); a run that sets them writes them, reads them back, and resumes only with them."""
+    from lm.training import muon, schedule
+    from lm.training.run_config import (
+        DECAY_SHAPES,
+        MUON_ADJUST_LR,
+        SCHEDULES,
+        RunConfig,
+        load_run,
+    )
+
+    assert MUON_ADJUST_LR == muon.ADJUST_LR
+    assert (SCHEDULES, DECAY_SHAPES) == (schedule.SCHEDULES, schedule.DECAY_SHAPES)
+    plain = resolve_runs(cfg)["base"]
+    assert set(plain.to_dict()["optimizer"]) == {
+        "lr", "min_lr", "betas", "eps", "weight_decay", "grad_clip"
+    }  # fmt: skip
+    assert set(plain.to_dict()["schedule"]) == {"warmup_iters", "cosine_cycle_iters"}
+    assert plain.optimizer.name == "adamw" and plain.schedule.name == "cosine"
+    assert "qk_norm" not in plain.to_dict()["model"] and plain.model.qk_norm == "none"
+    qk = plain.replace(model=plain.model.replace(qk_norm="rms"))
+    assert qk.to_dict()["model"]["qk_norm"] == "rms"
+    assert RunConfig.from_dict(json.loads(json.dumps(qk.to_dict()))) == qk
+    assert resume_differences(plain.to_dict(), qk.to_dict()) == ["model.qk_norm"]
+
+    cfg["runs"]["base"]["optimizer"].update(name="muon", muon_lr=0.03, muon_nesterov=False)
+    cfg["runs"]["base"]["schedule"] = {"name": "wsd", "decay_shape": "1-sqrt"}
+    recipe = resolve_runs(cfg)["base"]
+    d = recipe.to_dict()
+    assert d["optimizer"]["name"] == "muon" and d["optimizer"]["muon_lr"] == 0.03
+    assert d["optimizer"]["muon_nesterov"] is False and "muon_momentum" not in d["optimizer"]
+    assert d["schedule"]["name"] == "wsd" and d["schedule"]["decay_shape"] == "1-sqrt"
+    assert RunConfig.from_dict(json.loads(json.dumps(d))) == recipe
+    assert resume_differences(plain.to_dict(), d) == [
+        "optimizer.muon_lr", "optimizer.muon_nesterov", "optimizer.name",
+        "schedule.decay_shape", "schedule.name",
+    ]  # fmt: skip
+    assert resume_differences(plain.to_dict(), plain.replace().to_dict()) == []
+    cfg["runs"]["base"]["optimizer"]["name"] = "lion"
+    with pytest.raises(LMError, match=r"optimizer\.name must be one of adamw, muon, got 'lion'"):
+        resolve_runs(cfg)
+    cfg["runs"]["base"]["optimizer"]["name"] = "muon"
+    cfg["runs"]["base"]["schedule"]["decay_fraction"] = 1.5
+    with pytest.raises(LMError, match=r"schedule\.decay_fraction must be between 0 and 1"):
+        resolve_runs(cfg)
+    # a run.json without the new keys (as written before they existed) is a resolved run
+    (tmp_path / "run.json").write_text(json.dumps(plain.to_dict()))
+    assert load_run(tmp_path / "run.json") == plain
+    (tmp_path / "recipe.json").write_text(json.dumps(d))
+    assert load_run(tmp_path / "recipe.json") == recipe

@@ -15,13 +15,14 @@ from conftest import write_run
 from lm.cli import main
 from lm.errors import LMError
 from lm.training import AdamW, load_checkpoint, save_checkpoint
+from lm.training.checkpoint import read_checkpoint
 from lm.training.config import resolve_run
 from lm.training.loop import train
 
 VOCAB = 64
 
 
-def _run(name="t", **training):
+def _run(name="t", optimizer=None, **training):
     spec = {
         "model": {
             "vocab_size": VOCAB,
@@ -44,6 +45,7 @@ def _run(name="t", **training):
         "threads": 1,
     }
     spec["training"].update(training)
+    spec["optimizer"].update(optimizer or {})
     return resolve_run(name, spec)
 
 
@@ -141,9 +143,12 @@ def _cli(out, cfg_path, tokens):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
+@pytest.mark.parametrize(
+    "optimizer", [None, {"name": "muon", "muon_lr": 0.05}], ids=["adamw", "muon"]
+)
+def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path, optimizer):
     # checkpoint_every is not a multiple of log_every: the partial log window must survive too
-    cfg = _run("r", steps=400, checkpoint_every=45, log_every=10, eval_every=50)
+    cfg = _run("r", optimizer, steps=400, checkpoint_every=45, log_every=10, eval_every=50)
     (tmp_path / "run.json").write_text(json.dumps(cfg.to_dict()))
     reference = train(cfg, *tokens, tmp_path / "a", progress=False)
 
@@ -169,6 +174,14 @@ def test_resume_after_sigkill_is_bit_identical(tokens, tmp_path):
     losses = lambda rs: [(r["step"], r["train_loss"], r["val_loss"], r["grad_norm"]) for r in rs]  # noqa: E731
     assert losses(_metrics(out)) == losses(_metrics(tmp_path / "a"))
     assert resumed["final_val_loss"] == reference["final_val_loss"]
+    # the checkpoint holds the optimizer the run asked for (Muon's momentum or AdamW's moments)
+    state = read_checkpoint(out / "checkpoints" / "final.pt")["optimizer"]["state"]
+    kinds = {key for s in state.values() for key in s}
+    assert kinds == (
+        {"momentum_buffer", "step", "exp_avg", "exp_avg_sq"}
+        if optimizer
+        else {"step", "exp_avg", "exp_avg_sq"}
+    )
 
 
 def test_resume_refuses_a_changed_config(tokens, tmp_path):
@@ -249,3 +262,19 @@ def test_checkpoint_of_other_model_shape_names_the_tensor(tmp_path):
         match=r"tensor 'layers\.0\.ffn\.w1\.weight' has shape \(32, 16\) in the checkpoint but \(48, 16\)",
     ):
         load_checkpoint(tmp_path / "c.pt", wider)
+
+
+def test_a_run_with_a_chunked_loss_trains_as_the_plain_run(tokens, tmp_path):
+    """training.loss_chunk reaches the loop's loss: the same losses as the plain run, to
+    float rounding (the chunks sum the tokens' losses in another order)."""
+    plain = train(_run(steps=6, log_every=1, eval_every=3), *tokens, tmp_path / "a", progress=False)
+    cfg = _run(steps=6, log_every=1, eval_every=3, loss_chunk=7)
+    assert cfg.to_dict()["training"]["loss_chunk"] == 7
+    chunked = train(cfg, *tokens, tmp_path / "b", progress=False)
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) >= 6
+    for r, s in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss"):  # None where the step logged none
+            assert (s[key] is None) == (r[key] is None)
+            assert r[key] is None or s[key] == pytest.approx(r[key], rel=1e-5)
+    assert chunked["final_val_loss"] == pytest.approx(plain["final_val_loss"], rel=1e-5)

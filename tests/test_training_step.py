@@ -70,3 +70,22 @@ def test_a_snapshot_restored_leaves_no_trace_of_the_steps_between():
     assert a == b
     for p, q in zip(plain_model.parameters(), model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_chunked_loss_is_the_plain_loss_with_the_same_gradients():
+    """training.loss_chunk: the model stops before its head, the head and the loss go a
+    chunk at a time; loss and every parameter's gradient equal the plain step's."""
+    torch.manual_seed(0)
+    model = ModelConfig(**SHAPE).build()
+    x, y = next_batch(DATA, 4, 8, torch.device("cpu"), np.random.default_rng(0))
+    grads = []
+    for chunk in (0, 5):
+        model.zero_grad()
+        loss = forward_loss(model, None, "cpu", compile=False, loss_chunk=chunk)(x, y)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (plain, plain_grads), (chunked, chunked_grads) = grads
+    torch.testing.assert_close(chunked, plain, rtol=0, atol=1e-6)
+    for a, b in zip(chunked_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert model(x, head=False).shape == (4, 8, SHAPE["d_model"])

@@ -40,6 +40,8 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     """Trainable parameters by component (per layer and in total)."""
     d, f, V, L = cfg.d_model, ffn_width(cfg), cfg.vocab_size, cfg.num_layers
     attention = 4 * d * d  # q, k, v, output projections
+    if cfg.qk_norm == "rms":
+        attention += 2 * cfg.d_head  # the gains of the query and key norms
     ffn = (3 if cfg.ffn == "swiglu" else 2) * d * f
     norms = 2 * d if cfg.norm != "none" else 0
     counts = {
@@ -146,7 +148,7 @@ def activation_terms(
         term("elementwise product", "B·T·d_ff", B * T * f)
     else:
         term("W1 matmul", "B·T·d_ff'", B * T * f)
-        term("SiLU", "B·T·d_ff'", B * T * f)
+        term("SiLU" if cfg.ffn == "silu" else "ReLU²", "B·T·d_ff'", B * T * f)
     term("W2 matmul", "B·T·d", B * T * d)
     if norms:
         term("final RMSNorm", "B·T·d", B * T * d, "model")
@@ -174,7 +176,8 @@ def implementation_saved_floats(
     cfg: ModelConfig, batch: int, seq_len: int | None = None
 ) -> dict[str, int] | None:
     """Floats this implementation keeps for backward (forward + F.cross_entropy), derived by
-    hand from the code for pre-norm models; ``None`` for other norms (measure those).
+    hand from the code for pre-norm models; ``None`` for other norms and QK-norm (measure
+    those).
 
     Per layer: each RMSNorm keeps its input, 1/rms, x/rms and (via the next matmul) its
     output: 3·T·d + T. Attention keeps Q and K (after RoPE) and V; the reference path
@@ -182,15 +185,15 @@ def implementation_saved_floats(
     the sdpa path keeps its output and a log-sum-exp (h·T) instead. The re-joined heads
     (T·d) feed the output projection. SwiGLU keeps W1's output, its sigmoid, the SiLU,
     W3's output and the product (5·T·d_ff); the SiLU FFN keeps W1's output, its sigmoid
-    and the SiLU (3·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
+    and the SiLU (3·T·d_ff'); the ReLU² FFN the ReLU's output and its square (2·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
     log-softmax of the logits (T·V) plus a scalar.
     """
-    if cfg.norm != "pre":
+    if cfg.norm != "pre" or cfg.qk_norm != "none":
         return None
     T = seq_len or cfg.context_length
     B, d, h, f, V = batch, cfg.d_model, cfg.num_heads, ffn_width(cfg), cfg.vocab_size
     norms = 2 * (3 * T * d + T)
-    ffn = (5 if cfg.ffn == "swiglu" else 3) * T * f
+    ffn = {"swiglu": 5, "silu": 3, "relu2": 2}[cfg.ffn] * T * f
     qkv_heads = 3 * T * d + T * d
     if cfg.attention == "reference":
         attention = qkv_heads + 2 * h * T * T + h * T

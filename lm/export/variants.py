@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 #: The variant choices ``LlamaForCausalLM`` computes. ``attention`` (reference or sdpa) is
 #: how attention is computed, not what, so any choice of it exports.
-LLAMA_VARIANT = {"norm": "pre", "position": "rope", "ffn": "swiglu"}
+LLAMA_VARIANT = {"norm": "pre", "position": "rope", "ffn": "swiglu", "qk_norm": "none"}
 
 #: Why each other choice cannot be a Llama checkpoint.
 WHY_NOT = {
@@ -18,6 +18,10 @@ WHY_NOT = {
     "queries and keys",
     ("ffn", "silu"): "the ungated SiLU FFN (w2(silu(w1 x))); Llama's MLP is the gated "
     "SwiGLU (down(silu(gate x) * up x))",
+    ("qk_norm", "rms"): "an RMSNorm of each head's queries and keys (QK-norm); Llama's "
+    "attention has none",
+    ("ffn", "relu2"): "the ungated squared-ReLU FFN (w2(relu(w1 x)²)); Llama's MLP is the "
+    "gated SwiGLU (down(silu(gate x) * up x))",
 }
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from lm.errors import LMError
 from lm.model.linear import Linear
+from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
 from lm.model.variants import ATTENTION_KINDS
 
@@ -114,6 +115,8 @@ class MultiHeadSelfAttention(nn.Module):
         rope: RotaryPositionalEmbedding | None = None,
         *,
         attention: str = "reference",
+        qk_norm: bool = False,
+        eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
@@ -138,6 +141,9 @@ class MultiHeadSelfAttention(nn.Module):
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        if qk_norm:  # one gain of d_k features each, shared by the heads
+            self.q_norm = RMSNorm(self.d_k, eps=eps, device=device, dtype=dtype)
+            self.k_norm = RMSNorm(self.d_k, eps=eps, device=device, dtype=dtype)
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         # (b, seq, d_model) -> (b, heads, seq, d_k)
@@ -155,6 +161,8 @@ class MultiHeadSelfAttention(nn.Module):
         q = self._split_heads(self.q_proj(x))
         k = self._split_heads(self.k_proj(x))
         v = self._split_heads(self.v_proj(x))
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
 
         past = 0 if kv_cache is None else kv_cache.length
         if self.rope is not None:

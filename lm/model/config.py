@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.errors import LMError
-from lm.model.variants import VARIANTS
+from lm.model.variants import DEFAULT_VARIANT, LATER_VARIANTS, VARIANTS
 
 ARCH_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
 IGNORED_KEYS = ("preset", "description")  # allowed in a preset or a run's model section
@@ -43,6 +43,7 @@ class ModelConfig:
     position: str = "rope"
     ffn: str = "swiglu"
     attention: str = "reference"
+    qk_norm: str = "none"  # rms: RMSNorm of each head's queries and keys (QK-norm)
 
     def __post_init__(self):
         for key in ARCH_KEYS:
@@ -103,7 +104,12 @@ class ModelConfig:
             raise LMError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The keys of the model; a variant of LATER_VARIANTS only when not its default."""
+        d = dataclasses.asdict(self)
+        for key in LATER_VARIANTS:
+            if d[key] == DEFAULT_VARIANT[key]:
+                del d[key]
+        return d
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)

@@ -1,4 +1,5 @@
-"""Position-wise feed-forward networks: ``SwiGLU`` and the plain ``SiLUFFN``, and ``silu``."""
+"""Position-wise feed-forward networks: ``SwiGLU``, the plain ``SiLUFFN`` and ``ReLU2FFN``,
+and ``silu``."""
 
 from __future__ import annotations
 
@@ -43,3 +44,13 @@ class SiLUFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(silu(self.w1(x)))
+
+
+class ReLU2FFN(SiLUFFN):
+    """``w2(relu(w1 x)²)``: the ungated FFN with the squared ReLU (So et al. 2021, "Primer";
+    the modded-nanogpt speedrun's), of the width and parameters of :class:`SiLUFFN`. It
+    keeps two ``T × d_ff`` activations for the backward (the ReLU's output, squared's
+    input; the square) where the SiLU keeps three."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(torch.relu(self.w1(x)).square())

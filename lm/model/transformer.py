@@ -6,12 +6,16 @@ Variant keywords select the CS336 ablations; the defaults are the assignment's m
 ``norm``        ``pre`` (x + f(norm(x))), ``post`` (norm(x + f(x))), ``none`` (no RMSNorm)
 ``position``    ``rope`` (rotary embeddings in attention), ``nope`` (none: causality only)
 ``ffn``         ``swiglu`` (w2(silu(w1 x) * w3 x)), ``silu`` (w2(silu(w1 x)) with hidden
-                width 3/2·d_ff, so both have 3·d_model·d_ff parameters)
+                width 3/2·d_ff, so both have 3·d_model·d_ff parameters), ``relu2``
+                (w2(relu(w1 x)²), the squared ReLU, of the SiLU FFN's width)
 ``attention``   ``reference`` (written out), ``sdpa`` (torch's fused kernel; same numbers)
+``qk_norm``     ``none``, ``rms`` (an RMSNorm with its own gain on each head's queries and
+                keys before RoPE: the attention logits stay bounded)
 ==============  =======================================================================
 
 With ``norm="none"`` the blocks and the model have no ``ln1``/``ln2``/``ln_final``; the
-other variants keep the state-dict names of the default model (``silu`` has no ``w3``).
+other variants keep the state-dict names of the default model (``silu`` and ``relu2``
+have no ``w3``).
 ``post`` keeps ``ln_final`` (it is then a second norm of an already-normalised vector,
 harmless, and keeps checkpoints of pre- and post-norm models alike).
 """
@@ -26,7 +30,7 @@ from torch import nn
 from lm.errors import LMError
 from lm.model.attention import KVCache, MultiHeadSelfAttention
 from lm.model.embedding import Embedding
-from lm.model.ffn import SiLUFFN, SwiGLU
+from lm.model.ffn import ReLU2FFN, SiLUFFN, SwiGLU
 from lm.model.linear import Linear
 from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
@@ -41,12 +45,15 @@ class StateDictMismatchError(LMError, RuntimeError):
     """A state dict whose tensors do not fit the model (an ``LMError`` and a ``RuntimeError``)."""
 
 
-def check_variant(norm: str, position: str, ffn: str, attention: str) -> None:
+def check_variant(
+    norm: str, position: str, ffn: str, attention: str, qk_norm: str = "none"
+) -> None:
     for name, value in (
         ("norm", norm),
         ("position", position),
         ("ffn", ffn),
         ("attention", attention),
+        ("qk_norm", qk_norm),
     ):
         if value not in VARIANTS[name]:
             raise LMError(
@@ -73,13 +80,14 @@ class TransformerBlock(nn.Module):
         position: str = "rope",
         ffn: str = "swiglu",
         attention: str = "reference",
+        qk_norm: str = "none",
         rope: RotaryPositionalEmbedding | None = None,
         eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        check_variant(norm, position, ffn, attention)
+        check_variant(norm, position, ffn, attention, qk_norm)
         self.norm = norm
         if position == "rope" and rope is None:
             if d_model % num_heads:
@@ -92,6 +100,8 @@ class TransformerBlock(nn.Module):
             num_heads,
             rope if position == "rope" else None,
             attention=attention,
+            qk_norm=qk_norm == "rms",
+            eps=eps,
             device=device,
             dtype=dtype,
         )
@@ -101,7 +111,8 @@ class TransformerBlock(nn.Module):
         if ffn == "swiglu":
             self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
         else:
-            self.ffn = SiLUFFN(d_model, silu_ffn_width(d_ff), device=device, dtype=dtype)
+            ffn_class = SiLUFFN if ffn == "silu" else ReLU2FFN
+            self.ffn = ffn_class(d_model, silu_ffn_width(d_ff), device=device, dtype=dtype)
         if norm != "none":
             self.ln2 = RMSNorm(d_model, eps=eps, device=device, dtype=dtype)
 
@@ -142,12 +153,13 @@ class TransformerLM(nn.Module):
         position: str = "rope",
         ffn: str = "swiglu",
         attention: str = "reference",
+        qk_norm: str = "none",
         eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        check_variant(norm, position, ffn, attention)
+        check_variant(norm, position, ffn, attention, qk_norm)
         if d_model % num_heads:
             raise LMError(
                 f"d_model={d_model} is not divisible by num_heads={num_heads}; "
@@ -159,7 +171,10 @@ class TransformerLM(nn.Module):
             )
         self.vocab_size = vocab_size
         self.context_length = context_length
-        self.variant = {"norm": norm, "position": position, "ffn": ffn, "attention": attention}
+        self.variant = {
+            "norm": norm, "position": position, "ffn": ffn, "attention": attention,
+            "qk_norm": qk_norm,
+        }  # fmt: skip
         rope = (
             RotaryPositionalEmbedding(
                 rope_theta, d_model // num_heads, context_length, device=device
@@ -179,6 +194,7 @@ class TransformerLM(nn.Module):
                 position=position,
                 ffn=ffn,
                 attention=attention,
+                qk_norm=qk_norm,
                 rope=rope,
                 eps=eps,
                 device=device,
@@ -195,7 +211,12 @@ class TransformerLM(nn.Module):
         token_ids: torch.Tensor,
         token_positions: torch.Tensor | None = None,
         kv_cache: Sequence[KVCache] | None = None,
+        *,
+        head: bool = True,
     ) -> torch.Tensor:
+        """The logits of each position; with ``head=False`` the last hidden states (after
+        the final norm) instead, for a loss that applies ``lm_head`` itself
+        (:func:`lm.training.functional.chunked_cross_entropy`)."""
         seq_len = token_ids.shape[-1]
         past = 0 if kv_cache is None else kv_cache[0].length
         if past + seq_len > self.context_length:
@@ -209,7 +230,7 @@ class TransformerLM(nn.Module):
             x = layer(x, token_positions, None if kv_cache is None else kv_cache[i])
         if hasattr(self, "ln_final"):
             x = self.ln_final(x)
-        return self.lm_head(x)
+        return self.lm_head(x) if head else x
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -13,10 +13,14 @@ ATTENTION_KINDS = ("reference", "sdpa")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "norm": ("pre", "post", "none"),
     "position": ("rope", "nope"),
-    "ffn": ("swiglu", "silu"),
+    "ffn": ("swiglu", "silu", "relu2"),
     "attention": ATTENTION_KINDS,
+    "qk_norm": ("none", "rms"),
 }
 DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}
+#: Variants added after runs existed: a model's dict (a run's config.json) leaves them out
+#: at their default, so those runs keep their config and resume.
+LATER_VARIANTS = ("qk_norm",)
 
 
 def silu_ffn_width(swiglu_d_ff: int) -> int:

@@ -48,10 +48,11 @@ from lm.training import distributed, trackers
 from lm.training.clock import Phases, WallClock
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.metrics import MetricsFile, Recorder
+from lm.training.muon import MuonAdamW, muon_param_groups
 from lm.training.optim import AdamW
-from lm.training.run_config import RunConfig
+from lm.training.run_config import OptimizerConfig, RunConfig
 from lm.training.rundir import RunDir
-from lm.training.schedule import get_lr_cosine_schedule
+from lm.training.schedule import scheduled_lr
 from lm.training.state import LoopState
 from lm.training.step import TrainStep, forward_loss
 
@@ -68,6 +69,31 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
+
+
+def build_optimizer(
+    model: torch.nn.Module, opt: OptimizerConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The run's optimizer: AdamW (``opt.name == "adamw"``), or Muon for the blocks'
+    matrices and AdamW for the rest (``"muon"``, :func:`lm.training.muon.muon_param_groups`),
+    its Newton-Schulz iteration in ``opt.muon_ns_dtype`` (auto: bfloat16 on CUDA, else float32)."""
+    if opt.name == "adamw":
+        groups = param_groups(model, opt.weight_decay)
+        return AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+    ns_dtype = opt.muon_ns_dtype
+    if ns_dtype == "auto":
+        ns_dtype = "bfloat16" if device.type == "cuda" else "float32"
+    groups = muon_param_groups(
+        model,
+        lr_scale=opt.muon_lr / opt.lr,
+        weight_decay=opt.muon_weight_decay,
+        adamw_weight_decay=opt.weight_decay,
+    )
+    return MuonAdamW(
+        groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, momentum=opt.muon_momentum,
+        nesterov=opt.muon_nesterov, ns_steps=opt.muon_ns_steps, adjust_lr=opt.muon_adjust_lr,
+        ns_dtype=torch.bfloat16 if ns_dtype == "bfloat16" else torch.float32,
+    )  # fmt: skip
 
 
 def _finite(x: float | None) -> float | None:
@@ -255,12 +281,7 @@ def _start(
     tcfg, ctx = run.training, run.model.context_length
     torch.manual_seed(tcfg.seed)
     model = run.model.build().to(device)
-    optimizer = AdamW(
-        param_groups(model, run.optimizer.weight_decay),
-        lr=run.optimizer.lr,
-        betas=run.optimizer.betas,
-        eps=run.optimizer.eps,
-    )
+    optimizer = build_optimizer(model, run.optimizer, device)
     batch_rng = np.random.default_rng(tcfg.seed)
     # fixed validation windows, drawn once from their own stream (identical across resumes)
     val_starts = np.random.default_rng([tcfg.seed, 1]).integers(
@@ -274,8 +295,9 @@ def _start(
         )
     amp_dtype = autocast_dtype(tcfg.dtype, device)
     loss_of = forward_loss(
-        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile
-    )
+        ddp if ddp is not None else model, amp_dtype, device.type, compile=tcfg.compile,
+        loss_chunk=tcfg.loss_chunk,
+    )  # fmt: skip
     model.train()
     file = MetricsFile(rundir.metrics, state.records) if dist.main else None
     sinks = trackers.open_sinks(
@@ -337,13 +359,7 @@ def _loop(s: Session, progress) -> None:
     s.recorder.open_progress(steps, run.name, progress, initial=state.step)
     while state.status == "running" and state.step < steps:
         step = state.step + 1
-        lr = get_lr_cosine_schedule(
-            step,
-            run.optimizer.lr,
-            run.optimizer.min_lr,
-            plan["warmup_iters"],
-            plan["cosine_cycle_iters"],
-        )
+        lr = scheduled_lr(step, run.schedule, run.optimizer.lr, run.optimizer.min_lr, plan)
         s.recorder.add(*s.step(lr))
         state.step = step
         state.tokens += run.tokens_per_step

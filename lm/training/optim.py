@@ -73,12 +73,15 @@ class AdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if self.foreach:
-                self._step_foreach(group, params)
-            else:
-                self._step_reference(group, params)
+            self._step_group(group, [p for p in group["params"] if p.grad is not None])
         return loss
+
+    def _step_group(self, group: dict, params: list[torch.nn.Parameter]) -> None:
+        """One group's update (of its parameters that have a gradient)."""
+        if self.foreach:
+            self._step_foreach(group, params)
+        else:
+            self._step_reference(group, params)
 
     def _step_reference(self, group: dict, params: list[torch.nn.Parameter]) -> None:
         lr = group["lr"]

@@ -38,6 +38,10 @@ from lm.model.variants import VARIANTS
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_THREADS = 4  # torch's CPU threads of a run
 WANDB_MODES = ("online", "offline")
+OPTIMIZERS = ("adamw", "muon")
+MUON_ADJUST_LR = ("original", "match_rms_adamw")  # lm.training.muon.ADJUST_LR
+SCHEDULES = ("cosine", "wsd")  # lm.training.schedule.SCHEDULES
+DECAY_SHAPES = ("linear", "1-sqrt")  # lm.training.schedule.DECAY_SHAPES
 
 # ---------------------------------------------------------------------------- kinds
 
@@ -130,12 +134,20 @@ def _field(
     default: Any = _REQUIRED,
     *,
     omit_none: bool = False,
+    omit_default: bool = False,
     computed: bool = False,
 ) -> Any:
     """A dataclass field of ``kind`` (see the module's doc). ``computed``: None means "not
     known yet" (resolution or the loop fills it in), so a config layer may not set it to
-    null. ``omit_none``: ``to_dict`` leaves the key out while it is None."""
-    meta = {"kind": kind, "omit_none": omit_none, "computed": computed}
+    null. ``omit_none``: ``to_dict`` leaves the key out while it is None. ``omit_default``:
+    ``to_dict`` leaves the key out while it has its default (a setting added later, so that
+    the runs made before it keep their ``config.json``, and resume, unchanged)."""
+    meta = {
+        "kind": kind,
+        "omit_none": omit_none,
+        "omit_default": omit_default,
+        "computed": computed,
+    }
     if default is _REQUIRED:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
@@ -174,6 +186,8 @@ class _Section:
             value = getattr(self, f.name)
             if value is None and f.metadata.get("omit_none"):
                 continue
+            if f.metadata.get("omit_default") and value == f.default:
+                continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -187,11 +201,24 @@ class OptimizerConfig(_Section):
     eps: float = _field("num0", 1e-8)
     weight_decay: float = _field("num0", 0.1)
     grad_clip: float = _field("num0", 1.0)  # max global L2 norm; 0 = off
+    # adamw: AdamW for every parameter; muon: Muon (lm.training.muon) for the blocks'
+    # matrices at muon_lr (scheduled like lr), AdamW at lr for the rest
+    name: str = _field(OPTIMIZERS, "adamw", omit_default=True)
+    muon_lr: float = _field("num+", 0.02, omit_default=True)
+    muon_momentum: float = _field("unit", 0.95, omit_default=True)
+    muon_nesterov: bool = _field("bool", True, omit_default=True)
+    muon_ns_steps: int = _field("int+", 5, omit_default=True)
+    muon_weight_decay: float = _field("num0", 0.0, omit_default=True)
+    muon_adjust_lr: str = _field(MUON_ADJUST_LR, "original", omit_default=True)
+    # the Newton-Schulz iteration's dtype; auto: bfloat16 on CUDA (torch.optim.Muon's),
+    # float32 elsewhere (a CPU multiplies bfloat16 matrices many times slower)
+    muon_ns_dtype: str = _field(DTYPES, "auto", omit_default=True)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig(_Section):
-    """Linear warmup, then cosine decay to ``min_lr`` at ``cosine_cycle_iters``. A run with
+    """Linear warmup, then cosine decay to ``min_lr`` at ``cosine_cycle_iters`` (or, with
+    ``name: wsd``, a constant lr and a decay to ``min_lr`` there). A run with
     a wall-clock budget keeps ``warmup_ratio`` and no cycle length until the loop has
     planned its steps (:func:`lm.training.budget.plan_schedule`)."""
 
@@ -199,6 +226,11 @@ class ScheduleConfig(_Section):
     warmup_iters: int | None = _field("int0?", None, omit_none=True, computed=True)
     warmup_ratio: float | None = _field("unit?", None, omit_none=True, computed=True)
     cosine_cycle_iters: int | None = _field("int+?", None, computed=True)  # default: steps
+    # cosine; or wsd: warmup, constant lr, then decay over the last decay_fraction of the
+    # cycle (which ends at cosine_cycle_iters) to min_lr, linear or 1-sqrt (lm.training.schedule)
+    name: str = _field(SCHEDULES, "cosine", omit_default=True)
+    decay_fraction: float = _field("unit", 0.2, omit_default=True)
+    decay_shape: str = _field(DECAY_SHAPES, "linear", omit_default=True)
 
 
 @dataclass(frozen=True)
@@ -218,6 +250,9 @@ class TrainingConfig(_Section):
     divergence_factor: float | None = _field("num+?", 2.0)
     processes: int = _field("int+", 1)
     max_wallclock_minutes: float | None = _field("num+?", None)
+    # tokens per chunk of the head and loss (lm.training.functional.chunked_cross_entropy);
+    # 0: the whole batch's logits at once
+    loss_chunk: int = _field("int0", 0, omit_default=True)
 
     @property
     def budget_seconds(self) -> float | None:

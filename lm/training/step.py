@@ -16,15 +16,30 @@ import torch
 
 from lm.training import checkpoint as ckpt
 from lm.training.data import gather_windows
-from lm.training.functional import cross_entropy, gradient_clipping
+from lm.training.functional import chunked_cross_entropy, cross_entropy, gradient_clipping
 
 
-def forward_loss(module, amp_dtype: torch.dtype | None, device_type: str, compile: bool):
+def forward_loss(
+    module, amp_dtype: torch.dtype | None, device_type: str, compile: bool, loss_chunk: int = 0
+):
     """The run's loss of a batch, ``loss_of(x, y)``: the forward under autocast (when
     ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
     loss over all the logits (a small model's largest tensors) is fused with the forward.
-    The one definition of a training step's forward, used by the loop and bench_gpu.py."""
-    if amp_dtype is None:
+    With ``loss_chunk`` tokens, the model stops before its head and the head and the loss
+    run a chunk at a time (:func:`chunked_cross_entropy`): the logits of the whole batch
+    are never made. The one definition of a training step's forward, used by the loop and
+    bench_gpu.py."""
+    if loss_chunk:
+        head = ckpt.unwrap(getattr(module, "module", module)).lm_head  # under DDP too
+
+        def loss_of(x, y):
+            with torch.autocast(
+                device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None
+            ):
+                hidden = module(x, head=False)
+                return chunked_cross_entropy(hidden, head.weight, y, loss_chunk)
+
+    elif amp_dtype is None:
 
         def loss_of(x, y):
             return cross_entropy(module(x), y)
@@ -77,8 +92,8 @@ class TrainStep:
         )
         self._sync()
         t1 = time.perf_counter()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for group in self.optimizer.param_groups:  # a Muon group runs at a multiple
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with self.dist.guard("averaging gradients"):
             loss = self.loss_of(x, y)
             loss.backward()

@@ -36,7 +36,7 @@ PLACEHOLDERS = {"{dataset}": "demo", "{split}": "valid", "{run}": "demo", "{swee
 def readme_commands(program: str, inline: bool, pages: tuple[Path, ...] = DOC_PAGES) -> list[str]:
     """``program ...`` commands of ``pages`` (README.md and docs/*.md): lines of fenced code
     blocks (with their backslash continuations, without comments), and with ``inline`` the
-    inline code spans."""
+    inline code spans; quoted messages (``lm encode: error: ...``) are not commands."""
     found = []
     for page in pages:
         text = page.read_text(encoding="utf-8")
@@ -44,11 +44,12 @@ def readme_commands(program: str, inline: bool, pages: tuple[Path, ...] = DOC_PA
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.sub(r"\s+#.*$", "", line).strip()
                 line = re.sub(r"^(\.venv/bin/)", "", line)
-                if line.startswith(f"{program} "):
+                # `lm encode: error: ...` is a message the pages quote, not a command
+                if line.startswith(f"{program} ") and not re.match(r"\S+ [\w-]+: ", line):
                     found.append(line)
         if inline:
             for span in re.findall(r"`([^`\n]+)`", text):
-                if span.startswith(f"{program} "):
+                if span.startswith(f"{program} ") and not re.match(r"\S+ [\w-]+: ", span):
                     found.append(span)
     out = []
     for cmd in found:

@@ -312,7 +312,12 @@ def model_kinds() -> dict[str, Any]:
         if f.name in VARIANTS:
             kinds[f.name] = VARIANTS[f.name]
         else:
-            kinds[f.name] = {"int": "int+", "float": "num+"}[str(f.type)]
+            kinds[f.name] = {
+                "int": "int+",
+                "float": "num+",
+                "bool": "bool",
+                "float | None": "num+?",
+            }[str(f.type)]
     return kinds
 
 

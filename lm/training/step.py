@@ -26,18 +26,19 @@ def forward_loss(
     ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
     loss over all the logits (a small model's largest tensors) is fused with the forward.
     With ``loss_chunk`` tokens, the model stops before its head and the head and the loss
-    run a chunk at a time (:func:`chunked_cross_entropy`): the logits of the whole batch
-    are never made. The one definition of a training step's forward, used by the loop and
-    bench_gpu.py."""
+    run a chunk at a time (:func:`chunked_cross_entropy`, with the model's logit soft-cap):
+    the logits of the whole batch are never made. The one definition of a training step's
+    forward, used by the loop and bench_gpu.py."""
     if loss_chunk:
-        head = ckpt.unwrap(getattr(module, "module", module)).lm_head  # under DDP too
+        model = ckpt.unwrap(getattr(module, "module", module))  # under DDP too
+        head, cap = model.lm_head, getattr(model, "logit_softcap", None)
 
         def loss_of(x, y):
             with torch.autocast(
                 device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None
             ):
                 hidden = module(x, head=False)
-                return chunked_cross_entropy(hidden, head.weight, y, loss_chunk)
+                return chunked_cross_entropy(hidden, head.weight, y, loss_chunk, cap)
 
     elif amp_dtype is None:
 

@@ -49,6 +49,19 @@ def test_a_step_trains_on_the_streams_next_batch_at_the_given_rate():
     assert phases.totals["eval"] == phases.totals["checkpoint"] == 0
 
 
+def test_a_step_of_a_smaller_batch_draws_that_many_windows():
+    """step(lr, batch): a batch-size warmup's step, the stream's next ``batch`` windows;
+    the stream goes on from there."""
+    step, model, _ = _step()
+    rng = np.random.default_rng(0)
+    x, y = next_batch(DATA, 2, 8, torch.device("cpu"), rng)
+    assert x.shape == (2, 8)
+    expected = cross_entropy(model(x), y).item()
+    assert step(0.0, 2)[0].item() == expected
+    x, y = next_batch(DATA, 4, 8, torch.device("cpu"), rng)
+    assert step(0.0)[0].item() == cross_entropy(model(x), y).item()
+
+
 def test_the_norm_is_before_clipping():
     clipped, _, _ = _step(clip=1e-3)
     free, _, _ = _step(clip=math.inf)

@@ -456,19 +456,20 @@ mix64(uint64_t h)
     return h ^ (h >> 31);
 }
 
-/* A key to look up: s[0:n), its hash, and for n <= COUNT_INLINE its two words. */
+/* A key to count: s[0:n), its hash, for n <= COUNT_INLINE its two words; and how many. */
 typedef struct {
     const uint8_t *s;
     Py_ssize_t n;
     uint64_t key[2];
     uint32_t hash;
+    int64_t by;
 } CountKey;
 
-/* The key of s[0:n) (n > 0), where `room` >= n bytes may be read from s. */
+/* The key of s[0:n) (n > 0), where `room` >= n bytes may be read from s, to count `by`. */
 static inline CountKey
-count_key(const uint8_t *s, Py_ssize_t n, Py_ssize_t room)
+count_key(const uint8_t *s, Py_ssize_t n, Py_ssize_t room, int64_t by)
 {
-    CountKey k = {s, n, {0, 0}, 0};
+    CountKey k = {s, n, {0, 0}, 0, by};
     if (n > COUNT_INLINE) {
         k.hash = (uint32_t)(hash_bytes(s, n) >> 32);
         return k;
@@ -515,31 +516,33 @@ table_probe(const CountTable *t, const uint8_t *arena, const CountKey *k)
     }
 }
 
-/* Double the cold table. */
+/* Grow the cold table (doubling) until it takes `extra` more keys at load 1/2. */
 static int
-cold_grow(CountMap *m)
+cold_reserve(CountMap *m, size_t extra)
 {
-    CountTable t = {NULL, m->cold.used, m->cold.bits + 1};
-    if (t.bits > 32 || !(t.slots = PyMem_RawCalloc((size_t)1 << t.bits, sizeof(CountSlot))))
-        return -1;
-    size_t mask = ((size_t)1 << t.bits) - 1;
-    for (size_t k = 0; k < ((size_t)1 << m->cold.bits); k++) {
-        CountSlot *o = &m->cold.slots[k];
-        if (!o->len)
-            continue;
-        size_t j = slot_index(&t, o->hash);
-        while (t.slots[j].len)
-            j = (j + 1) & mask;
-        t.slots[j] = *o;
+    while ((m->cold.used + extra) * 2 > ((size_t)1 << m->cold.bits)) {
+        CountTable t = {NULL, m->cold.used, m->cold.bits + 1};
+        if (t.bits > 32 || !(t.slots = PyMem_RawCalloc((size_t)1 << t.bits, sizeof(CountSlot))))
+            return -1;
+        size_t mask = ((size_t)1 << t.bits) - 1;
+        for (size_t k = 0; k < ((size_t)1 << m->cold.bits); k++) {
+            CountSlot *o = &m->cold.slots[k];
+            if (!o->len)
+                continue;
+            size_t j = slot_index(&t, o->hash);
+            while (t.slots[j].len)
+                j = (j + 1) & mask;
+            t.slots[j] = *o;
+        }
+        PyMem_RawFree(m->cold.slots);
+        m->cold = t;
     }
-    PyMem_RawFree(m->cold.slots);
-    m->cold = t;
     return 0;
 }
 
-/* Store the new key k in the empty slot e of table t, with count `by`. -1: no memory. */
+/* Store the new key k in the empty slot e of table t. -1: no memory. */
 static int
-slot_fill(CountMap *m, CountTable *t, CountSlot *e, const CountKey *k, int64_t by)
+slot_fill(CountMap *m, CountTable *t, CountSlot *e, const CountKey *k)
 {
     if (k->n > UINT32_MAX) /* a pre-token over 4 GB: reported as out of memory */
         return -1;
@@ -551,52 +554,51 @@ slot_fill(CountMap *m, CountTable *t, CountSlot *e, const CountKey *k, int64_t b
             return -1;
         e->key[0] = off;
     }
-    e->count = by;
+    e->count = k->by;
     e->len = (uint32_t)k->n;
     e->hash = k->hash;
     t->used++;
     return 0;
 }
 
-/* Add `by` to the count of a key known not to be in `hot`, which is full. */
+/* Count the keys keys[0:nkeys) (their `by` each). Each is looked up in `hot` first, where
+ * a key is if it came while `hot` had room; the rest are gathered at the front of keys[]
+ * with their `cold` slots prefetched, then counted there. -1: no memory. */
 static int
-cold_add(CountMap *m, const CountKey *k, int64_t by)
+counts_add(CountMap *m, CountKey *keys, Py_ssize_t nkeys)
 {
-    CountSlot *e = table_probe(&m->cold, m->arena, k);
-    if (e->len) {
-        e->count += by;
-        return 0;
+    Py_ssize_t ncold = 0;
+    for (Py_ssize_t t = 0; t < nkeys; t++) {
+        CountKey *k = &keys[t];
+        CountSlot *e = table_probe(&m->hot, m->arena, k);
+        if (e->len)
+            e->count += k->by;
+        else if (m->hot.used < COUNT_HOT) {
+            if (slot_fill(m, &m->hot, e, k) < 0)
+                return -1;
+        }
+        else {
+#if defined(__GNUC__) || defined(__clang__)
+            __builtin_prefetch(&m->cold.slots[slot_index(&m->cold, k->hash)]);
+#endif
+            keys[ncold++] = *k;
+        }
     }
-    if ((m->cold.used + 1) * 2 > ((size_t)1 << m->cold.bits)) {
-        if (cold_grow(m) < 0)
+    for (Py_ssize_t t = 0; t < ncold; t++) {
+        CountSlot *e = table_probe(&m->cold, m->arena, &keys[t]);
+        if (e->len) {
+            e->count += keys[t].by;
+            continue;
+        }
+        if ((m->cold.used + 1) * 2 > ((size_t)1 << m->cold.bits)) {
+            if (cold_reserve(m, 1) < 0)
+                return -1;
+            e = table_probe(&m->cold, m->arena, &keys[t]);
+        }
+        if (slot_fill(m, &m->cold, e, &keys[t]) < 0)
             return -1;
-        e = table_probe(&m->cold, m->arena, k);
     }
-    return slot_fill(m, &m->cold, e, k, by);
-}
-
-/* Add `by` to the count of key k: 1 if done, 0 if it belongs to `cold` (not looked up
- * there yet), -1 on error. A key is in `hot` if it came while `hot` had room. */
-static inline int
-hot_add(CountMap *m, const CountKey *k, int64_t by)
-{
-    CountSlot *e = table_probe(&m->hot, m->arena, k);
-    if (e->len) {
-        e->count += by;
-        return 1;
-    }
-    if (m->hot.used >= COUNT_HOT)
-        return 0;
-    return slot_fill(m, &m->hot, e, k, by) < 0 ? -1 : 1;
-}
-
-/* Add `by` to the count of s[0:n) (0 < n <= room, room bytes readable at s). */
-static int
-counts_add(CountMap *m, const uint8_t *s, Py_ssize_t n, Py_ssize_t room, int64_t by)
-{
-    CountKey k = count_key(s, n, room);
-    int r = hot_add(m, &k, by);
-    return r != 0 ? (r < 0 ? -1 : 0) : cold_add(m, &k, by);
+    return 0;
 }
 
 /* The next key's slot at or after *pos (a position over hot's slots, then cold's), or
@@ -648,27 +650,16 @@ Counter_dealloc(CounterObject *self)
 static int
 count_piece(CounterObject *self, const uint8_t *s, Py_ssize_t n, Py_ssize_t room)
 {
-    CountMap *m = &self->map;
     Py_ssize_t ends[256], i = 0;
-    CountKey cold[256];
+    CountKey keys[256];
     while (i < n) {
-        Py_ssize_t k = scan_batch(s, i, n, ends, 256), ncold = 0;
+        Py_ssize_t k = scan_batch(s, i, n, ends, 256);
         for (Py_ssize_t t = 0; t < k; t++) {
-            CountKey key = count_key(s + i, ends[t] - i, room - i);
-            int r = hot_add(m, &key, 1);
-            if (r < 0)
-                return -1;
-            if (r == 0) {
-                cold[ncold++] = key;
-#if defined(__GNUC__) || defined(__clang__)
-                __builtin_prefetch(&m->cold.slots[slot_index(&m->cold, key.hash)]);
-#endif
-            }
+            keys[t] = count_key(s + i, ends[t] - i, room - i, 1);
             i = ends[t];
         }
-        for (Py_ssize_t t = 0; t < ncold; t++)
-            if (cold_add(m, &cold[t], 1) < 0)
-                return -1;
+        if (counts_add(&self->map, keys, k) < 0)
+            return -1;
         self->total += k;
     }
     return 0;
@@ -775,34 +766,49 @@ Counter_to_bytes(CounterObject *self, PyObject *Py_UNUSED(ignored))
     return out;
 }
 
-/* merge_bytes(blob): add the counts serialized by to_bytes. */
+/* merge_bytes(blob): add the counts serialized by to_bytes. The blob is checked whole
+ * first (a corrupt one changes nothing). Its keys come in the order of the sender's table,
+ * that is by hash: the cold table is sized for all of them first, or they would pile up in
+ * one end of it. */
 static PyObject *
 Counter_merge_bytes(CounterObject *self, PyObject *arg)
 {
     Py_buffer buf;
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    const uint8_t *p = buf.buf, *end = p + buf.len;
+    const uint8_t *p, *end = (const uint8_t *)buf.buf + buf.len;
     int64_t total;
+    size_t entries = 0;
     if (buf.len < 8)
         goto corrupt;
-    memcpy(&total, p, 8);
-    p += 8;
-    while (p < end) {
-        int64_t v;
+    for (p = (const uint8_t *)buf.buf + 8; p < end; entries++) {
         uint32_t len;
         if (end - p < 12)
             goto corrupt;
-        memcpy(&v, p, 8);
         memcpy(&len, p + 8, 4);
         p += 12;
         if ((size_t)(end - p) < len || len == 0)
             goto corrupt;
-        if (counts_add(&self->map, p, len, end - p, v) < 0) {
-            PyBuffer_Release(&buf);
-            return PyErr_NoMemory();
-        }
         p += len;
+    }
+    if (cold_reserve(&self->map, entries) < 0)
+        goto nomem;
+    memcpy(&total, buf.buf, 8);
+    CountKey keys[256];
+    Py_ssize_t k = 0;
+    for (p = (const uint8_t *)buf.buf + 8; p < end;) {
+        int64_t v;
+        uint32_t len;
+        memcpy(&v, p, 8);
+        memcpy(&len, p + 8, 4);
+        p += 12;
+        keys[k++] = count_key(p, len, end - p, v);
+        p += len;
+        if (k == 256 || p == end) {
+            if (counts_add(&self->map, keys, k) < 0)
+                goto nomem;
+            k = 0;
+        }
     }
     self->total += total;
     PyBuffer_Release(&buf);
@@ -811,6 +817,9 @@ corrupt:
     PyBuffer_Release(&buf);
     PyErr_SetString(PyExc_ValueError, "corrupt counts blob");
     return NULL;
+nomem:
+    PyBuffer_Release(&buf);
+    return PyErr_NoMemory();
 }
 
 static Py_ssize_t

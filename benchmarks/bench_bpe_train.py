@@ -252,6 +252,16 @@ def fmt_mb(r: dict) -> str:
     return s
 
 
+def add_data_argument(ap: argparse.ArgumentParser) -> None:
+    """The ``--data`` option of the benchmarks that read the corpora (see :func:`data_dir`)."""
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"folder with tinystories/ and web/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
+    )
+
+
 def data_dir(arg: Path | None) -> Path:
     """The benchmark data folder (``--data``, else ``$LM_BENCH_DATA``, else the default);
     exits with a clear message if it lacks the corpora."""
@@ -323,12 +333,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help=f"folder with tinystories/ and web/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
-    )
+    add_data_argument(ap)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs per trainer; the fastest is reported"

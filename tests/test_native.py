@@ -6,6 +6,7 @@ Python ``Tokenizer`` and tiktoken for ids, the Python counting for ``train_bpe``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -398,6 +399,41 @@ def test_build_without_a_working_compiler_warns_and_succeeds(tmp_path):
         in proc.stderr
     )
     assert not list((tmp_path / "lm" / "tokenizer").glob("_native*.so"))
+
+
+@pytest.mark.slow  # compiles the extension
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+def test_build_without_simd_has_the_portable_path_alone(tmp_path):
+    """Built without the SIMD paths, as for a CPU other than x86-64, the extension scans with
+    the portable path alone, and splits as the regex does."""
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(
+        REPO / "lm", tmp_path / "lm", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    env = dict(os.environ, CFLAGS="-DLM_NATIVE_PORTABLE_ONLY")
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr
+    text = _corpus(4) + " x" * 40 + "  \u3000 \n\n" * 10
+    probe = (
+        "import json, sys; from lm.tokenizer.native import _native as n; "
+        "data = sys.stdin.buffer.read(); "
+        "print(json.dumps([n.__file__, n.simd_paths(), n.simd(), n.pretokenize(data)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path, input=text.encode("utf-8"), capture_output=True, check=True,
+    )  # fmt: skip
+    where, paths, path, spans = json.loads(out.stdout)
+    assert Path(where).is_relative_to(tmp_path)
+    assert (paths, path) == (["portable"], "portable")
+    data = text.encode("utf-8")
+    assert [data[a:b].decode("utf-8") for a, b in spans] == PRETOKEN_RE.findall(text)
 
 
 @needs_native

@@ -19,10 +19,12 @@
  *
  * The fastest the CPU has is used unless set_simd chooses another (the tests run every
  * path; LM_NATIVE_SIMD in lm.tokenizer.native sets it). Each path is one instantiation of
- * _scan_path.h, so the whole scanning loop is compiled for its instruction set.
+ * _scan_path.h, so the whole scanning loop is compiled for its instruction set. Compiled
+ * with -DLM_NATIVE_PORTABLE_ONLY, the build has the portable path alone, as it does for
+ * CPUs other than x86-64 (a test builds it so).
  */
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(LM_NATIVE_PORTABLE_ONLY)
 #define LM_SCAN_SSE2 1
 #include <emmintrin.h>
 #if defined(__GNUC__) || defined(__clang__)

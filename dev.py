@@ -146,6 +146,8 @@ def ensure_env(extra: str) -> None:
         "setup.py",
         "lm/tokenizer/native/_native.c",
         "lm/tokenizer/native/_unicode_tables.h",
+        "lm/tokenizer/native/_scan.h",
+        "lm/tokenizer/native/_scan_path.h",
         str(lock_file(variant).relative_to(ROOT)),
     ]
     digest = hashlib.sha256(f"{spec} {variant}".encode())

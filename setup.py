@@ -43,7 +43,11 @@ if os.environ.get("LM_NATIVE_BUILD", "1") != "0":
         Extension(
             "lm.tokenizer.native._native",
             sources=["lm/tokenizer/native/_native.c"],
-            depends=["lm/tokenizer/native/_unicode_tables.h"],
+            depends=[
+                "lm/tokenizer/native/_unicode_tables.h",
+                "lm/tokenizer/native/_scan.h",
+                "lm/tokenizer/native/_scan_path.h",
+            ],
             extra_compile_args=["-O3"] if os.name != "nt" else [],
             optional=True,
         )

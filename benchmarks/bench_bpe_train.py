@@ -1,4 +1,4 @@
-"""Benchmark: BPE training time and memory, ``lm`` against HuggingFace ``tokenizers`` and ``rustbpe``.
+"""Benchmark: BPE training time and memory, ``lm`` against ``gigatoken``, ``rustbpe`` and HF ``tokenizers``.
 
 Each trainer runs in its own subprocess, on the same corpus, the same number of cores,
 one after the other (and round-robin when repeated, so that load from other programs hits
@@ -18,8 +18,10 @@ The peers, configured like ``lm``:
   otherwise pre-tokenize the special token's text), in batches, from a Python generator.
 - ``rustbpe``: ``Tokenizer().train_from_iterator(documents, vocab_size - 1, pattern=GPT-2)``
   (it has no special tokens, so one fewer merge is asked of it is the same vocabulary size).
+- ``gigatoken``: ``train_bpe(TextFileSource([path], separator="<|endoftext|>"), vocab_size,
+  ["<|endoftext|>"])``: it reads the file itself and splits it on the special token, as ``lm`` does.
 
-Both use ``RAYON_NUM_THREADS=--workers`` threads; ``lm`` uses ``--workers`` processes.
+The peers use ``RAYON_NUM_THREADS=--workers`` threads; ``lm`` uses ``--workers`` processes.
 Prints Markdown tables and writes the numbers to ``benchmarks/out/bench_bpe_train.json``.
 """
 
@@ -38,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIAL = "<|endoftext|>"
-TRAINERS = ["lm", "hf", "rustbpe"]
+TRAINERS = ["lm", "gigatoken", "rustbpe", "hf"]
 # also accepted in --trainers: "lm-python", lm with its pure-Python engine (LM_NATIVE=0)
 HEAPS_EXPONENT = 0.58  # distinct ~ total**0.58 pre-tokens, measured on web/train.txt
 # The data folder: --data, else $LM_BENCH_DATA, else shared/data beside the repository.
@@ -112,6 +114,15 @@ def child(trainer: str, path: str, vocab_size: int, workers: int) -> dict:
         out["seconds"] = time.perf_counter() - t0
         out["vocab_size"] = tok.get_vocab_size()
         out["merges"] = out["vocab_size"] - 257
+    elif trainer == "gigatoken":
+        import gigatoken
+
+        t0 = time.perf_counter()
+        source = gigatoken.TextFileSource([path], separator=SPECIAL)
+        vocab, merges = gigatoken.train_bpe(source, vocab_size, [SPECIAL])
+        out["seconds"] = time.perf_counter() - t0
+        out["vocab_size"] = len(vocab)
+        out["merges"] = len(merges)
     elif trainer == "rustbpe":
         import rustbpe
 
@@ -241,6 +252,16 @@ def fmt_mb(r: dict) -> str:
     return s
 
 
+def add_data_argument(ap: argparse.ArgumentParser) -> None:
+    """The ``--data`` option of the benchmarks that read the corpora (see :func:`data_dir`)."""
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"folder with tinystories/ and web/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
+    )
+
+
 def data_dir(arg: Path | None) -> Path:
     """The benchmark data folder (``--data``, else ``$LM_BENCH_DATA``, else the default);
     exits with a clear message if it lacks the corpora."""
@@ -312,12 +333,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help=f"folder with tinystories/ and web/ (default: $LM_BENCH_DATA, else {DEFAULT_DATA})",
-    )
+    add_data_argument(ap)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument(
         "--repeat", type=int, default=1, help="runs per trainer; the fastest is reported"
@@ -429,12 +445,13 @@ def main() -> None:
         f"BPE training, {args.workers} worker(s)/thread(s) each, best of {args.repeat}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "",
-        "| corpus | vocab | distinct pre-tokens | trainer | wall s | vs rustbpe | vs HF | pre-tokenize s | merge s | peak RSS MiB |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| corpus | vocab | distinct pre-tokens | trainer | wall s | vs gigatoken | vs rustbpe | vs HF | pre-tokenize s | merge s | peak RSS MiB |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         hf = r["runs"].get("hf")
         rb = r["runs"].get("rustbpe")
+        gt = r["runs"].get("gigatoken")
         distinct = next(
             (
                 f"{x['distinct_pretokens']:,}"
@@ -446,11 +463,12 @@ def main() -> None:
         for t, run in r["runs"].items():
             ratio = f"{run['seconds'] / hf['seconds']:.2f}" if hf else ""
             ratio_rb = f"{run['seconds'] / rb['seconds']:.2f}" if rb else ""
+            ratio_gt = f"{run['seconds'] / gt['seconds']:.2f}" if gt else ""
             pre = f"{run['pretokenize_seconds']:.2f}" if "pretokenize_seconds" in run else ""
             mer = f"{run['merge_seconds']:.2f}" if "merge_seconds" in run else ""
             corpus = f"{r['corpus']} ({r['bytes'] / 1e6:.1f} MB)"
             lines.append(
-                f"| {corpus} | {r['vocab_size']} | {distinct} | {t} | {run['seconds']:.2f} | {ratio_rb} | {ratio} | {pre} | {mer} | {fmt_mb(run)} |"
+                f"| {corpus} | {r['vocab_size']} | {distinct} | {t} | {run['seconds']:.2f} | {ratio_gt} | {ratio_rb} | {ratio} | {pre} | {mer} | {fmt_mb(run)} |"
             )
     if scaling:
         lines += [

@@ -215,21 +215,65 @@ def write_readme_local_yaml(root: Path, data: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["native", "python"])
-def engine(request, monkeypatch):
-    """Run a test once per tokenization engine (``LM_NATIVE=1`` / ``0``; see
-    :mod:`lm.tokenizer.native`). Without the extension built, the native run is skipped,
-    unless the environment asks for it (``LM_NATIVE=1``, as CI does): then it fails."""
+def _use_engine(engine: str, monkeypatch, scan: str = "") -> str:
+    """Switch to a tokenization engine (``LM_NATIVE=1`` / ``0``; see :mod:`lm.tokenizer.native`),
+    and for the native one to the scanner path ``scan`` (``LM_NATIVE_SIMD``) if given.
+    Without the extension built, a native run is skipped, unless the environment asks for it
+    (``LM_NATIVE=1``, as CI does): then it fails. A path this CPU lacks is skipped."""
     from lm.tokenizer import native
 
-    if request.param == "native" and native._native is None:
+    if engine == "native" and native._native is None:
         if native.os.environ.get("LM_NATIVE") == "1":
             pytest.fail(
                 f"LM_NATIVE=1 but the native extension is not built: {native._IMPORT_ERROR}"
             )
         pytest.skip(f"native extension not built: {native._IMPORT_ERROR}")
-    monkeypatch.setenv("LM_NATIVE", "1" if request.param == "native" else "0")
-    return request.param
+    if scan and scan not in native._native.simd_paths():
+        pytest.skip(f"this CPU does not run the {scan} scanner path")
+    monkeypatch.setenv("LM_NATIVE", "1" if engine == "native" else "0")
+    if scan:
+        monkeypatch.setenv("LM_NATIVE_SIMD", scan)
+    native.module()  # sets the path now, for tests that call the extension directly
+    return engine
+
+
+def _restore_scan_path(before: str) -> None:
+    """After a test that chose a scanner path: back to the path that ``LM_NATIVE_SIMD`` had
+    chosen before it (``before``; the fastest when unset), for the extension's direct users."""
+    from lm.tokenizer import native
+
+    if native._native is not None:
+        paths = native._native.simd_paths()
+        native._native.set_simd(before if before in paths else paths[0])
+
+
+@pytest.fixture(params=["native", "python"])
+def engine(request, monkeypatch):
+    """Run a test once per tokenization engine (the native one on its fastest scanner path)."""
+    return _use_engine(request.param, monkeypatch)
+
+
+#: The native scanner's paths (lm.tokenizer.native): each gives the same pre-tokens.
+SCAN_PATHS = ("avx2", "sse2", "portable")
+
+
+@pytest.fixture(params=SCAN_PATHS)
+def scan_path(request, monkeypatch):
+    """Run a test once per path of the native scanner (the native engine, LM_NATIVE_SIMD set);
+    the fastest path is restored after it."""
+    before = os.environ.get("LM_NATIVE_SIMD", "")
+    _use_engine("native", monkeypatch, request.param)
+    yield request.param
+    _restore_scan_path(before)
+
+
+@pytest.fixture(params=[*(f"native-{p}" for p in SCAN_PATHS), "python"])
+def engine_scan(request, monkeypatch):
+    """Like ``engine``, with the native engine once per scanner path."""
+    engine, _, scan = request.param.partition("-")
+    before = os.environ.get("LM_NATIVE_SIMD", "")
+    yield _use_engine(engine, monkeypatch, scan)
+    _restore_scan_path(before)
 
 
 #: The longest modules (minutes each: a SLURM cluster's status polls, the whole pipeline).

@@ -13,8 +13,9 @@ from lm.errors import LMError
 from lm.tokenizer.chunks import find_boundary
 from lm.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens, pretokenize
 
-# every test here runs once per tokenization engine (native C extension, Python reference)
-pytestmark = pytest.mark.usefixtures("engine")
+# every test here runs once per tokenization engine (native C extension, Python reference),
+# the native one once per path of its scanner (avx2, sse2, portable: those the CPU runs)
+pytestmark = pytest.mark.usefixtures("engine_scan")
 
 SPECIALS = ["<|endoftext|>", "<|end of text|>"]  # the second has safe-looking spots inside it
 

@@ -6,6 +6,7 @@ Python ``Tokenizer`` and tiktoken for ids, the Python counting for ``train_bpe``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -62,7 +63,11 @@ pattern_text = st.text(alphabet=st.sampled_from(_SPECIAL_CHARS), max_size=60)
 any_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80
 )  # every general category but lone surrogates (not encodable as UTF-8)
-mixed_text = st.lists(st.one_of(pattern_text, any_text), max_size=4).map("".join)
+# runs of one character, long enough to span the scanner's 16- and 32-byte blocks
+run_text = st.builds(
+    lambda ch, k: ch * k, st.sampled_from(_SPECIAL_CHARS + "aZ09. \n"), st.integers(1, 70)
+)
+mixed_text = st.lists(st.one_of(pattern_text, any_text, run_text), max_size=4).map("".join)
 
 
 def native_pretokens(text: str) -> list[str]:
@@ -71,16 +76,18 @@ def native_pretokens(text: str) -> list[str]:
     return [data[a:b].decode("utf-8") for a, b in spans]
 
 
-@needs_native
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=3000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(mixed_text)
-def test_native_pretokens_equal_regex(text):
+def test_native_pretokens_equal_regex(scan_path, text):
     assert native_pretokens(text) == PRETOKEN_RE.findall(text)
 
 
-@pytest.mark.slow  # every code point of Unicode, in six contexts: 15 s
-@needs_native
-def test_native_pretokens_every_code_point_in_context():
+@pytest.mark.slow  # every code point of Unicode, in six contexts: 15 s a scanner path
+def test_native_pretokens_every_code_point_in_context(scan_path):
     """Each code point alone, after a space, between letters, before spaces and digits."""
     cps = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
     for k in range(0, len(cps), 4096):
@@ -88,6 +95,59 @@ def test_native_pretokens_every_code_point_in_context():
         for ctx in ("{}", " {}", "a{}b", "{}  x", " {}1", "'{}"):
             text = "|".join(ctx.format(ch) for ch in block)
             assert native_pretokens(text) == PRETOKEN_RE.findall(text), (k, ctx)
+
+
+# What can end a run of one class, or follow it: other ASCII classes, contractions, a space
+# before a letter, white space before non-space, and characters of 2 to 4 UTF-8 bytes of the
+# same class (the run goes on) or another (it ends).
+_RUN_ENDS = (
+    "", "b", "1", "!", "'", "'s", "'ll", "'re", "'ve", "'d", " 's", " b", "  b", " 1", " !",
+    "\tb", "\n\nb", "\u00e9", "\u00fcb", "\u00fc1", "\u65e5\u672c", "\U0001f600", "\u00b2",
+    "\u0663", "\u0301", "\xa0b", " \xa0b", "\u3000", "\u3000b", " \u3000 b", "\u2028",
+)  # fmt: skip
+
+
+def test_native_pretokens_at_block_edges(scan_path):
+    """Runs of each class whose length puts their end just before, at and after the edges
+    of the 16- and 32-byte blocks the SIMD paths load, each end of _RUN_ENDS there, then
+    nothing (the block is cut short by the end of the text) or more text."""
+    cases = [
+        lead + ch * k + end + tail
+        for ch in ("a", "Z", "7", ".", "-", " ", "\n", "\t", "é")
+        for k in [*range(1, 20), *range(29, 36), *range(45, 52), *range(61, 68)]
+        for end in _RUN_ENDS
+        for lead in ("", " ", "'")
+        for tail in ("", "q" * 40, " q" * 20)
+    ]
+    for text in cases:
+        assert native_pretokens(text) == PRETOKEN_RE.findall(text), text
+
+
+def test_native_scan_counts_the_pretokens(scan_path):
+    text = _corpus(3)
+    assert _native.scan(text.encode("utf-8")) == len(PRETOKEN_RE.findall(text))
+    with pytest.raises(ValueError, match="invalid UTF-8 at byte 3"):
+        _native.scan(b"abc\xff")
+
+
+@needs_native
+def test_scan_path_chosen_by_the_environment(monkeypatch):
+    """LM_NATIVE_SIMD picks the path, each call; unset, the fastest the CPU runs."""
+    paths = _native.simd_paths()
+    assert paths[-1] == "portable" and set(paths) <= {"avx2", "sse2", "portable"}
+    for path in paths:
+        monkeypatch.setenv("LM_NATIVE_SIMD", path)
+        assert native.scan_path() == path == _native.simd()
+        assert f"{path} scanner" in native.describe()
+    monkeypatch.delenv("LM_NATIVE_SIMD")
+    assert native.scan_path() == paths[0]
+    monkeypatch.setenv("LM_NATIVE_SIMD", "neon")
+    with pytest.raises(LMError, match="LM_NATIVE_SIMD=neon is not a scanner path this CPU runs"):
+        native.module()
+    with pytest.raises(ValueError, match="unknown scanner path 'neon'"):
+        _native.set_simd("neon")
+    monkeypatch.setenv("LM_NATIVE", "0")
+    assert native.scan_path() is None
 
 
 @needs_native
@@ -141,12 +201,29 @@ def test_counts_equal_python(tmp_path, monkeypatch, workers, chunk_size):
     assert raw.counts == {k.encode("utf-8"): v for k, v in ref.counts.items()}
 
 
-@needs_native
+@pytest.mark.parametrize("workers", [1, 2])
+def test_counts_of_many_distinct_pretokens_equal_python(tmp_path, monkeypatch, workers):
+    """Far more distinct pre-tokens than the counter's first table holds (4096), of every
+    length around the 16 bytes it keeps in a slot, each seen a few times: the counts, and
+    their sum over workers, are Python's."""
+    rng = np.random.default_rng(5)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzé"))
+    words = ["".join(rng.choice(letters, size=int(k))) for k in rng.integers(1, 40, 20_000)]
+    text = " ".join(rng.choice(words, size=60_000)) + EOT + " ".join(words)
+    path = tmp_path / "many.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("LM_NATIVE", "0")
+    ref = count_pretokens(path, [EOT], workers=workers, chunk_size=100_000)
+    monkeypatch.setenv("LM_NATIVE", "1")
+    got = count_pretokens(path, [EOT], workers=workers, chunk_size=100_000)
+    assert len(ref.counts) > 15_000 and got.counts == ref.counts
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(mixed_text, max_size=5))
-def test_counts_equal_python_any_text(tmp_path, docs):
+def test_counts_equal_python_any_text(tmp_path, scan_path, docs):
     path = tmp_path / "h.txt"
     text = EOT.join(docs)
     path.write_bytes(text.encode("utf-8"))
@@ -322,6 +399,41 @@ def test_build_without_a_working_compiler_warns_and_succeeds(tmp_path):
         in proc.stderr
     )
     assert not list((tmp_path / "lm" / "tokenizer").glob("_native*.so"))
+
+
+@pytest.mark.slow  # compiles the extension
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+def test_build_without_simd_has_the_portable_path_alone(tmp_path):
+    """Built without the SIMD paths, as for a CPU other than x86-64, the extension scans with
+    the portable path alone, and splits as the regex does."""
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(
+        REPO / "lm", tmp_path / "lm", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
+    env = dict(os.environ, CFLAGS="-DLM_NATIVE_PORTABLE_ONLY")
+    proc = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr
+    text = _corpus(4) + " x" * 40 + "  \u3000 \n\n" * 10
+    probe = (
+        "import json, sys; from lm.tokenizer.native import _native as n; "
+        "data = sys.stdin.buffer.read(); "
+        "print(json.dumps([n.__file__, n.simd_paths(), n.simd(), n.pretokenize(data)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path, input=text.encode("utf-8"), capture_output=True, check=True,
+    )  # fmt: skip
+    where, paths, path, spans = json.loads(out.stdout)
+    assert Path(where).is_relative_to(tmp_path)
+    assert (paths, path) == (["portable"], "portable")
+    data = text.encode("utf-8")
+    assert [data[a:b].decode("utf-8") for a, b in spans] == PRETOKEN_RE.findall(text)
 
 
 @needs_native

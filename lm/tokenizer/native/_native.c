@@ -115,64 +115,8 @@ kind_of(int cls)
     return cls & (C_L | C_N | C_S);
 }
 
-/* End of the pre-token that starts at s[i] (i < n), in the valid UTF-8 text s[0:n). */
-static Py_ssize_t
-next_pretoken(const uint8_t *s, Py_ssize_t i, Py_ssize_t n)
-{
-    uint8_t c = s[i];
-    int len, kind;
-    if (c == '\'' && i + 1 < n) { /* '(?:[sdmt]|ll|ve|re) */
-        uint8_t d = s[i + 1];
-        if (d == 's' || d == 'd' || d == 'm' || d == 't')
-            return i + 2;
-        if (i + 2 < n) {
-            uint8_t e = s[i + 2];
-            if ((d == 'l' && e == 'l') || (d == 'v' && e == 'e') || (d == 'r' && e == 'e'))
-                return i + 3;
-        }
-    }
-    Py_ssize_t j = i;
-    if (c == ' ' && i + 1 < n) { /* the optional space of ` ?X+` */
-        kind = kind_of(char_class(s, i + 1, &len));
-        if (kind != C_S)
-            j = i + 1;
-        else
-            kind = C_S;
-    }
-    else
-        kind = kind_of(char_class(s, i, &len));
-    if (kind != C_S) { /* ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+` */
-        j += len;
-        while (j < n) {
-            if (s[j] < 0x80) {
-                int k = kind_of(lm_uc_blocks[0][s[j]]);
-                if (k != kind)
-                    break;
-                j++;
-            }
-            else {
-                int k = kind_of(char_class(s, j, &len));
-                if (k != kind)
-                    break;
-                j += len;
-            }
-        }
-        return j;
-    }
-    /* white space: `\s+(?!\S)`, else `\s+` */
-    Py_ssize_t last = i;
-    j = i;
-    while (j < n) {
-        int k = kind_of(char_class(s, j, &len));
-        if (k != C_S)
-            break;
-        last = j;
-        j += len;
-    }
-    if (j == n)
-        return n;
-    return last > i ? last : j;
-}
+/* next_pretoken and scan_batch: the scanner, in SIMD and portable paths. */
+#include "_scan.h"
 
 /* ------------------------------------------------------------------ special tokens */
 
@@ -438,9 +382,244 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
 
 /* ------------------------------------------------------------------ Counter */
 
+/* The pre-token counts: hash tables laid out for counting, where a few thousand frequent
+ * pre-tokens make most of the lookups and the rest are a long tail met a few times each.
+ *
+ * A slot holds a key of up to 16 bytes itself (zero-padded, compared as two words); a
+ * longer key is in `arena`. Open addressing, linear probing; a slot's place comes from the
+ * high bits of its key's hash, of which it keeps 32 (so a table can grow without the keys).
+ * The first COUNT_HOT keys seen (most of the frequent ones) go to `hot`, small enough to
+ * stay in cache; the others to `cold`, which grows. Counting looks a batch of pre-tokens
+ * up in `hot` first and prefetches the `cold` slots of the rest before it visits them, so
+ * the cache misses of the long tail overlap instead of following one another. */
+#define COUNT_INLINE 16
+#define COUNT_HOT 4096
+
+typedef struct {
+    uint64_t key[2]; /* the key's bytes, zero-padded; or key[0] = its arena offset */
+    int64_t count;
+    uint32_t len; /* 0: an empty slot */
+    uint32_t hash; /* the high half of the key's hash */
+} CountSlot;
+
+typedef struct {
+    CountSlot *slots;
+    size_t used;
+    int bits; /* 2 ** bits slots */
+} CountTable;
+
+typedef struct {
+    CountTable hot, cold;
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
+} CountMap;
+
+static int
+counts_init(CountMap *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->hot.bits = 13; /* 2 * COUNT_HOT slots */
+    m->cold.bits = 12;
+    m->hot.slots = PyMem_RawCalloc((size_t)1 << m->hot.bits, sizeof(CountSlot));
+    m->cold.slots = PyMem_RawCalloc((size_t)1 << m->cold.bits, sizeof(CountSlot));
+    if (!m->hot.slots || !m->cold.slots) {
+        PyMem_RawFree(m->hot.slots);
+        PyMem_RawFree(m->cold.slots);
+        memset(m, 0, sizeof(*m));
+        return -1;
+    }
+    return 0;
+}
+
+static void
+counts_free(CountMap *m)
+{
+    PyMem_RawFree(m->hot.slots);
+    PyMem_RawFree(m->cold.slots);
+    PyMem_RawFree(m->arena);
+    memset(m, 0, sizeof(*m));
+}
+
+static inline const uint8_t *
+slot_key(const CountMap *m, const CountSlot *e)
+{
+    return e->len <= COUNT_INLINE ? (const uint8_t *)e->key : m->arena + e->key[0];
+}
+
+static inline uint64_t
+mix64(uint64_t h)
+{
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBULL;
+    return h ^ (h >> 31);
+}
+
+/* A key to count: s[0:n), its hash, for n <= COUNT_INLINE its two words; and how many. */
+typedef struct {
+    const uint8_t *s;
+    Py_ssize_t n;
+    uint64_t key[2];
+    uint32_t hash;
+    int64_t by;
+} CountKey;
+
+/* The key of s[0:n) (n > 0), where `room` >= n bytes may be read from s, to count `by`. */
+static inline CountKey
+count_key(const uint8_t *s, Py_ssize_t n, Py_ssize_t room, int64_t by)
+{
+    CountKey k = {s, n, {0, 0}, 0, by};
+    if (n > COUNT_INLINE) {
+        k.hash = (uint32_t)(hash_bytes(s, n) >> 32);
+        return k;
+    }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (room >= 16) { /* two loads, the bytes past the key masked off */
+        memcpy(k.key, s, 16);
+        if (n < 8) {
+            k.key[0] &= ~0ULL >> (64 - 8 * n);
+            k.key[1] = 0;
+        }
+        else if (n < 16)
+            k.key[1] &= n > 8 ? ~0ULL >> (128 - 8 * n) : 0;
+    }
+    else
+#endif
+        memcpy(k.key, s, (size_t)n);
+    (void)room;
+    k.hash = (uint32_t)(mix64(k.key[0] * 0x9E3779B97F4A7C15ULL +
+                              (k.key[1] ^ (uint64_t)n) * 0xC2B2AE3D27D4EB4FULL) >> 32);
+    return k;
+}
+
+static inline size_t
+slot_index(const CountTable *t, uint32_t hash)
+{
+    return hash >> (32 - t->bits);
+}
+
+/* The slot of the key in t, or the empty slot where it would go. */
+static inline CountSlot *
+table_probe(const CountTable *t, const uint8_t *arena, const CountKey *k)
+{
+    size_t mask = ((size_t)1 << t->bits) - 1, j = slot_index(t, k->hash);
+    for (;;) {
+        CountSlot *e = &t->slots[j];
+        if (!e->len)
+            return e;
+        if (e->hash == k->hash && e->len == (uint64_t)k->n &&
+            (k->n <= COUNT_INLINE ? e->key[0] == k->key[0] && e->key[1] == k->key[1]
+                                  : memcmp(arena + e->key[0], k->s, k->n) == 0))
+            return e;
+        j = (j + 1) & mask;
+    }
+}
+
+/* Grow the cold table (doubling) until it takes `extra` more keys at load 1/2. */
+static int
+cold_reserve(CountMap *m, size_t extra)
+{
+    while ((m->cold.used + extra) * 2 > ((size_t)1 << m->cold.bits)) {
+        CountTable t = {NULL, m->cold.used, m->cold.bits + 1};
+        if (t.bits > 32 || !(t.slots = PyMem_RawCalloc((size_t)1 << t.bits, sizeof(CountSlot))))
+            return -1;
+        size_t mask = ((size_t)1 << t.bits) - 1;
+        for (size_t k = 0; k < ((size_t)1 << m->cold.bits); k++) {
+            CountSlot *o = &m->cold.slots[k];
+            if (!o->len)
+                continue;
+            size_t j = slot_index(&t, o->hash);
+            while (t.slots[j].len)
+                j = (j + 1) & mask;
+            t.slots[j] = *o;
+        }
+        PyMem_RawFree(m->cold.slots);
+        m->cold = t;
+    }
+    return 0;
+}
+
+/* Store the new key k in the empty slot e of table t. -1: no memory. */
+static int
+slot_fill(CountMap *m, CountTable *t, CountSlot *e, const CountKey *k)
+{
+    if (k->n > UINT32_MAX) /* a pre-token over 4 GB: reported as out of memory */
+        return -1;
+    e->key[0] = k->key[0];
+    e->key[1] = k->key[1];
+    if (k->n > COUNT_INLINE) {
+        size_t off = arena_add(&m->arena, &m->arena_len, &m->arena_cap, k->s, (size_t)k->n);
+        if (off == (size_t)-1)
+            return -1;
+        e->key[0] = off;
+    }
+    e->count = k->by;
+    e->len = (uint32_t)k->n;
+    e->hash = k->hash;
+    t->used++;
+    return 0;
+}
+
+/* Count the keys keys[0:nkeys) (their `by` each). Each is looked up in `hot` first, where
+ * a key is if it came while `hot` had room; the rest are gathered at the front of keys[]
+ * with their `cold` slots prefetched, then counted there. -1: no memory. */
+static int
+counts_add(CountMap *m, CountKey *keys, Py_ssize_t nkeys)
+{
+    Py_ssize_t ncold = 0;
+    for (Py_ssize_t t = 0; t < nkeys; t++) {
+        CountKey *k = &keys[t];
+        CountSlot *e = table_probe(&m->hot, m->arena, k);
+        if (e->len)
+            e->count += k->by;
+        else if (m->hot.used < COUNT_HOT) {
+            if (slot_fill(m, &m->hot, e, k) < 0)
+                return -1;
+        }
+        else {
+#if defined(__GNUC__) || defined(__clang__)
+            __builtin_prefetch(&m->cold.slots[slot_index(&m->cold, k->hash)]);
+#endif
+            keys[ncold++] = *k;
+        }
+    }
+    for (Py_ssize_t t = 0; t < ncold; t++) {
+        CountSlot *e = table_probe(&m->cold, m->arena, &keys[t]);
+        if (e->len) {
+            e->count += keys[t].by;
+            continue;
+        }
+        if ((m->cold.used + 1) * 2 > ((size_t)1 << m->cold.bits)) {
+            if (cold_reserve(m, 1) < 0)
+                return -1;
+            e = table_probe(&m->cold, m->arena, &keys[t]);
+        }
+        if (slot_fill(m, &m->cold, e, &keys[t]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The next key's slot at or after *pos (a position over hot's slots, then cold's), or
+ * NULL at the end; *pos moves past it. Start with *pos = 0. */
+static const CountSlot *
+counts_next(const CountMap *m, size_t *pos)
+{
+    size_t nhot = (size_t)1 << m->hot.bits, ncold = (size_t)1 << m->cold.bits;
+    for (; *pos < nhot + ncold; (*pos)++) {
+        const CountSlot *e = *pos < nhot ? &m->hot.slots[*pos] : &m->cold.slots[*pos - nhot];
+        if (e->len) {
+            (*pos)++;
+            return e;
+        }
+    }
+    return NULL;
+}
+
 typedef struct {
     PyObject_HEAD
-    BytesMap map;
+    CountMap map;
     int64_t total; /* pre-tokens counted */
 } CounterObject;
 
@@ -450,9 +629,9 @@ Counter_init(CounterObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
         return -1;
-    map_free(&self->map);
+    counts_free(&self->map);
     self->total = 0;
-    if (map_init(&self->map, 1 << 12) < 0) {
+    if (counts_init(&self->map) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -462,23 +641,26 @@ Counter_init(CounterObject *self, PyObject *args, PyObject *kwds)
 static void
 Counter_dealloc(CounterObject *self)
 {
-    map_free(&self->map);
+    counts_free(&self->map);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Count the pre-tokens of the text s[0:n), which has `room` >= n readable bytes: a batch
+ * at a time (see CountMap). */
 static int
-count_piece(CounterObject *self, const uint8_t *s, Py_ssize_t n)
+count_piece(CounterObject *self, const uint8_t *s, Py_ssize_t n, Py_ssize_t room)
 {
-    Py_ssize_t i = 0;
+    Py_ssize_t ends[256], i = 0;
+    CountKey keys[256];
     while (i < n) {
-        Py_ssize_t j = next_pretoken(s, i, n);
-        int fresh;
-        Slot *e = map_upsert(&self->map, s + i, j - i, hash_bytes(s + i, j - i), &fresh);
-        if (!e)
+        Py_ssize_t k = scan_batch(s, i, n, ends, 256);
+        for (Py_ssize_t t = 0; t < k; t++) {
+            keys[t] = count_key(s + i, ends[t] - i, room - i, 1);
+            i = ends[t];
+        }
+        if (counts_add(&self->map, keys, k) < 0)
             return -1;
-        e->value++;
-        self->total++;
-        i = j;
+        self->total += k;
     }
     return 0;
 }
@@ -508,7 +690,7 @@ Counter_add(CounterObject *self, PyObject *args)
     if (bad < 0) {
         for (;;) {
             Py_ssize_t which = 0, at = specials_find(&sp, s, piece, n, &which);
-            if (count_piece(self, s + piece, at - piece) < 0) {
+            if (count_piece(self, s + piece, at - piece, n - piece) < 0) {
                 err = 1;
                 break;
             }
@@ -539,15 +721,14 @@ Counter_add(CounterObject *self, PyObject *args)
 static PyObject *
 Counter_to_dict(CounterObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *d = _PyDict_NewPresized((Py_ssize_t)self->map.used);
+    const CountMap *m = &self->map;
+    PyObject *d = _PyDict_NewPresized((Py_ssize_t)(m->hot.used + m->cold.used));
     if (!d)
         return NULL;
-    for (size_t k = 0; k < self->map.cap; k++) {
-        Slot *e = &self->map.slots[k];
-        if (!e->len)
-            continue;
-        PyObject *key = PyBytes_FromStringAndSize((const char *)self->map.arena + e->off, e->len);
-        PyObject *val = key ? PyLong_FromLongLong(e->value) : NULL;
+    size_t pos = 0;
+    for (const CountSlot *e; (e = counts_next(m, &pos));) {
+        PyObject *key = PyBytes_FromStringAndSize((const char *)slot_key(m, e), e->len);
+        PyObject *val = key ? PyLong_FromLongLong(e->count) : NULL;
         if (!val || PyDict_SetItem(d, key, val) < 0) {
             Py_XDECREF(key);
             Py_XDECREF(val);
@@ -561,60 +742,73 @@ Counter_to_dict(CounterObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* to_bytes() -> a compact serialization (for sending counts between processes):
- * per entry int64 count, uint32 length, key bytes. */
+ * int64 total, then per entry int64 count, uint32 length, key bytes. */
 static PyObject *
 Counter_to_bytes(CounterObject *self, PyObject *Py_UNUSED(ignored))
 {
-    size_t size = 8 + self->map.used * 12 + self->map.arena_len;
+    const CountMap *m = &self->map;
+    size_t size = 8, pos = 0;
+    for (const CountSlot *e; (e = counts_next(m, &pos));)
+        size += 12 + e->len;
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (!out)
         return NULL;
     uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out);
     memcpy(p, &self->total, 8);
     p += 8;
-    for (size_t k = 0; k < self->map.cap; k++) {
-        Slot *e = &self->map.slots[k];
-        if (!e->len)
-            continue;
-        memcpy(p, &e->value, 8);
+    pos = 0;
+    for (const CountSlot *e; (e = counts_next(m, &pos));) {
+        memcpy(p, &e->count, 8);
         memcpy(p + 8, &e->len, 4);
-        memcpy(p + 12, self->map.arena + e->off, e->len);
+        memcpy(p + 12, slot_key(m, e), e->len);
         p += 12 + e->len;
     }
     return out;
 }
 
-/* merge_bytes(blob): add the counts serialized by to_bytes. */
+/* merge_bytes(blob): add the counts serialized by to_bytes. The blob is checked whole
+ * first (a corrupt one changes nothing). Its keys come in the order of the sender's table,
+ * that is by hash: the cold table is sized for all of them first, or they would pile up in
+ * one end of it. */
 static PyObject *
 Counter_merge_bytes(CounterObject *self, PyObject *arg)
 {
     Py_buffer buf;
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
         return NULL;
-    const uint8_t *p = buf.buf, *end = p + buf.len;
+    const uint8_t *p, *end = (const uint8_t *)buf.buf + buf.len;
     int64_t total;
+    size_t entries = 0;
     if (buf.len < 8)
         goto corrupt;
-    memcpy(&total, p, 8);
-    p += 8;
-    while (p < end) {
-        int64_t v;
+    for (p = (const uint8_t *)buf.buf + 8; p < end; entries++) {
         uint32_t len;
         if (end - p < 12)
             goto corrupt;
-        memcpy(&v, p, 8);
         memcpy(&len, p + 8, 4);
         p += 12;
         if ((size_t)(end - p) < len || len == 0)
             goto corrupt;
-        int fresh;
-        Slot *e = map_upsert(&self->map, p, len, hash_bytes(p, len), &fresh);
-        if (!e) {
-            PyBuffer_Release(&buf);
-            return PyErr_NoMemory();
-        }
-        e->value += v;
         p += len;
+    }
+    if (cold_reserve(&self->map, entries) < 0)
+        goto nomem;
+    memcpy(&total, buf.buf, 8);
+    CountKey keys[256];
+    Py_ssize_t k = 0;
+    for (p = (const uint8_t *)buf.buf + 8; p < end;) {
+        int64_t v;
+        uint32_t len;
+        memcpy(&v, p, 8);
+        memcpy(&len, p + 8, 4);
+        p += 12;
+        keys[k++] = count_key(p, len, end - p, v);
+        p += len;
+        if (k == 256 || p == end) {
+            if (counts_add(&self->map, keys, k) < 0)
+                goto nomem;
+            k = 0;
+        }
     }
     self->total += total;
     PyBuffer_Release(&buf);
@@ -623,12 +817,15 @@ corrupt:
     PyBuffer_Release(&buf);
     PyErr_SetString(PyExc_ValueError, "corrupt counts blob");
     return NULL;
+nomem:
+    PyBuffer_Release(&buf);
+    return PyErr_NoMemory();
 }
 
 static Py_ssize_t
 Counter_len(CounterObject *self)
 {
-    return (Py_ssize_t)self->map.used;
+    return (Py_ssize_t)(self->map.hot.used + self->map.cold.used);
 }
 
 static PyObject *
@@ -694,6 +891,81 @@ native_pretokenize(PyObject *module, PyObject *arg)
     }
     PyBuffer_Release(&buf);
     return out;
+}
+
+/* simd() -> the name of the scanner path in use: "avx2", "sse2" or "portable". */
+static PyObject *
+native_simd(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(scan_path_names[scan_path]);
+}
+
+/* simd_paths() -> the scanner paths this CPU runs, fastest first. */
+static PyObject *
+native_simd_paths(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyTuple_New(0);
+    for (int p = SCAN_NPATHS - 1; out && p >= 0; p--) {
+        if (!scan_supported(p))
+            continue;
+        PyObject *name = PyUnicode_FromString(scan_path_names[p]);
+        Py_ssize_t k = PyTuple_GET_SIZE(out);
+        if (!name || _PyTuple_Resize(&out, k + 1) < 0) {
+            Py_XDECREF(name);
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, k, name);
+    }
+    return out;
+}
+
+/* set_simd(name): scan with this path from now on (all of them give the same pre-tokens). */
+static PyObject *
+native_set_simd(PyObject *module, PyObject *arg)
+{
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!name && PyErr_Occurred())
+        return NULL;
+    for (int p = 0; name && p < SCAN_NPATHS; p++) {
+        if (strcmp(name, scan_path_names[p]) != 0)
+            continue;
+        if (!scan_supported(p)) {
+            PyErr_Format(PyExc_ValueError, "scanner path %R is not supported on this CPU", arg);
+            return NULL;
+        }
+        scan_path = p;
+        Py_RETURN_NONE;
+    }
+    PyErr_Format(PyExc_ValueError, "unknown scanner path %R: one of 'avx2', 'sse2', 'portable'", arg);
+    return NULL;
+}
+
+/* scan(data) -> the number of pre-tokens of UTF-8 data (no special tokens), without the
+ * GIL; ValueError for invalid UTF-8. What the scanner benchmark times. */
+static PyObject *
+native_scan(PyObject *module, PyObject *arg)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *s = buf.buf;
+    Py_ssize_t n = buf.len, bad, count = 0;
+    Py_BEGIN_ALLOW_THREADS
+    bad = utf8_first_error(s, n);
+    if (bad < 0) {
+        Py_ssize_t ends[256], i = 0;
+        while (i < n) {
+            Py_ssize_t k = scan_batch(s, i, n, ends, 256);
+            i = ends[k - 1];
+            count += k;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (bad >= 0)
+        return PyErr_Format(PyExc_ValueError, "invalid UTF-8 at byte %zd", bad);
+    return PyLong_FromSsize_t(count);
 }
 
 /* ------------------------------------------------------------------ Encoder */
@@ -1734,6 +2006,13 @@ static PyMethodDef module_methods[] = {
     {"pretokenize", native_pretokenize, METH_O,
      "pretokenize(data) -> [(start, end)] byte spans of the GPT-2 pre-tokens of UTF-8 data, "
      "or the int offset of the first invalid byte"},
+    {"scan", native_scan, METH_O,
+     "scan(data) -> the number of GPT-2 pre-tokens of UTF-8 data (for benchmarks)"},
+    {"simd", native_simd, METH_NOARGS, "simd() -> the scanner path in use (avx2, sse2, portable)"},
+    {"simd_paths", native_simd_paths, METH_NOARGS,
+     "simd_paths() -> the scanner paths this CPU runs, fastest first"},
+    {"set_simd", native_set_simd, METH_O,
+     "set_simd(name): use this scanner path (ValueError if unknown or not supported here)"},
     {NULL},
 };
 
@@ -1747,6 +2026,7 @@ PyInit__native(void)
 {
     if (PyType_Ready(&CounterType) < 0 || PyType_Ready(&EncoderType) < 0)
         return NULL;
+    scan_init();
     PyObject *m = PyModule_Create(&native_module);
     if (!m)
         return NULL;

@@ -9,7 +9,7 @@
   encoding the whole text. The main thread appends each chunk's ids, in file order, to
   the output as soon as they come, so the output is the same for any number of workers.
 - With the native engine the workers are threads of this process
-  (:func:`_native_chunks`): each reads its chunk into a buffer it reuses (``preadv``, the
+  (:func:`native_chunks`): each reads its chunk into a buffer it reuses (``preadv``, the
   GIL released), and its own encoder (the same read-only tables, a pre-token cache of its
   own) writes the ids straight into a reused ``uint16``/``uint32`` buffer with the GIL
   released; the main thread writes that buffer to the file. No Python object per id,
@@ -114,7 +114,7 @@ class _Slot:
         return view
 
 
-def _native_chunks(path: str, tok: Tokenizer, bounds, dtype: np.dtype, workers: int, counts):
+def native_chunks(path: str, tok: Tokenizer, bounds, dtype: np.dtype, workers: int, counts):
     """The ids of each chunk of ``bounds``, in order, by ``workers`` threads (native engine).
 
     Each item is a view of a reused buffer, valid until the next item is asked for (the
@@ -246,7 +246,7 @@ def encode_file(
             try:
                 for (start, end), ids in zip(
                     bounds,
-                    _native_chunks(path, tok, bounds, dtype, workers, special_counts),
+                    native_chunks(path, tok, bounds, dtype, workers, special_counts),
                     strict=True,
                 ):
                     bar.update(end - start)

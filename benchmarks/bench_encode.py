@@ -1,27 +1,40 @@
-"""Encoding throughput: our Tokenizer vs tiktoken, same vocabulary, same text, same cores.
+"""Encoding throughput: our engine beside gigatoken and tiktoken, same vocabulary, same text, same cores.
 
-    .venv/bin/python benchmarks/bench_encode.py            # both datasets
-    .venv/bin/python benchmarks/bench_encode.py --only tinystories --repeat 3
+    .venv/bin/python benchmarks/bench_encode.py --only gpt2-web --threads 1
+    .venv/bin/python benchmarks/bench_encode.py --only web --big 100 --threads 1,2
     .venv/bin/python benchmarks/bench_encode.py --data DIR   # or LM_BENCH_DATA=DIR
 
 For each dataset a tokenizer is trained with this project's ``train_bpe`` on the matching
-train file (cached in ``benchmarks/out/<name>/``); tiktoken's ``Encoding`` is built from
-the same vocabulary (our ids as its ranks, checked to be in merge order) and the same
-GPT-2 pattern; every run's ids are asserted identical to tiktoken's. Rows:
+train file (cached in ``benchmarks/out/<name>/``), or GPT-2's own is used. tiktoken's
+``Encoding`` and gigatoken's ``Tokenizer`` are built from the same vocabulary (our ids as
+their ranks, checked to be in merge order; gigatoken reads them as a ``.tiktoken`` rank file
+with its GPT-2 pre-tokenizer) and the same special token; every timed run's ids are asserted
+identical across the three. Rows, for each thread count of ``--threads``:
 
-- 1 core: ``Tokenizer.encode(text)`` on a freshly built tokenizer (cold caches: the first
-  megabyte a user encodes), then the same call again (warm caches: the steady state of a
-  long file) vs ``tiktoken.Encoding.encode``.
-- all cores: ``Tokenizer.encode_parallel`` (processes, their start included) on a freshly
-  built tokenizer (cold caches), and on the warm one of the 1-core rows (its workers
-  inherit its caches: the steady state), vs ``tiktoken.Encoding.encode_batch`` (threads)
-  on the same pieces.
+- 1 thread: ``Tokenizer.encode_to_array`` (UTF-8 bytes in, a numpy array of ids out, the
+  native engine's encoder warm: the steady state of a long file; the cold first pass is a
+  row of its own), gigatoken's ``encode`` and tiktoken's ``encode``.
+- N threads, on the same pieces (about 4 per thread, cut at safe points): ours by N
+  threads with an encoder each writing ids into numpy arrays (``Encoder.encode_into``, as
+  ``lm encode`` does), gigatoken's ``encode_batch`` (its thread pool,
+  ``RAYON_NUM_THREADS=N``) and tiktoken's ``encode_batch``.
+- ``--big MB``: a web-like corpus of MB megabytes (``web_like`` of bench_bpe_train.py:
+  web/train.txt grown with Heaps'-law vocabulary growth, cached in ``--out``) with the web
+  32K vocabulary: ``lm encode`` as a function (``encode_file``: read, encode, write the
+  ``.npy``; ``workers`` = threads) against gigatoken's ``encode_batch`` on the same chunks
+  (reading them included; ids only). tiktoken is left out there (it is far behind, above).
 
-Every row runs once per round, rounds one after another (``--repeat``, default 5), and
-reports its fastest round, so that load from other programs on shared cores hits all
-rows alike and the least disturbed run counts.
-Tokenizer construction is not timed for either library (it is printed). Results go to
-``benchmarks/out/bench_encode.{json,md}``.
+**Shares** of our engine's time, one thread, warm encoder, on the dataset's file: *scan*
+(``Encoder.scan``: the UTF-8 check, the special-token split and the pre-token scanner
+alone), *merge* (``Encoder.encode_into`` minus the scan: pre-token cache lookups, BPE of the
+pre-tokens not cached, ids into the output buffer) and *write* (what ``lm encode`` does with
+one worker, its stats file left out, minus ``encode_into``: cutting the file into chunks,
+reading them, writing the ``.npy``, Python). Shares are of wall time, best of the rounds.
+
+Every row runs once per round, rounds one after another (``--repeat``), and reports its
+fastest round, so that load from other programs on shared cores hits all rows alike.
+Each row also records its CPU seconds over wall seconds (``cpu``): about 1 on one thread.
+Construction is not timed. Results go to ``benchmarks/out/bench_encode.{json,md}``.
 """
 
 from __future__ import annotations
@@ -102,76 +115,14 @@ def gpt2_tokenizer(out_root: Path) -> Path:
     return d
 
 
-def big_file(src: Path, size: int, dst: Path) -> Path:
-    """``src`` repeated up to ``size`` bytes (cut at a line end)."""
-    data = src.read_bytes()
-    with open(dst, "wb") as out:
-        left = size
-        while left > 0:
-            block = data[:left]
-            if len(block) == left:
-                block = block[: block.rfind(b"\n") + 1] or block
-                left = 0
-            else:
-                left -= len(block)
-            out.write(block)
-    return dst
-
-
-def bench_big(tok_dir: Path, src: Path, size_mb: int, cores: int, repeat: int) -> list[dict]:
-    """``lm encode`` (encode_file: read, encode, write the .npy; ``cores`` processes) against
-    tiktoken's ``encode_batch`` (``cores`` threads, on the text already read and cut into
-    the same pieces; its ids only, not written). Both from cold caches each round."""
-    import tempfile
-
-    import numpy as np
-
-    from lm.tokenizer import Tokenizer
-    from lm.tokenizer.chunks import chunk_size_for, file_chunks
-    from lm.tokenizer.encoding.dataset import encode_file
-
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
-        path = big_file(src, size_mb * 1_000_000, Path(tmp) / "big.txt")
-        n_bytes = path.stat().st_size
-        npy = Path(tmp) / "big.npy"
-        print(
-            f"big: {n_bytes / 1e6:.0f} MB of {src.name} repeated, vocab {tok_dir.name}", flush=True
-        )
-        best: dict[str, float] = {}
-        for _ in range(repeat):
-            ours = Tokenizer.from_dir(tok_dir, [EOT])
-            _, seconds = timed(lambda ours=ours: encode_file(path, ours, npy, [EOT], workers=cores))
-            best["lm encode (encode_file)"] = min(best.get("lm encode (encode_file)", 1e9), seconds)
-            enc = tiktoken_encoding(Tokenizer.from_dir(tok_dir, [EOT]))
-            bounds = file_chunks(path, [EOT], chunk_size_for(n_bytes, cores))
-
-            def tik(enc=enc, bounds=bounds):
-                with open(path, "rb") as f:
-                    pieces = [f.read(b - a).decode("utf-8") for a, b in bounds]
-                return enc.encode_batch(pieces, num_threads=cores, allowed_special="all")
-
-            lists, seconds = timed(tik)
-            best["tiktoken encode_batch"] = min(best.get("tiktoken encode_batch", 1e9), seconds)
-            ids = np.load(npy, mmap_mode="r")
-            flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=ids.dtype)
-            assert np.array_equal(ids, flat), "lm encode's ids differ from tiktoken's"
-            del lists, flat, ids
-        for impl, seconds in sorted(best.items(), key=lambda kv: not kv[0].startswith("tiktoken")):
-            rows.append(
-                {
-                    "dataset": f"{n_bytes / 1e6:.0f} MB web ({tok_dir.name})",
-                    "impl": impl,
-                    "cores": cores,
-                    "seconds": round(seconds, 3),
-                    "MB_per_s": round(n_bytes / 1e6 / seconds, 2),
-                    "tokens_per_s": 0,
-                    "bytes": n_bytes,
-                    "repeat": repeat,
-                }
-            )
-            print(f"  {impl:<34} {cores} core(s) {n_bytes / 1e6 / seconds:7.2f} MB/s", flush=True)
-    return rows
+def tiktoken_ranks(tok) -> dict[bytes, int]:
+    """Our vocabulary as tiktoken-style ranks (our ids), checked to be in merge order."""
+    specials = {s.encode() for s in tok.special_tokens}
+    ranks = {t: i for i, t in tok.vocab.items() if t not in specials}
+    made = [ranks[a + b] for a, b in tok.merges]
+    assert made == sorted(made), "tiktoken ranks must follow merge order"
+    assert max(ranks[bytes([b])] for b in range(256)) < min(made)
+    return ranks
 
 
 def tiktoken_encoding(tok):
@@ -179,115 +130,323 @@ def tiktoken_encoding(tok):
 
     from lm.tokenizer.pretokenize import GPT2_PATTERN
 
-    specials = {s.encode() for s in tok.special_tokens}
-    ranks = {t: i for i, t in tok.vocab.items() if t not in specials}
-    made = [ranks[a + b] for a, b in tok.merges]
-    assert made == sorted(made), "tiktoken ranks must follow merge order"
-    assert max(ranks[bytes([b])] for b in range(256)) < min(made)
     return tiktoken.Encoding(
-        "ours", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=dict(tok.special_ids)
+        "ours",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=tiktoken_ranks(tok),
+        special_tokens=dict(tok.special_ids),
+    )
+
+
+def gigatoken_tokenizer(tok, tok_dir: Path):
+    """gigatoken's tokenizer of our vocabulary: a ``.tiktoken`` rank file (base64 token,
+    rank) beside it, read with gigatoken's GPT-2 pre-tokenizer and our special tokens."""
+    import base64
+
+    import gigatoken
+
+    path = tok_dir / "ranks.tiktoken"
+    if not path.exists():
+        ranks = tiktoken_ranks(tok)
+        lines = [
+            f"{base64.b64encode(t).decode()} {i}\n"
+            for t, i in sorted(ranks.items(), key=lambda kv: kv[1])
+        ]
+        path.write_text("".join(lines))
+    return gigatoken.Tokenizer.from_tiktoken(
+        path, pretokenizer="gpt2", special_tokens=dict(tok.special_ids)
     )
 
 
 def timed(fn):
-    t = time.perf_counter()
+    """(result, wall seconds, CPU seconds of the process)."""
+    c, t = time.process_time(), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t
+    return out, time.perf_counter() - t, time.process_time() - c
 
 
-def bench(name: str, tok_dir: Path, text_path: Path, cores: int, repeat: int) -> list[dict]:
-    from lm.tokenizer import Tokenizer
+def as_array(ids):
+    """Any library's ids (list, numpy array, awkward array of rows) as one flat numpy array."""
+    import numpy as np
 
-    text = text_path.read_bytes().decode("utf-8")
-    n_bytes = len(text.encode("utf-8"))
-    fresh = lambda: Tokenizer.from_dir(tok_dir, [EOT])  # noqa: E731
-    ours, build_s = timed(fresh)
-    enc, tik_build_s = timed(lambda: tiktoken_encoding(ours))
-    print(
-        f"{name}: {n_bytes / 1e6:.2f} MB, vocab {ours.vocab_size}; build: ours {build_s:.2f}s, "
-        f"tiktoken {tik_build_s:.2f}s; best of {repeat} interleaved rounds"
-    )
-    ref = enc.encode(text, allowed_special="all")
-    chunk = max(1 << 16, len(text) // cores + 1)
+    if type(ids).__module__.partition(".")[0] == "awkward":
+        import awkward as ak
+
+        return np.asarray(ak.flatten(ids, axis=None), dtype=np.int64)
+    return np.asarray(ids, dtype=np.int64).ravel()
+
+
+def pieces_of(tok, text: str, threads: int) -> list[str]:
+    """``text`` cut at safe points into about 4 pieces per thread (encoding them apart gives
+    the ids of the whole)."""
+    chunk = max(1 << 16, len(text) // (4 * threads) + 1)
     bounds = [0]
     while bounds[-1] < len(text):
-        bounds.append(ours.safe_cut(text, bounds[-1] + chunk))
-    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+        bounds.append(tok.safe_cut(text, bounds[-1] + chunk))
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
-    def cases():
-        """(label, cores, function returning the ids); each timed once per round."""
-        yield "tiktoken", 1, lambda: enc.encode(text, allowed_special="all")
-        cold = fresh()  # built outside the timing, like tiktoken's Encoding
-        yield "ours (cold cache)", 1, lambda: cold.encode(text)
-        yield "ours (warm cache)", 1, lambda: cold.encode(text)
-        if cores > 1:
-            yield (
-                "tiktoken encode_batch",
-                cores,
-                lambda: list(
-                    itertools.chain.from_iterable(
-                        enc.encode_batch(pieces, num_threads=cores, allowed_special="all")
-                    )
-                ),
-            )
-            par = fresh()
-            yield (
-                "ours encode_parallel (cold cache)",
-                cores,
-                lambda: par.encode_parallel(text, workers=cores, chunk_chars=chunk),
-            )
-            # the forked workers inherit the caches of `cold`, warmed on the whole text above
-            yield (
-                "ours encode_parallel (warm cache)",
-                cores,
-                lambda: cold.encode_parallel(text, workers=cores, chunk_chars=chunk),
-            )
 
-    best: dict[tuple[str, int], tuple[float, int]] = {}
+def threaded_ids(tok, pieces: list[bytes], threads: int) -> list:
+    """Our ids of ``pieces`` (UTF-8) by ``threads`` threads, one native encoder each, ids
+    written straight into numpy arrays (as ``lm encode`` does): no Python int per id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    encoders = tok.native_encoders(threads)
+
+    def share(k: int) -> list:
+        out = []
+        for p in pieces[k::threads]:
+            buf = np.empty(len(p), dtype=np.uint32)
+            out.append(buf[: encoders[k].encode_into(p, buf)])
+        return out
+
+    with ThreadPoolExecutor(threads) as pool:
+        shares = list(pool.map(share, range(threads)))
+    return [shares[i % threads][i // threads] for i in range(len(pieces))]
+
+
+def lm_encode_pass(tok, path: Path, out: Path) -> int:
+    """What ``lm encode`` does with one worker minus its stats file: cut the file into
+    chunks, read, encode and write them as a ``.npy``. Returns the number of ids."""
+    from lm.tokenizer.chunks import chunk_size_for, file_chunks
+    from lm.tokenizer.encoding.dataset import choose_dtype, native_chunks, write_npy_streaming
+
+    bounds = file_chunks(path, tok.special_tokens, chunk_size_for(path.stat().st_size, 1))
+    dtype = choose_dtype(tok.vocab_size)[0]
+    counts = dict.fromkeys(tok.special_tokens, 0)
+    chunks = native_chunks(str(path), tok, bounds, dtype, 1, counts)
+    return write_npy_streaming(out, dtype, chunks)
+
+
+def rounds(cases, repeat: int, check) -> dict:
+    """Run every case once per round; keep each one's fastest (wall, cpu) and check its ids."""
+    best: dict = {}
     for _ in range(repeat):
-        for impl, n_cores, fn in cases():
-            ids, seconds = timed(fn)
-            assert ids == ref, f"{impl}: ids differ from tiktoken's"
-            key = (impl, n_cores)
-            if key not in best or seconds < best[key][0]:
-                best[key] = (seconds, len(ids))
-    rows = []
-    for (impl, n_cores), (seconds, n_ids) in best.items():
-        r = {
-            "dataset": name,
-            "impl": impl,
-            "cores": n_cores,
-            "seconds": round(seconds, 4),
-            "MB_per_s": round(n_bytes / 1e6 / seconds, 2),
-            "tokens_per_s": round(n_ids / seconds),
-            "tokens": n_ids,
-            "bytes": n_bytes,
-            "repeat": repeat,
-        }
-        rows.append(r)
-        print(
-            f"  {impl:<34} {n_cores} core(s) {r['MB_per_s']:7.2f} MB/s {r['tokens_per_s']:>10,} tokens/s",
-            flush=True,
+        for key, fn in cases:
+            ids, wall, cpu = timed(fn)
+            check(key, ids)
+            if key not in best or wall < best[key][0]:
+                best[key] = (wall, cpu)
+    return best
+
+
+def bench(name: str, tok_dir: Path, text_path: Path, threads: list[int], repeat: int):
+    """The rows of one dataset, and our shares on it."""
+    import tempfile
+
+    import numpy as np
+
+    from lm.tokenizer import Tokenizer
+
+    data = text_path.read_bytes()
+    text = data.decode("utf-8")
+    n_bytes = len(data)
+    ours = Tokenizer.from_dir(tok_dir, [EOT])
+    enc = tiktoken_encoding(ours)
+    giga = gigatoken_tokenizer(ours, tok_dir)
+    print(f"{name}: {n_bytes / 1e6:.2f} MB, vocab {ours.vocab_size}; best of {repeat} rounds")
+    ref = np.asarray(enc.encode(text, allowed_special="all"), dtype=np.int64)
+    cold = Tokenizer.from_dir(tok_dir, [EOT])
+    _, cold_s, cold_cpu = timed(lambda: cold.encode_to_array(data))
+    cases = []
+    for n in threads:
+        if n == 1:
+            cases += [
+                (("tiktoken", 1), lambda: enc.encode(text, allowed_special="all")),
+                (("gigatoken", 1), lambda: giga.encode(data)),
+                (("ours", 1), lambda: ours.encode_to_array(data)),
+            ]
+            continue
+        pieces = pieces_of(ours, text, n)
+        raw = [p.encode("utf-8") for p in pieces]
+        cases += [
+            (
+                ("tiktoken", n),
+                lambda n=n, p=pieces: enc.encode_batch(p, num_threads=n, allowed_special="all"),
+            ),
+            (("gigatoken", n), lambda r=raw: giga.encode_batch(r, parallel=True)),
+            (("ours", n), lambda n=n, r=raw: threaded_ids(ours, r, n)),
+        ]
+
+    def check(key, ids):
+        flat = (
+            np.concatenate([as_array(x) for x in ids])
+            if isinstance(ids, list) and ids and not isinstance(ids[0], int)
+            else as_array(ids)
         )
+        assert np.array_equal(flat, ref), f"{key}: ids differ from tiktoken's"
+
+    best = rounds(cases, repeat, check)
+    best[("ours (cold, first pass)", 1)] = (cold_s, cold_cpu)
+    rows = [
+        row(name, impl, n, wall, cpu, n_bytes, len(ref), repeat)
+        for (impl, n), (wall, cpu) in best.items()
+    ]
+    # the shares: scan alone, scan + merge into a buffer, the whole file pass (1 thread)
+    encoder = ours.native_encoders(1)[0]
+    buf = np.empty(n_bytes, dtype=np.uint32)
+    counts = np.zeros(len(ours.special_tokens), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
+        out = Path(tmp) / "ids.npy"
+        parts = rounds(
+            [
+                ("scan", lambda: encoder.scan(data)),
+                ("encode_into", lambda: buf[: encoder.encode_into(data, buf, counts)]),
+                ("lm encode", lambda: lm_encode_pass(ours, text_path, out)),
+            ],
+            repeat,
+            lambda key, ids: check_share(key, ids, ref, out),
+        )
+    shares = share_row(name, parts)
+    return rows, shares
+
+
+def check_share(key: str, ids, ref, out: Path) -> None:
+    import numpy as np
+
+    if key == "encode_into":
+        assert np.array_equal(ids, ref), f"{key}: ids differ from tiktoken's"
+    elif key == "lm encode":
+        assert np.array_equal(np.load(out), ref), f"{key}: ids differ from tiktoken's"
+
+
+def share_row(name: str, parts: dict) -> dict:
+    scan, into, full = (parts[k][0] for k in ("scan", "encode_into", "lm encode"))
+    r = {
+        "dataset": name,
+        "scan_s": round(scan, 4),
+        "merge_s": round(into - scan, 4),
+        "write_s": round(full - into, 4),
+        "total_s": round(full, 4),
+    }
+    for k in ("scan", "merge", "write"):
+        r[f"{k}_share"] = round(r[f"{k}_s"] / full, 3)
+    print(
+        f"  shares (ours, 1 thread): scan {r['scan_share']:.0%}, merge {r['merge_share']:.0%}, "
+        f"write {r['write_share']:.0%} of {full:.3f}s",
+        flush=True,
+    )
+    return r
+
+
+def row(dataset, impl, threads, wall, cpu, n_bytes, n_ids, repeat) -> dict:
+    r = {
+        "dataset": dataset,
+        "impl": impl,
+        "threads": threads,
+        "seconds": round(wall, 4),
+        "cpu": round(cpu / wall, 2) if wall > 0 else None,
+        "MB_per_s": round(n_bytes / 1e6 / wall, 2),
+        "MB_per_cpu_s": round(n_bytes / 1e6 / cpu, 2) if cpu > 0 else None,
+        "tokens_per_s": round(n_ids / wall),
+        "bytes": n_bytes,
+        "repeat": repeat,
+    }
+    print(
+        f"  {impl:<24} {threads} thread(s) {r['MB_per_s']:8.2f} MB/s, "
+        f"{r['MB_per_cpu_s']:8.2f} MB per CPU-s (cpu/wall {r['cpu']})",
+        flush=True,
+    )
+    return r
+
+
+def web_like_file(src: Path, size_mb: int, out_root: Path) -> Path:
+    """The ``size_mb`` MB web-like corpus (bench_bpe_train.web_like), made once in ``out_root``."""
+    from bench_bpe_train import web_like
+
+    path = out_root / f"web_like_{size_mb}MB.txt"
+    if not path.exists():
+        t = time.perf_counter()
+        web_like(src, size_mb * 1_000_000, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        print(f"made {path} in {time.perf_counter() - t:.1f}s", flush=True)
+    return path
+
+
+def bench_big(tok_dir: Path, path: Path, threads: list[int], repeat: int) -> list[dict]:
+    """``lm encode`` (encode_file, ``workers`` threads) against gigatoken's ``encode_batch``
+    on the same chunks, read from the file in the timing; ids asserted identical."""
+    import tempfile
+
+    import numpy as np
+
+    from lm.tokenizer import Tokenizer
+    from lm.tokenizer.chunks import chunk_size_for, file_chunks, read_range
+    from lm.tokenizer.encoding.dataset import encode_file
+
+    n_bytes = path.stat().st_size
+    name = f"{path.name} ({tok_dir.name})"
+    print(f"big: {name}, {n_bytes / 1e6:.0f} MB; best of {repeat} rounds", flush=True)
+    ours = Tokenizer.from_dir(tok_dir, [EOT])
+    giga = gigatoken_tokenizer(ours, tok_dir)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
+        npy = Path(tmp) / "big.npy"
+        cases = []
+        for n in threads:
+            bounds = file_chunks(path, [EOT], chunk_size_for(n_bytes, n))
+
+            def giga_run(n=n, bounds=bounds):
+                pieces = [read_range(path, a, b) for a, b in bounds]
+                return giga.encode_batch(pieces, parallel=n > 1)
+
+            cases += [
+                (("gigatoken", n), giga_run),
+                (("lm encode", n), lambda n=n: encode_file(path, ours, npy, [EOT], workers=n)),
+            ]
+
+        def check(key, ids):
+            if key[0] == "gigatoken":
+                got = np.load(npy, mmap_mode="r")
+                assert np.array_equal(as_array(ids), got), f"{key}: ids differ from lm encode's"
+
+        # lm encode first in each round, so that each gigatoken run is checked against it
+        cases.sort(key=lambda c: (c[0][1], c[0][0] != "lm encode"))
+        best = rounds(cases, repeat, check)
+        n_ids = len(np.load(npy, mmap_mode="r"))
+    for (impl, n), (wall, cpu) in best.items():
+        rows.append(row(name, impl, n, wall, cpu, n_bytes, n_ids, repeat))
     return rows
 
 
 def ratio_table(rows: list[dict]) -> str:
+    """One line per (dataset, threads, clock): each library's MB/s and ours over each peer.
+    Clock "wall": bytes over elapsed seconds; "cpu" (one thread only): bytes over the
+    process's CPU seconds, which other programs on shared cores disturb less."""
     lines = [
-        "| dataset | implementation | cores | MB/s | tokens/s | lm / tiktoken |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| dataset | threads | clock | ours MB/s | gigatoken MB/s | tiktoken MB/s "
+        "| ours / gigatoken | ours / tiktoken |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
-        base = next(
-            x
-            for x in rows
-            if x["dataset"] == r["dataset"]
-            and x["cores"] == r["cores"]
-            and x["impl"].startswith("tiktoken")
-        )
-        ratio = "" if r is base else f"{r['MB_per_s'] / base['MB_per_s']:.2f}"
+    keys = dict.fromkeys((r["dataset"], r["threads"]) for r in rows)
+    for dataset, n in keys:
+        for clock, field in [("wall", "MB_per_s"), ("cpu", "MB_per_cpu_s")]:
+            if clock == "cpu" and n > 1:
+                continue
+            got = {
+                r["impl"]: r[field] for r in rows if (r["dataset"], r["threads"]) == (dataset, n)
+            }
+            ours = got.get("ours", got.get("lm encode"))
+            if ours is None:
+                continue
+            giga, tik = got.get("gigatoken"), got.get("tiktoken")
+            cells = [f"{x:.2f}" if x else "–" for x in (ours, giga, tik)]
+            ratios = [f"{ours / x:.2f}" if x else "–" for x in (giga, tik)]
+            lines.append(f"| {dataset} | {n} | {clock} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def shares_table(shares: list[dict]) -> str:
+    lines = [
+        "| dataset | scan | merge | write | lm encode, 1 thread (s) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in shares:
         lines.append(
-            f"| {r['dataset']} | {r['impl']} | {r['cores']} | {r['MB_per_s']:.2f} | {format(r['tokens_per_s'], ',') if r['tokens_per_s'] else ''} | {ratio} |"
+            f"| {r['dataset']} | {r['scan_share']:.0%} | {r['merge_share']:.0%} | "
+            f"{r['write_share']:.0%} | {r['total_s']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -301,11 +460,15 @@ def engine_line() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=sorted(DATASETS), action="append")
-    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated thread counts, e.g. 1,2 (default: 1 and all CPUs)",
+    )
     ap.add_argument(
         "--repeat",
         type=int,
-        default=5,
+        default=3,
         help="rounds, interleaved (every row once per round); each row reports its fastest",
     )
     ap.add_argument(
@@ -320,36 +483,47 @@ def main() -> int:
         type=int,
         default=0,
         metavar="MB",
-        help="also encode MB megabytes (web/train.txt repeated) with the web 32K vocabulary: "
-        "lm encode vs tiktoken encode_batch, all cores",
+        help="also encode a web-like corpus of MB megabytes (made from web/train.txt once, "
+        "kept in --out) with the web 32K vocabulary: lm encode vs gigatoken",
     )
     args = ap.parse_args()
+    cpus = os.cpu_count() or 1
+    threads = sorted({int(x) for x in args.threads.split(",")} if args.threads else {1, cpus})
+    # gigatoken's thread pool is sized from this when first used
+    os.environ["RAYON_NUM_THREADS"] = str(max(threads))
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     names = args.only or list(DATASETS)
     data = data_dir(args.data, names)
-    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, shares = [], []
     for name in names:
         train, size, text = DATASETS[name]
         if train is None:
             tok_dir = gpt2_tokenizer(args.out)
         else:
             tok_dir = trained_tokenizer(name, data / train, size, args.out)
-        rows += bench(name, tok_dir, data / text, args.cores, args.repeat)
+        r, s = bench(name, tok_dir, data / text, threads, args.repeat)
+        rows += r
+        shares.append(s)
     if args.big:
         tok_dir = trained_tokenizer("web", data / "web/train.txt", 32000, args.out)
-        rows += bench_big(tok_dir, data / "web/train.txt", args.big, args.cores, args.repeat)
+        big = web_like_file(data / "web/train.txt", args.big, args.out)
+        rows += bench_big(tok_dir, big, threads, args.repeat)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = (
-        f"Encoding throughput, best of {args.repeat} interleaved rounds; {os.cpu_count()} CPUs, "
-        f"{args.cores} used for the all-cores rows; load average before the run {load0:.2f}, "
-        f"after {load:.2f}; Python {platform.python_version()}; lm engine: {engine_line()}.\n"
+        f"Encoding throughput, best of {args.repeat} interleaved rounds; {cpus} CPUs; load "
+        f"average before the run {load0:.2f}, after {load:.2f}; Python "
+        f"{platform.python_version()}; lm engine: {engine_line()}; ids identical in every row.\n"
         f"`{' '.join(['python', 'benchmarks/bench_encode.py', *sys.argv[1:]])}`\n\n"
         + ratio_table(rows)
+        + "\n\nShares of our engine's time (one thread, warm encoder):\n\n"
+        + shares_table(shares)
     )
     print()
     print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_encode.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.out / "bench_encode.json").write_text(
+        json.dumps({"rows": rows, "shares": shares}, indent=2) + "\n"
+    )
     (args.out / "bench_encode.md").write_text(table + "\n")
     return 0
 

@@ -346,3 +346,48 @@ def test_bench_gpu_profile_on_cpu_reports_categories_and_top_kernels(tmp_path, c
         "Where the time goes" in table and "Top kernels of micro fp32 compile off batch 2" in table
     )
     assert table in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_encode_checks_ids_against_its_peers_and_reports_shares(tmp_path):
+    """benchmarks/bench_encode.py on tiny data: every row (ours, gigatoken, tiktoken, 1 and 2
+    threads, and the web-like file through lm encode) has its ids asserted identical to the
+    peers' inside the benchmark, so a clean exit is the check; the shares add up."""
+    pytest.importorskip("gigatoken")
+    pytest.importorskip("tiktoken")
+    from lm.data.demo import write_corpus
+    from lm.tokenizer import native
+
+    if native.module() is None:
+        pytest.skip("the shares time the native engine's encoder")
+    data = tmp_path / "data"
+    (data / "web").mkdir(parents=True)
+    write_corpus(data / "web" / "train.txt", documents=150, seed=1)
+    write_corpus(data / "web" / "valid.txt", documents=40, seed=2)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_encode.py"), "--only", "web"]
+        + ["--threads", "1,2", "--repeat", "1", "--big", "1", "--data", str(data)]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "bench_encode.json").read_text())
+    got = {(r["dataset"], r["impl"], r["threads"]) for r in result["rows"]}
+    for impl in ("ours", "gigatoken", "tiktoken"):
+        for threads in (1, 2):
+            assert ("web", impl, threads) in got
+    big = [r for r in result["rows"] if r["dataset"].startswith("web_like_1MB")]
+    assert {(r["impl"], r["threads"]) for r in big} == {
+        (i, n) for i in ("lm encode", "gigatoken") for n in (1, 2)
+    }
+    (shares,) = result["shares"]
+    assert shares["scan_share"] + shares["merge_share"] + shares["write_share"] == pytest.approx(
+        1, abs=0.01
+    )
+    assert shares["scan_s"] > 0 and shares["total_s"] > 0
+    table = (out / "bench_encode.md").read_text()
+    assert "| web | 1 | wall |" in table and "ours / gigatoken" in table

@@ -55,6 +55,57 @@ def test_encode_file_equals_encode_for_any_workers_and_chunks(tok_dir, corpus, t
     assert not list(tmp_path.rglob(".*.tmp"))  # no temp file left behind
 
 
+def _python_engine_ids(tok_dir, text: str, specials, monkeypatch) -> list[int]:
+    """The ids of the pure-Python engine (the reference), whatever engine the test runs."""
+    with monkeypatch.context() as m:
+        m.setenv("LM_NATIVE", "0")
+        return Tokenizer.from_dir(tok_dir, specials).encode(text)
+
+
+def test_encode_file_threads_equal_one_worker_and_the_python_engine(
+    tok_dir, tmp_path, monkeypatch, engine
+):
+    """Workers are threads with the native engine: any number of them, any chunk size,
+    gives the ids of one worker and of the Python engine, in file order, on text with two
+    special tokens (one a prefix of the other), non-ASCII, whitespace runs longer than a
+    chunk and pre-tokens longer than the short-token cache holds."""
+    specials = [EOT, "<|end|>"]
+    text = (
+        make_text(n_docs=40, seed=5, eot="<|end|>")
+        + EOT
+        + " " * 3000
+        + "naïve café 日本語のテキスト😀 ," * 50
+        + "\n" * 700
+        + "x" * 40
+        + "supercalifragilisticexpialidocious"
+        + EOT
+    )
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    ref = _python_engine_ids(tok_dir, text, specials, monkeypatch)
+    tok = Tokenizer.from_dir(tok_dir, specials)
+    for workers, chunk in [(1, 64), (2, 64), (3, 500), (2, None)]:
+        out = tmp_path / f"w{workers}_{chunk}.npy"
+        stats = encode_file(path, tok, out, specials, workers=workers, chunk_size=chunk)
+        assert np.load(out).tolist() == ref, (workers, chunk)
+        assert stats["special_token_counts"] == {s: ref.count(tok.special_ids[s]) for s in specials}
+        assert stats["worker_kind"] == ("threads" if engine == "native" else "processes")
+
+
+def test_invalid_utf8_in_a_later_chunk_names_its_file_offset(tok_dir, tmp_path):
+    bad = tmp_path / "bad.txt"
+    good = b"some fine words here.\n" * 200
+    bad.write_bytes(good + b"caf\xc3 later\n" + good)
+    offset = len(good) + 3
+    for workers in (1, 3):
+        with pytest.raises(
+            LMError,
+            match=rf"invalid UTF-8 at byte offset {offset} \(line 201, byte 4 of the line\)",
+        ):
+            encode_file(bad, tok_dir, tmp_path / "bad.npy", workers=workers, chunk_size=100)
+        assert not (tmp_path / "bad.npy").exists()
+
+
 def test_chunks_tile_the_file_at_safe_points(corpus):
     bounds = file_chunks(corpus, [EOT], 300)
     assert bounds[0][0] == 0 and bounds[-1][1] == corpus.stat().st_size

@@ -452,3 +452,68 @@ def test_native_encoder_is_safe_across_threads(gpt2_pair, monkeypatch):
     assert tok.encode_parallel(big, workers=3, chunk_chars=5000) == tik.encode(big)
     copy = tok._encoder().copy()
     assert np.frombuffer(copy.encode(big), dtype=np.uint32).tolist() == tik.encode(big)
+
+
+@needs_native
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(mixed_text, st.sampled_from(["", EOT, "<|end", EOT + "<|end" + EOT]))
+def test_encode_into_writes_the_ids_of_encode_in_either_width(gpt2_pair, text, special):
+    """encode_into (the path of `lm encode`) writes into a caller's uint16 or uint32 buffer
+    exactly the ids of encode, counts the special tokens in match order, and its scan counts
+    the pre-tokens of regex.findall plus the special tokens."""
+    tok, _ = gpt2_pair
+    text = text[: len(text) // 2] + special + text[len(text) // 2 :]
+    data = text.encode("utf-8", "surrogatepass")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return  # not UTF-8: encode_into's error path is tested below
+    enc = tok._encoder().copy()
+    ref = np.frombuffer(tok._encoder().encode(data), dtype=np.uint32)
+    for dtype in (np.uint16, np.uint32):
+        out = np.full(len(data) + 3, 0xABCD, dtype=dtype)  # one id per byte at most
+        counts = np.zeros(len(tok.special_order), dtype=np.int64)
+        n = enc.encode_into(data, out, counts)
+        assert out[:n].tolist() == ref.tolist()
+        assert out[n:].tolist() == [0xABCD] * (len(out) - n)  # nothing written past the ids
+        assert counts.tolist() == [
+            ref.tolist().count(tok.special_ids[s]) for s in tok.special_order
+        ]
+    pieces = [
+        p
+        for p in regex.split("(" + "|".join(map(regex.escape, tok.special_order)) + ")", text)
+        if p
+    ]
+    expected = sum(1 if p in tok.special_order else len(PRETOKEN_RE.findall(p)) for p in pieces)
+    assert enc.scan(data) == expected
+
+
+@needs_native
+def test_encode_into_reports_bad_input_and_too_small_buffers(gpt2_pair):
+    tok, _ = gpt2_pair
+    enc = tok._encoder()
+    out = np.zeros(64, dtype=np.uint16)
+    assert enc.encode_into(b"abc \xe2\x82 def", out) == -1 - 4  # the offset of the bad byte
+    with pytest.raises(ValueError, match="room for one id per byte"):
+        enc.encode_into(b"x" * 65, out)
+    with pytest.raises(TypeError, match="uint16 or uint32"):
+        enc.encode_into(b"abc", np.zeros(8, dtype=np.int64))
+    with pytest.raises(ValueError, match="int64 buffer of 2 items"):
+        enc.encode_into(b"abc", out, np.zeros(1, dtype=np.int64))
+    big = _native.Encoder(list(range(256)), [(104, 105, 70000)], [])
+    with pytest.raises(ValueError, match="do not fit in uint16"):
+        big.encode_into(b"hi", out)
+    wide = np.zeros(8, dtype=np.uint32)
+    assert wide[: big.encode_into(b"hi", wide)].tolist() == [70000]
+
+
+@needs_native
+def test_encoder_copies_share_tables_and_outlive_the_original(gpt2_pair):
+    """A copy shares the merge table of its original (read-only), and keeps it alive."""
+    tok, tik = gpt2_pair
+    base = _native.Encoder(tok._byte_ids, tok._merge_ids, [], cache_limit=1 << 12)
+    copies = [base.copy(), base.copy().copy()]
+    del base
+    text = "Copies of an encoder, each with a cache of its own. " * 20
+    for c in copies:
+        assert np.frombuffer(c.encode(text), dtype=np.uint32).tolist() == tik.encode(text)

@@ -3,8 +3,10 @@
 Pre-token counting (:mod:`lm.tokenizer.pretokenize`), dataset encoding
 (:mod:`lm.tokenizer.encoding.dataset`) and :meth:`lm.tokenizer.Tokenizer.encode_parallel` all
 cut a text where the cut changes nothing (a byte offset of a file here, a character position
-of a string for ``encode_parallel``), hand the pieces to worker processes, and put the
-results back in order. This module holds the parts they share:
+of a string for ``encode_parallel``), hand the pieces to workers (forked processes here;
+threads with the native engine, which releases the GIL, in dataset encoding and
+``encode_parallel``), and put the results back in order. This module holds the parts they
+share:
 
 - :func:`find_boundary` and :func:`file_chunks`: a file cut into byte ranges of about
   ``chunk_size`` at safe boundaries, which neither a special token nor a pre-token straddles.

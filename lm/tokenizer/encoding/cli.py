@@ -37,7 +37,11 @@ def register(subparsers) -> None:
         "--stats", metavar="PATH", help="stats JSON (default: OUT without .npy + .stats.json)"
     )
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads of this process (native engine; forked processes with LM_NATIVE=0) "
+        "(default: all CPUs)",
     )
     p.add_argument(
         "--chunk-size",
@@ -101,7 +105,7 @@ def _encode(args: argparse.Namespace) -> int:
     )
     print(
         f"{stats['output']}: {stats['tokens']} tokens ({stats['dtype']}), {stats['bytes_per_token']} bytes/token, "
-        f"{stats['mb_per_s']} MB/s with {stats['workers']} workers"
+        f"{stats['mb_per_s']} MB/s with {stats['workers']} {stats['worker_kind']}"
     )
     return 0
 

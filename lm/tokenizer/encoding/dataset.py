@@ -6,11 +6,17 @@
 - The file is cut into chunks of a few MB at *safe boundaries*
   (:func:`lm.tokenizer.chunks.find_boundary`: offsets that neither a special token
   nor a pre-token straddles), so encoding the chunks apart gives exactly the ids of
-  encoding the whole text. Forked worker processes encode chunks
-  (:class:`lm.tokenizer.chunks.ForkedMap`); the main process appends each chunk's ids, in
-  file order, to the output as soon as they come. About ``2 * workers`` chunk results
-  exist at once: memory does not grow with the file, and the id array is never in memory
-  whole.
+  encoding the whole text. The main thread appends each chunk's ids, in file order, to
+  the output as soon as they come, so the output is the same for any number of workers.
+- With the native engine the workers are threads of this process
+  (:func:`native_chunks`): each reads its chunk into a buffer it reuses (``preadv``, the
+  GIL released), and its own encoder (the same read-only tables, a pre-token cache of its
+  own) writes the ids straight into a reused ``uint16``/``uint32`` buffer with the GIL
+  released; the main thread writes that buffer to the file. No Python object per id,
+  nothing pickled, nothing copied between processes. With the Python engine (which holds
+  the GIL) the workers are forked processes (:class:`lm.tokenizer.chunks.ForkedMap`).
+- Either way about ``2 * workers`` chunks are in flight at once: memory does not grow with
+  the file, and the id array is never in memory whole.
 - The ``.npy`` header has a fixed size whatever the length (numpy pads it for growth),
   so it is written first with length 0 and rewritten with the real length at the end.
   The file is written under a temporary name and renamed when complete.
@@ -21,8 +27,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +84,104 @@ def _encoder(path: str, tokenizer: Tokenizer, dtype: np.dtype):
     return encode_range
 
 
+class _Slot:
+    """The buffers of one chunk in flight: its bytes, its ids, its special-token counts;
+    reused by chunk after chunk (grown when a chunk is longer than any before)."""
+
+    def __init__(self, dtype: np.dtype, n_specials: int):
+        self.dtype = dtype
+        self.data = bytearray()
+        self.ids = np.empty(0, dtype=dtype)
+        self.counts = np.zeros(n_specials, dtype=np.int64)
+
+    def read(self, fd: int, start: int, size: int) -> memoryview:
+        """The file's bytes [start, start + size), read into this slot (GIL released)."""
+        if len(self.data) < size:
+            self.data = bytearray(size)
+            self.ids = np.empty(size, dtype=self.dtype)  # at most one id per byte
+        view = memoryview(self.data)[:size]
+        done = 0
+        while done < size:
+            if hasattr(os, "preadv"):
+                got = os.preadv(fd, [view[done:]], start + done)
+            else:  # (no preadv: one copy more)
+                block = os.pread(fd, size - done, start + done)
+                view[done : done + len(block)] = block
+                got = len(block)
+            if got <= 0:
+                raise LMError(f"the input file shrank while being encoded (at byte {start + done})")
+            done += got
+        return view
+
+
+def native_chunks(path: str, tok: Tokenizer, bounds, dtype: np.dtype, workers: int, counts):
+    """The ids of each chunk of ``bounds``, in order, by ``workers`` threads (native engine).
+
+    Each item is a view of a reused buffer, valid until the next item is asked for (the
+    caller writes it out first). Chunk ``i`` uses slot ``i % window``, and is submitted only
+    once chunk ``i - window`` is consumed, so ``window`` slots bound the memory. ``counts``
+    (a dict special token -> count) gets the occurrences of the special tokens added.
+    """
+    order = tok.special_order
+    encoders: queue.SimpleQueue = queue.SimpleQueue()
+    for enc in tok.native_encoders(workers):
+        encoders.put(enc)
+    window = 2 * workers if workers > 1 else 1
+    slots = [_Slot(dtype, len(order)) for _ in range(min(window, len(bounds)))]
+    fd = os.open(path, os.O_RDONLY)
+
+    def encode_chunk(i: int) -> int:
+        start, end = bounds[i]
+        slot = slots[i % window]
+        data = slot.read(fd, start, end - start)
+        slot.counts[:] = 0
+        enc = encoders.get()
+        try:
+            n = enc.encode_into(data, slot.ids, slot.counts)
+        finally:
+            encoders.put(enc)
+        if n < 0:  # invalid UTF-8 at byte -1 - n: decode says why
+            bytes(data).decode("utf-8")
+            raise AssertionError(f"native UTF-8 check rejected valid text at byte {-1 - n}")
+        return n
+
+    def result(i: int, n: int) -> np.ndarray:
+        slot = slots[i % window]
+        for s, c in zip(order, slot.counts.tolist(), strict=True):
+            counts[s] += c
+        return slot.ids[:n]
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="lm-encode") if workers > 1 else None
+    try:
+        if pool is None:
+            for i in range(len(bounds)):
+                yield result(i, _located(encode_chunk, i, bounds))
+            return
+        pending = collections.deque(
+            pool.submit(_located, encode_chunk, i, bounds) for i in range(len(slots))
+        )
+        for i in range(len(bounds)):
+            n = pending.popleft().result()
+            yield result(i, n)
+            if i + window < len(bounds):
+                pending.append(pool.submit(_located, encode_chunk, i + window, bounds))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        os.close(fd)
+
+
+def _located(encode_chunk, i: int, bounds) -> int:
+    """``encode_chunk(i)``, its UnicodeDecodeError told as :class:`BadUTF8` at a file offset."""
+    try:
+        return encode_chunk(i)
+    except UnicodeDecodeError as e:
+        raise BadUTF8(bounds[i][0] + e.start, e.reason) from None
+
+
 def write_npy_streaming(out_path, dtype: np.dtype, arrays) -> int:
     """Write the concatenation of ``arrays`` (an iterable) as a 1-D ``.npy``, atomically.
-    Returns the number of elements."""
+    Returns the number of elements. Each array is written before the next is asked for."""
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (0,)}
     n = 0
     with atomic_path(out_path, suffix=".npy") as tmp, open(tmp, "wb") as f:
@@ -85,7 +189,7 @@ def write_npy_streaming(out_path, dtype: np.dtype, arrays) -> int:
         data_start = f.tell()
         for a in arrays:
             a = np.ascontiguousarray(a, dtype=dtype)
-            f.write(a.tobytes())
+            f.write(memoryview(a).cast("B"))
             n += len(a)
         f.seek(0)
         np.lib.format.write_array_header_1_0(f, {**header, "shape": (n,)})
@@ -138,6 +242,18 @@ def encode_file(
     special_by_id = {tok.special_ids[s]: s for s in specials}
 
     def arrays():
+        if tok.native_encoders(1):
+            try:
+                for (start, end), ids in zip(
+                    bounds,
+                    native_chunks(path, tok, bounds, dtype, workers, special_counts),
+                    strict=True,
+                ):
+                    bar.update(end - start)
+                    yield ids
+            except BadUTF8 as e:
+                raise utf8_error(path, e.offset, e.reason) from None
+            return
         try:
             with ForkedMap(_encoder(path, tok, dtype), bounds, workers, what="encoding") as results:
                 for (start, end), result in zip(bounds, results, strict=True):
@@ -172,6 +288,7 @@ def encode_file(
         "special_tokens": specials,
         "special_token_counts": special_counts,
         "workers": workers,
+        "worker_kind": "threads" if tok.native_encoders(1) else "processes",
         "engine": tok.engine,
         "chunks": len(bounds),
         "chunk_size": chunk_size,

@@ -128,8 +128,11 @@ class Tokenizer(CachedEncoding):
                 next_id += 1
             self.special_ids[s] = self._token_id[b]
         self._special_re = None
+        #: the special tokens in match order (longest first): the order of the native
+        #: encoder's special-token counts (Encoder.encode_into)
+        self.special_order = sorted(self.special_tokens, key=lambda s: (-len(s), s))
         if self.special_tokens:
-            alternatives = sorted(self.special_tokens, key=lambda s: (-len(s), s))
+            alternatives = self.special_order
             self._special_re = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
         self._max_special = max((len(s) for s in self.special_tokens), default=0)
 
@@ -253,15 +256,25 @@ class Tokenizer(CachedEncoding):
         if getattr(_THREAD, "owner", None) is self:  # a thread of _encode_threaded
             return _THREAD.encoder
         if self._native_encoder is None:
-            order = sorted(self.special_tokens, key=lambda s: (-len(s), s))
             self._native_encoder = native.Encoder(
                 self._byte_ids,
                 self._merge_ids,
-                [(s.encode("utf-8"), self.special_ids[s]) for s in order],
+                [(s.encode("utf-8"), self.special_ids[s]) for s in self.special_order],
                 well_ordered=self._well_ordered,
                 cache_limit=NATIVE_CACHE_SIZE,
             )
         return self._native_encoder
+
+    def native_encoders(self, n: int) -> list:
+        """``n`` native encoders for ``n`` threads (the same read-only tables, a cache each),
+        kept for the next call; an empty list when the Python engine is on. An encoder runs
+        without the GIL, one thread at a time (it holds a lock while encoding)."""
+        base = self._encoder()
+        if base is None:
+            return []
+        while len(self._native_copies) < n - 1:
+            self._native_copies.append(base.copy())
+        return [base, *self._native_copies[: n - 1]]
 
     @property
     def engine(self) -> str:
@@ -407,10 +420,7 @@ class Tokenizer(CachedEncoding):
         the GIL; each thread has its own encoder (same tables, its own cache), kept for the
         next call. Thread k encodes pieces k, k + workers, ..."""
         dtype = np.uint32 if self.vocab_size > 65536 else np.uint16
-        base = self._encoder()
-        while len(self._native_copies) < workers - 1:
-            self._native_copies.append(base.copy())
-        encoders = [base, *self._native_copies[: workers - 1]]
+        encoders = self.native_encoders(workers)
         shares = [spans[k::workers] for k in range(workers)]
 
         def share(k: int) -> list[np.ndarray]:

@@ -977,14 +977,37 @@ typedef struct {
     uint32_t rank, merged;
 } PairSlot;
 
+/* The short-pre-token cache: pre-tokens of at most SHORT_MAX bytes whose BPE gives at most
+ * SHORT_IDS ids (nearly every pre-token of real text), key and ids inline in one 32-byte
+ * slot, two slots (ways) per 64-byte set: a lookup touches one cache line. A miss evicts
+ * the older way of its set, so the cache has a fixed size and is never emptied. */
+#define SHORT_MAX 16
+#define SHORT_IDS 3
+
+typedef struct {
+    uint64_t k0, k1; /* the pre-token's bytes, zero padded */
+    uint8_t len;     /* 0 = empty */
+    uint8_t nids;
+    uint16_t spilled; /* (in way 0) whether an entry of this set went to the map */
+    uint32_t ids[SHORT_IDS];
+} ShortSlot;
+
 typedef struct {
     PyObject_HEAD
     uint32_t byte_ids[256];
+    uint32_t max_id; /* the largest id the encoder can emit */
     PairSlot *pairs;
     size_t pairs_cap;
+    PyObject *tables_owner; /* the encoder whose pairs these are (a copy shares them), or NULL */
     int well_ordered;
     Specials specials;
-    BytesMap cache; /* pre-token bytes -> ids: value = offset into ids_arena, aux = count */
+    int special_first; /* the first byte of every special token when they share it, else -1 */
+    ShortSlot *short_slots; /* 64-byte aligned, inside short_mem */
+    void *short_mem;
+    size_t short_sets_mask; /* sets - 1 */
+    size_t short_sets_max;  /* the table doubles (from a small one) up to this many sets */
+    size_t short_used;      /* slots holding an entry */
+    BytesMap cache; /* other pre-tokens -> ids: value = offset into ids_arena, aux = count */
     uint8_t *ids_arena;
     size_t ids_len, ids_cap;
     size_t cache_limit;
@@ -1020,8 +1043,12 @@ pair_get(const EncoderObject *self, uint32_t a, uint32_t b)
 static void
 Encoder_dealloc(EncoderObject *self)
 {
-    PyMem_RawFree(self->pairs);
+    if (self->tables_owner)
+        Py_DECREF(self->tables_owner);
+    else
+        PyMem_RawFree(self->pairs);
     specials_free(&self->specials);
+    PyMem_RawFree(self->short_mem);
     map_free(&self->cache);
     PyMem_RawFree(self->ids_arena);
     PyMem_RawFree(self->work);
@@ -1067,6 +1094,8 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
             return -1;
         }
         self->byte_ids[k] = (uint32_t)v;
+        if (self->byte_ids[k] > self->max_id)
+            self->max_id = self->byte_ids[k];
     }
     Py_DECREF(fast);
 
@@ -1098,19 +1127,48 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
             self->pairs[j].key = key;
             self->pairs[j].rank = (uint32_t)r;
             self->pairs[j].merged = (uint32_t)c;
+            if ((uint32_t)c > self->max_id)
+                self->max_id = (uint32_t)c;
         }
     }
     Py_DECREF(fast);
     if (specials_init(&self->specials, specials) < 0)
         return -1;
+    for (Py_ssize_t k = 0; k < self->specials.n; k++)
+        if (self->specials.id[k] > self->max_id)
+            self->max_id = self->specials.id[k];
     return encoder_finish(self);
 }
 
-/* The parts every encoder needs besides its tables: an empty cache and the lock. */
+/* An empty short-pre-token table of `sets` sets (64-byte aligned), replacing none. */
+static int
+short_alloc(EncoderObject *self, size_t sets)
+{
+    void *mem = PyMem_RawCalloc(sets * 2 * sizeof(ShortSlot) + 64, 1);
+    if (!mem)
+        return -1;
+    self->short_mem = mem;
+    self->short_slots = (ShortSlot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    self->short_sets_mask = sets - 1;
+    self->short_used = 0;
+    return 0;
+}
+
+/* The parts every encoder needs besides its tables: empty caches and the lock. */
 static int
 encoder_finish(EncoderObject *self)
 {
-    if (map_init(&self->cache, 1 << 12) < 0) {
+    self->special_first = self->specials.n ? self->specials.tok[0][0] : -1;
+    for (Py_ssize_t k = 1; k < self->specials.n; k++)
+        if (self->specials.tok[k][0] != self->special_first)
+            self->special_first = -1;
+    /* cache_limit bounds the entries of both caches together: half for each. The short
+     * table starts small (memory follows the distinct pre-tokens seen) and doubles. */
+    size_t sets = 1;
+    while (sets * 4 <= self->cache_limit / 2 && sets < ((size_t)1 << 24))
+        sets *= 2;
+    self->short_sets_max = sets;
+    if (short_alloc(self, sets < 1024 ? sets : 1024) < 0 || map_init(&self->cache, 1 << 12) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1140,33 +1198,59 @@ ensure_work(EncoderObject *self, size_t n)
 }
 
 /* BPE of ids[0:n) by the reference rule: merge every occurrence (left to right) of the
- * lowest-rank pair, until none is left. Returns the new length. */
+ * lowest-rank pair, until none is left. Returns the new length. The rank of each adjacent
+ * pair is kept in an array beside the ids, and after a round only the pairs that touch a
+ * merged token are looked up again: about n + 2 * (merges) table lookups in all, instead
+ * of n per round. scratch: room for 3 * n uint32 (ranks, sources, fresh flags). */
 static size_t
-merge_simple(const EncoderObject *self, uint32_t *ids, size_t n)
+merge_simple(const EncoderObject *self, uint32_t *ids, size_t n, uint32_t *scratch)
 {
+    if (n < 2)
+        return n;
+    uint32_t *rank = scratch, *src = scratch + n;
+    uint8_t *fresh = (uint8_t *)(scratch + 2 * n);
+    for (size_t k = 0; k + 1 < n; k++) {
+        const PairSlot *e = pair_get(self, ids[k], ids[k + 1]);
+        rank[k] = e ? e->rank : NO_RANK;
+    }
     while (n > 1) {
-        uint32_t best = NO_RANK, a = 0, b = 0, merged = 0;
+        uint32_t best = NO_RANK;
         size_t at = 0;
         for (size_t k = 0; k + 1 < n; k++) {
-            const PairSlot *e = pair_get(self, ids[k], ids[k + 1]);
-            if (e && e->rank < best) {
-                best = e->rank;
+            if (rank[k] < best) {
+                best = rank[k];
                 at = k;
-                a = ids[k];
-                b = ids[k + 1];
-                merged = e->merged;
             }
         }
         if (best == NO_RANK)
             break;
-        size_t w = at, k = at;
+        uint32_t a = ids[at], b = ids[at + 1], merged = pair_get(self, a, b)->merged;
+        size_t w = at, k = at; /* the ids before `at` stay where they are */
         while (k < n) {
+            src[w] = (uint32_t)k;
             if (k + 1 < n && ids[k] == a && ids[k + 1] == b) {
-                ids[w++] = merged;
+                ids[w] = merged;
+                fresh[w++] = 1;
                 k += 2;
             }
+            else {
+                ids[w] = ids[k++];
+                fresh[w++] = 0;
+            }
+        }
+        /* the pair ending at `at` touches the merged token; from `at` on, a pair of two
+         * untouched tokens keeps its rank (its old place, src[j] >= j, is not rewritten yet) */
+        if (at > 0) {
+            const PairSlot *e = pair_get(self, ids[at - 1], ids[at]);
+            rank[at - 1] = e ? e->rank : NO_RANK;
+        }
+        for (size_t j = at; j + 1 < w; j++) {
+            if (fresh[j] || fresh[j + 1]) {
+                const PairSlot *e = pair_get(self, ids[j], ids[j + 1]);
+                rank[j] = e ? e->rank : NO_RANK;
+            }
             else
-                ids[w++] = ids[k++];
+                rank[j] = rank[src[j]];
         }
         n = w;
     }
@@ -1285,10 +1369,14 @@ merge_long(const EncoderObject *self, uint32_t *ids, size_t n)
 
 #define LONG_PRETOKEN 64
 
-/* Output buffer of ids. */
+/* Where ids go: a growing uint32 buffer (encode), or a caller's buffer of uint16 or uint32
+ * (encode_into) that holds at least as many ids as the text has bytes (a pre-token of n
+ * bytes gives at most n ids, a special token one), so it never has to grow. */
 typedef struct {
-    uint32_t *ids;
+    void *ids;
     size_t len, cap;
+    int width; /* bytes per id: 2 or 4 */
+    int fixed; /* the caller's buffer: never reallocated */
 } IdBuf;
 
 static inline int
@@ -1296,10 +1384,12 @@ idbuf_reserve(IdBuf *o, size_t more)
 {
     if (o->len + more <= o->cap)
         return 0;
+    if (o->fixed)
+        return -1;
     size_t c = o->cap ? o->cap : 1024;
     while (c < o->len + more)
         c *= 2;
-    uint32_t *p = PyMem_RawRealloc(o->ids, c * sizeof(uint32_t));
+    void *p = PyMem_RawRealloc(o->ids, c * (size_t)o->width);
     if (!p) {
         return -1;
     }
@@ -1308,52 +1398,134 @@ idbuf_reserve(IdBuf *o, size_t more)
     return 0;
 }
 
-/* Append the ids of pre-token s[0:n) (n > 0). */
-static int
-encode_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out)
+/* Append ids[0:m) (room reserved). */
+static inline void
+idbuf_put(IdBuf *o, const uint32_t *ids, size_t m)
 {
-    if (n == 1) {
-        if (idbuf_reserve(out, 1) < 0)
-            return -1;
-        out->ids[out->len++] = self->byte_ids[s[0]];
-        return 0;
+    if (o->width == 4) {
+        memcpy((uint32_t *)o->ids + o->len, ids, m * sizeof(uint32_t));
     }
-    uint64_t h = hash_bytes(s, n);
-    Slot *e = map_find(&self->cache, s, n, h);
-    if (e) {
-        if (idbuf_reserve(out, e->aux) < 0)
-            return -1;
-        memcpy(out->ids + out->len, self->ids_arena + e->value, e->aux * sizeof(uint32_t));
-        out->len += e->aux;
-        return 0;
+    else {
+        uint16_t *d = (uint16_t *)o->ids + o->len;
+        for (size_t k = 0; k < m; k++)
+            d[k] = (uint16_t)ids[k];
     }
-    if (ensure_work(self, (size_t)n) < 0)
+    o->len += m;
+}
+
+static inline int
+idbuf_append(IdBuf *o, const uint32_t *ids, size_t m)
+{
+    if (idbuf_reserve(o, m) < 0)
+        return -1;
+    idbuf_put(o, ids, m);
+    return 0;
+}
+
+/* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded.
+ * `wide`: 16 bytes can be read at s (then two loads and a mask, on little-endian CPUs). */
+static inline void
+short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (wide) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + 8, 8);
+        if (n < 8) {
+            a &= (1ULL << (8 * n)) - 1;
+            b = 0;
+        }
+        else if (n < 16)
+            b &= (1ULL << (8 * (n - 8))) - 1; /* n == 8: 0 */
+        *k0 = a;
+        *k1 = b;
+        return;
+    }
+#else
+    (void)wide;
+#endif
+    uint8_t t[16] = {0};
+    memcpy(t, s, (size_t)n);
+    memcpy(k0, t, 8);
+    memcpy(k1, t + 8, 8);
+}
+
+static inline uint64_t
+short_hash(uint64_t k0, uint64_t k1, Py_ssize_t n)
+{
+    /* every byte of the key moves the high bits; the finalizer brings them down */
+    uint64_t h = k0 * 0x9E3779B97F4A7C15ULL + k1 * 0xC2B2AE3D27D4EB4FULL + (uint64_t)n;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
+static inline ShortSlot *
+short_set(const EncoderObject *self, uint64_t h)
+{
+    return &self->short_slots[2 * (h & self->short_sets_mask)];
+}
+
+/* BPE of the pre-token s[0:n) into self->work; returns the number of ids, or -1 (no
+ * memory). */
+static Py_ssize_t
+merge_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n)
+{
+    if (ensure_work(self, 4 * (size_t)n) < 0) /* the ids, then merge_simple's scratch */
         return -1;
     uint32_t *w = self->work;
     for (Py_ssize_t k = 0; k < n; k++)
         w[k] = self->byte_ids[s[k]];
-    Py_ssize_t m;
-    if (n > LONG_PRETOKEN && self->well_ordered) {
-        m = merge_long(self, w, (size_t)n);
-        if (m < 0)
-            return -1;
+    if (n > LONG_PRETOKEN && self->well_ordered)
+        return merge_long(self, w, (size_t)n);
+    return (Py_ssize_t)merge_simple(self, w, (size_t)n, w + n);
+}
+
+/* A pre-token found by the scanner, waiting for its ids: its set in the short cache (NULL
+ * when it is not a short one) has been asked for (prefetched) already. */
+typedef struct {
+    const uint8_t *s;
+    Py_ssize_t n;
+    uint64_t k0, k1, h; /* h: the short-cache hash (the set is found again at the lookup, */
+    int is_short;       /* since the table may have grown since) */
+} Pending;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+/* The pre-token s[0:n) (n > 0) as a Pending, its short-cache set prefetched; `wide`: 16
+ * bytes can be read at s. */
+static inline void
+pending_init(const EncoderObject *self, Pending *p, const uint8_t *s, Py_ssize_t n, int wide)
+{
+    p->s = s;
+    p->n = n;
+    p->is_short = n > 1 && n <= SHORT_MAX;
+    if (p->is_short) {
+        short_key(s, n, wide, &p->k0, &p->k1);
+        p->h = short_hash(p->k0, p->k1, n);
+        PREFETCH(short_set(self, p->h));
     }
-    else
-        m = (Py_ssize_t)merge_simple(self, w, (size_t)n);
-    if (idbuf_reserve(out, (size_t)m) < 0)
-        return -1;
-    memcpy(out->ids + out->len, w, m * sizeof(uint32_t));
-    out->len += m;
-    /* cache it (bounded: emptied when full) */
-    if (self->cache.used >= self->cache_limit) {
+}
+
+/* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full. */
+static int
+map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, const uint32_t *ids,
+              size_t m)
+{
+    if (self->cache.used >= (self->cache_limit + 1) / 2) {
         map_clear(&self->cache);
         self->ids_len = 0;
     }
     int fresh;
-    e = map_upsert(&self->cache, s, n, h, &fresh);
+    Slot *e = map_upsert(&self->cache, s, n, h, &fresh);
     if (!e)
         return -1;
-    size_t off = arena_add(&self->ids_arena, &self->ids_len, &self->ids_cap, w, m * sizeof(uint32_t));
+    size_t off = arena_add(&self->ids_arena, &self->ids_len, &self->ids_cap, ids, m * sizeof(uint32_t));
     if (off == (size_t)-1)
         return -1;
     e->value = (int64_t)off;
@@ -1361,24 +1533,191 @@ encode_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out)
     return 0;
 }
 
-/* Append the ids of the valid UTF-8 text s[0:n), special tokens included. */
+/* An entry leaving the short table goes to the map. */
 static int
-encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out)
+short_to_map(EncoderObject *self, const ShortSlot *e)
 {
+    uint8_t key[16];
+    memcpy(key, &e->k0, 8);
+    memcpy(key + 8, &e->k1, 8);
+    return map_cache_put(self, key, e->len, hash_bytes(key, e->len), e->ids, e->nids);
+}
+
+/* Double the short table, its entries rehashed (the older way first, so that each keeps its
+ * age; one that finds its new set full goes to the map). */
+static int
+short_grow(EncoderObject *self)
+{
+    void *old_mem = self->short_mem;
+    ShortSlot *old = self->short_slots;
+    size_t old_slots = (self->short_sets_mask + 1) * 2;
+    if (short_alloc(self, (self->short_sets_mask + 1) * 2) < 0) {
+        self->short_mem = old_mem; /* keep the old table */
+        self->short_slots = old;
+        self->short_sets_mask = old_slots / 2 - 1;
+        self->short_sets_max = old_slots / 2; /* it stays this size: no retry per insert */
+        return 0;
+    }
+    int rc = 0;
+    for (size_t k = 0; k < old_slots; k += 2) {
+        for (int way = 1; way >= 0; way--) {
+            const ShortSlot *e = &old[k + way];
+            if (!e->len)
+                continue;
+            ShortSlot *set = short_set(self, short_hash(e->k0, e->k1, e->len));
+            if (set[1].len) {
+                set[0].spilled = 1;
+                if (short_to_map(self, e) < 0)
+                    rc = -1;
+                continue;
+            }
+            uint16_t spilled = set[0].spilled;
+            set[1] = set[0];
+            set[0] = *e;
+            set[0].spilled = spilled;
+            self->short_used++;
+        }
+    }
+    PyMem_RawFree(old_mem);
+    return rc;
+}
+
+/* Append the ids of a pending pre-token: from the short cache, else the other cache, else
+ * merged (and cached). */
+static int
+encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
+{
+    const uint8_t *s = p->s;
+    Py_ssize_t n = p->n;
+    if (n == 1) {
+        if (idbuf_reserve(out, 1) < 0)
+            return -1;
+        idbuf_put(out, &self->byte_ids[s[0]], 1);
+        return 0;
+    }
+    ShortSlot *set = p->is_short ? short_set(self, p->h) : NULL;
+    if (set) {
+        for (int way = 0; way < 2; way++) {
+            ShortSlot *e = &set[way];
+            if (e->k0 == p->k0 && e->k1 == p->k1 && e->len == (uint8_t)n)
+                return idbuf_append(out, e->ids, e->nids);
+        }
+    }
+    uint64_t h = hash_bytes(s, n);
+    if (!set || set[0].spilled) { /* a short pre-token is in the map only if its set spilled */
+        Slot *e = map_find(&self->cache, s, n, h);
+        if (e)
+            return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
+    }
+    Py_ssize_t m = merge_pretoken(self, s, n);
+    if (m < 0)
+        return -1;
+    const uint32_t *w = self->work;
+    if (idbuf_append(out, w, (size_t)m) < 0)
+        return -1;
+    if (set && m <= SHORT_IDS) { /* way 0 is the newer; the older way's entry moves to the map */
+        ShortSlot old = set[1];
+        uint16_t spilled = set[0].spilled | (old.len != 0);
+        set[1] = set[0];
+        ShortSlot *f = &set[0];
+        f->k0 = p->k0;
+        f->k1 = p->k1;
+        f->len = (uint8_t)n;
+        f->nids = (uint8_t)m;
+        memcpy(f->ids, w, (size_t)m * sizeof(uint32_t));
+        f->spilled = spilled;
+        if (old.len)
+            return short_to_map(self, &old);
+        /* grown at a quarter full: sets of two ways overflow rarely then */
+        if (++self->short_used * 4 > (self->short_sets_mask + 1) * 2 &&
+            self->short_sets_mask + 1 < self->short_sets_max)
+            return short_grow(self);
+        return 0;
+    }
+    if (set)
+        set[0].spilled = 1; /* a short pre-token of more than SHORT_IDS ids */
+    return map_cache_put(self, s, n, h, w, (size_t)m);
+}
+
+/* specials_find for the encoder: when every special token starts with the same byte (as
+ * `<|...|>` tokens do), memchr jumps to the candidates. */
+static inline Py_ssize_t
+next_special(const EncoderObject *self, const uint8_t *s, Py_ssize_t from, Py_ssize_t n,
+             Py_ssize_t *which)
+{
+    const Specials *sp = &self->specials;
+    if (sp->n == 0)
+        return n;
+    if (self->special_first < 0)
+        return specials_find(sp, s, from, n, which);
+    while (from < n) {
+        const uint8_t *c = memchr(s + from, self->special_first, (size_t)(n - from));
+        if (!c)
+            return n;
+        Py_ssize_t i = c - s;
+        for (Py_ssize_t k = 0; k < sp->n; k++) { /* longest first, as specials_find */
+            if (sp->len[k] <= n - i && memcmp(s + i, sp->tok[k], sp->len[k]) == 0) {
+                *which = k;
+                return i;
+            }
+        }
+        from = i + 1;
+    }
+    return n;
+}
+
+/* Pre-tokens in flight: the scanner runs AHEAD pre-tokens ahead of the cache lookups, so
+ * that the cache line of each is on its way (prefetched) before it is needed. */
+#define AHEAD 8
+
+/* Append the ids of the valid UTF-8 text s[0:n), special tokens included; add one to
+ * counts[k] for each occurrence of special token k (counts may be NULL). */
+static int
+encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    Pending q[AHEAD];
     Py_ssize_t piece = 0;
     for (;;) {
-        Py_ssize_t which = 0, at = specials_find(&self->specials, s, piece, n, &which);
+        Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
+        unsigned head = 0, count = 0;
         for (Py_ssize_t i = piece; i < at;) {
             Py_ssize_t j = next_pretoken(s, i, at);
-            if (encode_pretoken(self, s + i, j - i, out) < 0)
-                return -1;
+            pending_init(self, &q[(head + count) % AHEAD], s + i, j - i, i + SHORT_MAX <= n);
+            if (++count == AHEAD) {
+                if (encode_pretoken(self, &q[head], out) < 0)
+                    return -1;
+                head = (head + 1) % AHEAD;
+                count--;
+            }
             i = j;
         }
+        for (; count; count--, head = (head + 1) % AHEAD)
+            if (encode_pretoken(self, &q[head], out) < 0)
+                return -1;
         if (at == n)
             return 0;
         if (idbuf_reserve(out, 1) < 0)
             return -1;
-        out->ids[out->len++] = self->specials.id[which];
+        idbuf_put(out, &self->specials.id[which], 1);
+        if (counts)
+            counts[which]++;
+        piece = at + self->specials.len[which];
+    }
+}
+
+/* The number of pre-tokens and special tokens of the valid UTF-8 text s[0:n): the scan
+ * alone, for measuring its share of encoding. */
+static Py_ssize_t
+scan_text(const EncoderObject *self, const uint8_t *s, Py_ssize_t n)
+{
+    Py_ssize_t piece = 0, count = 0;
+    for (;;) {
+        Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
+        for (Py_ssize_t i = piece; i < at; count++)
+            i = next_pretoken(s, i, at);
+        if (at == n)
+            return count;
+        count++;
         piece = at + self->specials.len[which];
     }
 }
@@ -1398,7 +1737,7 @@ idbuf_to_bytearray(IdBuf *o)
 static PyObject *
 Encoder_encode(EncoderObject *self, PyObject *arg)
 {
-    IdBuf out = {0};
+    IdBuf out = {.width = 4};
     int rc;
     const uint8_t *s;
     Py_ssize_t n;
@@ -1423,7 +1762,7 @@ Encoder_encode(EncoderObject *self, PyObject *arg)
     if (rc == 0) {
         Py_BEGIN_ALLOW_THREADS;
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
-        rc = encode_text(self, s, n, &out);
+        rc = encode_text(self, s, n, &out, NULL);
         PyThread_release_lock(self->lock);
         Py_END_ALLOW_THREADS;
     }
@@ -1436,7 +1775,108 @@ Encoder_encode(EncoderObject *self, PyObject *arg)
     return idbuf_to_bytearray(&out);
 }
 
-/* copy() -> a new encoder with the same tables and an empty cache (for another thread). */
+/* encode_into(data, out, counts=None) -> int: the ids of the UTF-8 bytes `data` written
+ * into `out` (a writable buffer of uint16 or uint32 items, at least len(data) of them: a
+ * text never has more ids than bytes), no Python object per id; returns how many. For
+ * invalid UTF-8 it writes nothing and returns -1 - (offset of the first invalid byte).
+ * `counts` (optional, a writable buffer of int64, one per special token, in the order the
+ * encoder was given them) gets each special token's occurrences added. The UTF-8 check and
+ * the encoding run with the GIL released, on buffers held (pinned) for the call. */
+static PyObject *
+Encoder_encode_into(EncoderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "out", "counts", NULL};
+    PyObject *data_obj, *out_obj, *counts_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O", kwlist, &data_obj, &out_obj, &counts_obj))
+        return NULL;
+    Py_buffer data = {0}, out = {0}, counts = {0};
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+        goto done;
+    const char *fmt = out.format ? out.format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@')
+        fmt++;
+    int width = (int)out.itemsize;
+    if (!((width == 2 && (*fmt == 'H')) || (width == 4 && (*fmt == 'I' || *fmt == 'L')))) {
+        PyErr_Format(PyExc_TypeError,
+                     "encode_into writes uint16 or uint32 ids: out has items of format '%s'",
+                     out.format ? out.format : "B");
+        goto done;
+    }
+    if (width == 2 && self->max_id > UINT16_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "ids up to %lu do not fit in uint16: give encode_into a uint32 buffer",
+                     (unsigned long)self->max_id);
+        goto done;
+    }
+    if (out.len / width < data.len) {
+        PyErr_Format(PyExc_ValueError,
+                     "encode_into needs room for one id per byte of data: %zd bytes, room for %zd",
+                     data.len, out.len / width);
+        goto done;
+    }
+    if (counts_obj != Py_None) {
+        if (PyObject_GetBuffer(counts_obj, &counts, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        if (counts.itemsize != 8 || !counts.format || !strchr("qlQ", counts.format[strlen(counts.format) - 1]) ||
+            counts.len / 8 < self->specials.n) {
+            PyErr_Format(PyExc_ValueError, "counts must be an int64 buffer of %zd items",
+                         self->specials.n);
+            goto done;
+        }
+    }
+    IdBuf ids = {.ids = out.buf, .cap = (size_t)(out.len / width), .width = width, .fixed = 1};
+    Py_ssize_t bad;
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    bad = utf8_first_error(data.buf, data.len);
+    if (bad < 0) {
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        rc = encode_text(self, data.buf, data.len, &ids, counts.obj ? (int64_t *)counts.buf : NULL);
+        PyThread_release_lock(self->lock);
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad >= 0)
+        result = PyLong_FromSsize_t(-1 - bad);
+    else if (rc < 0)
+        PyErr_NoMemory();
+    else
+        result = PyLong_FromSize_t(ids.len);
+done:
+    if (counts.obj)
+        PyBuffer_Release(&counts);
+    if (out.obj)
+        PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* scan(data) -> the number of pre-tokens and special tokens of the valid UTF-8 bytes
+ * `data`: encoding's scan alone, GIL released (for benchmarks/bench_encode.py's shares). */
+static PyObject *
+Encoder_scan(EncoderObject *self, PyObject *arg)
+{
+    Py_buffer data;
+    if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t bad, count = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    bad = utf8_first_error(data.buf, data.len);
+    if (bad < 0)
+        count = scan_text(self, data.buf, data.len);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&data);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "invalid UTF-8 at byte offset %zd", bad);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+/* copy() -> a new encoder with the same tables (shared, read-only) and empty caches, for
+ * another thread. */
 static PyObject *
 Encoder_copy(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1444,12 +1884,10 @@ Encoder_copy(EncoderObject *self, PyObject *Py_UNUSED(ignored))
     if (!c)
         return NULL;
     memcpy(c->byte_ids, self->byte_ids, sizeof(self->byte_ids));
-    c->pairs = PyMem_RawMalloc(self->pairs_cap * sizeof(PairSlot));
-    if (!c->pairs) {
-        Py_DECREF(c);
-        return PyErr_NoMemory();
-    }
-    memcpy(c->pairs, self->pairs, self->pairs_cap * sizeof(PairSlot));
+    c->max_id = self->max_id;
+    c->tables_owner = self->tables_owner ? self->tables_owner : (PyObject *)self;
+    Py_INCREF(c->tables_owner);
+    c->pairs = self->pairs;
     c->pairs_cap = self->pairs_cap;
     c->well_ordered = self->well_ordered;
     c->cache_limit = self->cache_limit;
@@ -1478,6 +1916,8 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     map_clear(&self->cache);
     self->ids_len = 0;
+    memset(self->short_slots, 0, (self->short_sets_mask + 1) * 2 * sizeof(ShortSlot));
+    self->short_used = 0;
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
@@ -1486,16 +1926,21 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Encoder_cache_size(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSize_t(self->cache.used);
+    return PyLong_FromSize_t(self->cache.used + self->short_used);
 }
 
 static PyMethodDef Encoder_methods[] = {
     {"encode", (PyCFunction)Encoder_encode, METH_O,
      "encode(text: str | bytes) -> bytearray of uint32 ids (int offset of bad UTF-8 for bytes)"},
-    {"clear_cache", (PyCFunction)Encoder_clear_cache, METH_NOARGS, "empty the pre-token cache"},
+    {"encode_into", (PyCFunction)(void (*)(void))Encoder_encode_into, METH_VARARGS | METH_KEYWORDS,
+     "encode_into(data: bytes-like, out: uint16/uint32 buffer, counts=None) -> number of ids "
+     "(-1 - offset of the first invalid byte for bad UTF-8)"},
+    {"scan", (PyCFunction)Encoder_scan, METH_O,
+     "scan(data: bytes-like) -> number of pre-tokens and special tokens (the scan alone)"},
+    {"clear_cache", (PyCFunction)Encoder_clear_cache, METH_NOARGS, "empty the pre-token caches"},
     {"copy", (PyCFunction)Encoder_copy, METH_NOARGS,
-     "a new encoder with the same tables and an empty cache (for another thread)"},
-    {"cache_size", (PyCFunction)Encoder_cache_size, METH_NOARGS, "entries in the pre-token cache"},
+     "a new encoder with the same tables and empty caches (for another thread)"},
+    {"cache_size", (PyCFunction)Encoder_cache_size, METH_NOARGS, "entries in the pre-token caches"},
     {NULL},
 };
 

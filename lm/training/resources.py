@@ -119,3 +119,13 @@ def run_runtime(run: RunConfig, scheduler: dict | None = None) -> int:
     if budget is not None:
         minutes = budget if minutes is None else min(minutes, budget)
     return math.ceil(minutes + sched["startup_minutes"])
+
+
+def stop_signal_option(runtime_minutes: int) -> str:
+    """The sbatch option that has SLURM warn a training job of ``runtime_minutes`` before
+    its time limit: SIGTERM to its steps (where ``lm train`` runs, under ``srun``), which
+    makes ``lm train`` finish its step, save a checkpoint and exit (:mod:`lm.training.stop`).
+    A quarter of the runtime ahead, at least 15 s and at most 5 minutes: time for a step, an
+    evaluation and a checkpoint. SLURM may send it up to a minute early (its event timer)."""
+    seconds = min(300, max(15, runtime_minutes * 60 // 4))
+    return f"--signal=TERM@{seconds}"

@@ -125,7 +125,13 @@ def stop_signal_option(runtime_minutes: int) -> str:
     """The sbatch option that has SLURM warn a training job of ``runtime_minutes`` before
     its time limit: SIGTERM to its steps (where ``lm train`` runs, under ``srun``), which
     makes ``lm train`` finish its step, save a checkpoint and exit (:mod:`lm.training.stop`).
-    A quarter of the runtime ahead, at least 15 s and at most 5 minutes: time for a step, an
-    evaluation and a checkpoint. SLURM may send it up to a minute early (its event timer)."""
-    seconds = min(300, max(15, runtime_minutes * 60 // 4))
+
+    A quarter of the runtime ahead, at least 90 s and at most 5 minutes: time for a step, an
+    evaluation and a checkpoint. SLURM looks at its timers every 30 s and sends the warning
+    up to a minute early, so a job shorter than 5 minutes asks for none (it would come as the
+    job starts): the time limit's own SIGTERM, ``KillWait`` seconds before the SIGKILL,
+    stops it the same way (empty string)."""
+    if runtime_minutes < 5:
+        return ""
+    seconds = min(300, max(90, runtime_minutes * 60 // 4))
     return f"--signal=TERM@{seconds}"

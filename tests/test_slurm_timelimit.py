@@ -27,7 +27,7 @@ from test_training_stop import assert_bit_identical
 
 RUN = "long"
 #: steps of the micro model that take about three minutes on one core of the test machine
-#: (29 steps/s measured under SLURM)
+#: (29 to 47 steps/s measured under SLURM)
 STEPS = 5400
 
 

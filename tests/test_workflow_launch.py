@@ -33,7 +33,8 @@ def checkout(tmp_path: Path) -> Path:
 def train_commands(proc: subprocess.CompletedProcess) -> dict[str, str]:
     """run -> the shell command of its train job, from snakemake's log (--printshellcmds)."""
     log = proc.stdout + proc.stderr
-    commands = re.findall(r"^Shell command: (lm with-gpus .*)$", log, re.M)
+    # the shell ignores SIGTERM, which is for lm train alone (lm.training.stop)
+    commands = re.findall(r"^Shell command: trap '' TERM; (lm with-gpus .*)$", log, re.M)
     return {re.search(r"--out results/runs/(\S+)", c).group(1): c for c in commands}
 
 

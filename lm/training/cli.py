@@ -9,6 +9,8 @@ config, to a report or to a resource estimate must not look like a change to tra
 
 from __future__ import annotations
 
+import sys
+
 from lm.progress import add_progress_argument
 
 
@@ -18,7 +20,9 @@ def register(subparsers) -> None:
         help="train one run (resumes from OUT/checkpoints/ when present)",
         description=(
             "Train one run into OUT/: config.json, metrics.jsonl, checkpoints/, curves.png, result.json. "
-            "Resumes automatically from OUT/checkpoints/. A diverged run still exits 0 (status in result.json)."
+            "Resumes automatically from OUT/checkpoints/. A diverged run still exits 0 (status in result.json). "
+            "SIGTERM or SIGINT (Ctrl-C) while training: the step finishes, a checkpoint is saved, "
+            "and lm train exits 75; rerun to resume."
         ),
     )
     p.add_argument(
@@ -53,20 +57,26 @@ def _train(args) -> int:
     from lm.training import distributed
     from lm.training.loop import train
     from lm.training.run_config import coerce, load_run
+    from lm.training.stop import EXIT_STOPPED, Stopped
 
     run = load_run(args.config)
     if args.device:
         run = run.replace(**{"training.device": coerce("device", args.device, "--device")})
-    result = train(
-        run,
-        args.train_tokens,
-        args.valid_tokens,
-        args.out,
-        progress=args.progress,
-        fresh=args.fresh,
-        threads=args.threads,
-        on_config_change=args.on_config_change,
-    )
+    try:
+        result = train(
+            run,
+            args.train_tokens,
+            args.valid_tokens,
+            args.out,
+            progress=args.progress,
+            fresh=args.fresh,
+            threads=args.threads,
+            on_config_change=args.on_config_change,
+        )
+    except Stopped as stopped:  # saved; a scheduler or Snakemake reruns it to resume
+        if distributed.from_env().main:
+            print(f"lm train: {stopped}", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     line = f"{result['run']}: {result['status']}"
     if result["status"] == "diverged":
         line += f" at step {result['diverged_step']} ({result['diverged_reason']})"

@@ -94,6 +94,15 @@ class Dist:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
+    def maximum(self, value: int, device: torch.device) -> int:
+        """The largest of every rank's ``value`` (a whole number), on every rank."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        with self.guard("agreeing on a stop request"):
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank (any picklable value)."""
         if not self.active:

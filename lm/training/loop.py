@@ -55,6 +55,7 @@ from lm.training.rundir import RunDir
 from lm.training.schedule import scheduled_lr
 from lm.training.state import LoopState
 from lm.training.step import TrainStep, forward_loss
+from lm.training.stop import Stopped, StopRequest
 
 # ---------------------------------------------------------------------------- pieces
 
@@ -144,6 +145,10 @@ def train(
     job's, shared out over the node's processes. ``sync_timing`` synchronizes
     CUDA at phase boundaries so the time breakdown is exact (slightly slower).
     Returns the result dict, also written to ``out/result.json``.
+
+    While it trains, SIGTERM and SIGINT ask it to stop (:mod:`lm.training.stop`): it
+    finishes the step, saves a checkpoint there and raises :class:`~lm.training.stop.Stopped`;
+    calling it again resumes.
     """
     trackers.require(run)  # an enabled tracker's missing package fails here, before training
     threads = threads or run.threads
@@ -154,23 +159,26 @@ def train(
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _train(
-            run,
-            Path(train_tokens),
-            Path(valid_tokens),
-            Path(out),
-            progress=progress,
-            fresh=fresh,
-            sync_timing=sync_timing,
-            on_config_change=on_config_change,
-        )
+        with StopRequest() as stop:
+            return _train(
+                run,
+                Path(train_tokens),
+                Path(valid_tokens),
+                Path(out),
+                progress=progress,
+                fresh=fresh,
+                sync_timing=sync_timing,
+                on_config_change=on_config_change,
+                stop=stop,
+            )
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(
-    run: RunConfig, train_path, valid_path, out, *, progress, fresh, sync_timing, on_config_change
-) -> dict:
+    run: RunConfig, train_path, valid_path, out, *, progress, fresh, sync_timing, on_config_change,
+    stop,
+) -> dict:  # fmt: skip
     if on_config_change not in ("error", "restart"):
         raise LMError(f"on_config_change must be 'error' or 'restart', got {on_config_change!r}")
     t_setup = time.perf_counter()
@@ -188,6 +196,7 @@ def _train(
             fresh=fresh,
             sync_timing=sync_timing,
             on_config_change=on_config_change,
+            stop=stop,
         )
     finally:
         distributed.teardown(dist)
@@ -211,6 +220,7 @@ class Session:
     budget: wall.Budget
     amp_dtype: torch.dtype | None
     resumed_at: int | None  # the step a resumed session starts at
+    stop: StopRequest  # a signal's request to stop after the current step
 
 
 def _train_process(
@@ -226,6 +236,7 @@ def _train_process(
     fresh,
     sync_timing,
     on_config_change,
+    stop,
 ) -> dict:
     """Train ``run`` in this process (every rank of a torchrun job runs it)."""
     if run.training.batch_size % dist.world:
@@ -250,7 +261,9 @@ def _train_process(
     if error:
         raise LMError(error)
 
-    s = _start(run, rundir, resume_from, payload, train_data, valid_data, dist, device, sync_timing)
+    s = _start(
+        run, rundir, resume_from, payload, train_data, valid_data, dist, device, sync_timing, stop
+    )
     setup_s = s.clock.start - t_setup  # the wall clock starts when the setup ends
     try:
         _loop(s, progress)
@@ -277,7 +290,7 @@ def _open_data(run: RunConfig, train_path, valid_path) -> tuple[np.ndarray, np.n
 
 def _start(
     run: RunConfig, rundir: RunDir, resume_from, payload, train_data, valid_data, dist, device,
-    sync_timing,
+    sync_timing, stop,
 ) -> Session:  # fmt: skip
     """The session: the model, the optimizer and the batch stream (as ``resume_from`` left
     them, when given; see :func:`_resume`), the step, the records and their sinks, the
@@ -324,7 +337,7 @@ def _start(
     resumed_at = state.step if resume_from is not None else None
     return Session(
         run, dist, device, rundir, step, valid_data, val_starts, state, phases, clock, recorder,
-        budget, amp_dtype, resumed_at,
+        budget, amp_dtype, resumed_at, stop,
     )  # fmt: skip
 
 
@@ -352,7 +365,9 @@ def _resume(run, rundir, resume_from, payload, model, optimizer, batch_rng, dist
 
 
 def _loop(s: Session, progress) -> None:
-    """Train from ``s.state`` to the planned steps, a divergence or the budget's end."""
+    """Train from ``s.state`` to the planned steps, a divergence or the budget's end; or,
+    asked to stop by a signal, save a checkpoint at the current step and raise
+    :class:`~lm.training.stop.Stopped`."""
     run, state, tcfg = s.run, s.state, s.run.training
     if state.step == 0 and not state.records:
         s.recorder.record(0, None, _evaluate(s))
@@ -381,8 +396,15 @@ def _loop(s: Session, progress) -> None:
         if stop and state.status == "running":
             state.stop_reason = "budget"
             break
-        if state.status == "running" and step % tcfg.checkpoint_every == 0 and step < steps:
+        due = state.status == "running" and step < steps
+        if due and step % tcfg.checkpoint_every == 0:
             _save(s, f"step_{step:08d}.pt")
+        if due and (signum := s.stop.requested(s.dist, s.device)):
+            if step % tcfg.checkpoint_every:  # not saved just now
+                _save(s, f"step_{step:08d}.pt")
+            s.dist.barrier("saving the checkpoint of a stop")
+            s.recorder.close_progress()
+            raise Stopped(signum, step)
     s.recorder.close_progress()
 
     if state.status == "running":

@@ -119,3 +119,19 @@ def run_runtime(run: RunConfig, scheduler: dict | None = None) -> int:
     if budget is not None:
         minutes = budget if minutes is None else min(minutes, budget)
     return math.ceil(minutes + sched["startup_minutes"])
+
+
+def stop_signal_option(runtime_minutes: int) -> str:
+    """The sbatch option that has SLURM warn a training job of ``runtime_minutes`` before
+    its time limit: SIGTERM to its steps (where ``lm train`` runs, under ``srun``), which
+    makes ``lm train`` finish its step, save a checkpoint and exit (:mod:`lm.training.stop`).
+
+    A quarter of the runtime ahead, at least 90 s and at most 5 minutes: time for a step, an
+    evaluation and a checkpoint. SLURM looks at its timers every 30 s and sends the warning
+    up to a minute early, so a job shorter than 5 minutes asks for none (it would come as the
+    job starts): the time limit's own SIGTERM, ``KillWait`` seconds before the SIGKILL,
+    stops it the same way (empty string)."""
+    if runtime_minutes < 5:
+        return ""
+    seconds = min(300, max(90, runtime_minutes * 60 // 4))
+    return f"--signal=TERM@{seconds}"

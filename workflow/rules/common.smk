@@ -22,7 +22,7 @@ from lm.io import write_json, write_text
 from lm.tokenizer.training.memory import tokenizer_mem_mb
 from lm.training.config import resolve_runs, sweep_members
 from lm.training.launch import job_gpus, train_launcher
-from lm.training.resources import run_runtime
+from lm.training.resources import run_runtime, stop_signal_option
 
 
 def _layered_config():

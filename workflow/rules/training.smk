@@ -50,12 +50,19 @@ rule train:
         gpu=lambda wc: run_gpus(wc.run),
         # minutes, from the token budget and scheduler.throughput (lm.training.config)
         runtime=lambda wc: run_runtime(resolved_run(wc.run), section("scheduler")),
+        # SLURM: SIGTERM to the job's steps ahead of the time limit; lm train saves and exits
+        # 75 and the SLURM profile resubmits the job, which resumes (docs/cluster.md)
+        slurm_extra=lambda wc: stop_signal_option(
+            run_runtime(resolved_run(wc.run), section("scheduler"))
+        ),
     params:
         outdir=lambda wc: f"results/runs/{wc.run}",
         launch=lambda wc: train_command(wc.run),
         code=code_version("train"),
     shell:
-        "lm with-gpus {resources.gpu} -- "
+        # SIGTERM (a scheduler's warning) is for lm train alone, which installs its own
+        # handler: the shell and tee ignore it, so the log and the exit status survive
+        "trap '' TERM; lm with-gpus {resources.gpu} -- "
         "{params.launch} --config {input.run:q} --train-tokens {input.train:q} "
         "--valid-tokens {input.valid:q} --out {params.outdir:q} --threads {threads} "
         "--on-config-change restart --progress log 2>&1 | tee {log:q}"

@@ -1,0 +1,79 @@
+"""A training run longer than its SLURM time limit finishes by itself over several jobs.
+
+The run asks for ``resources: {runtime: 2}`` and trains for about three minutes. Through
+the SLURM profile as typed, each job gets SIGTERM at its time limit (a job this short asks
+for no earlier warning: SLURM would send it as the job starts), ``lm train`` saves at the
+step it is in and exits 75 within SLURM's KillWait, and Snakemake submits the job again,
+which resumes; sacct shows the TIMEOUT jobs and the last one completed. Not 1 minute: on a
+busy 2-core machine the two Snakemake start-ups of a SLURM job, lm's and the final report
+take 50-60 s, so a job with nothing left to train but its report still timed out at 1
+minute (measured), and the run never ended. The final metrics.jsonl and weights equal an uninterrupted run's.
+Needs the cluster of ``python3 dev.py slurm`` (skipped without one, failed under
+LM_REQUIRE_SLURM=1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import SNAKEMAKE, add_micro_runs
+from test_slurm import _checkout, _sacct, cluster, slurm_config  # noqa: F401 - a fixture
+from test_training_stop import assert_bit_identical
+
+RUN = "long"
+#: steps of the micro model that take about three minutes on one core of the test machine
+#: (29 to 47 steps/s measured under SLURM)
+STEPS = 5400
+
+
+def long_run_config(data) -> dict:
+    config = slurm_config(data)
+    add_micro_runs(
+        config, (RUN,), steps=STEPS, checkpoint_every=500, log_every=50, eval_every=500,
+        device="cpu",
+    )  # fmt: skip
+    config["runs"][RUN]["resources"] = {"runtime": 2}  # minutes: shorter than the training
+    return config
+
+
+@pytest.mark.slow
+def test_a_run_longer_than_its_time_limit_finishes_over_several_jobs(cluster, tmp_path):  # noqa: F811
+    root = _checkout(tmp_path / "slurm", long_run_config(tmp_path / "data"))
+    inputs = [f"results/runs/{RUN}/run.json", "results/demo/tokens/train.npy",
+              "results/demo/tokens/valid.npy"]  # fmt: skip
+    subprocess.run([str(SNAKEMAKE), *inputs], cwd=root, check=True, capture_output=True)
+    # the uninterrupted run, beside the cluster's (its jobs mostly wait for their limit)
+    reference = tmp_path / "reference"
+    local = subprocess.Popen(
+        [sys.executable, "-m", "lm", "train", "--config", str(root / inputs[0]),
+         "--train-tokens", str(root / inputs[1]), "--valid-tokens", str(root / inputs[2]),
+         "--out", str(reference), "--progress", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    started = time.monotonic()
+    run = subprocess.run(
+        [str(SNAKEMAKE), "--workflow-profile", "workflow/profiles/slurm",
+         "--slurm-init-seconds-before-status-checks", "5", f"results/runs/{RUN}/result.json"],
+        cwd=root, capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    wall = time.monotonic() - started
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-6000:]
+    assert local.wait(timeout=600) == 0, local.communicate()[0][-3000:]
+    print(f"cluster run: {wall:.0f} s")
+
+    rows = _sacct(re.findall(r"has been submitted with SLURM jobid (\d+)", log))
+    assert len(rows) >= 2, rows
+    assert {r["Timelimit"] for r in rows} == {"00:02:00"}
+    assert rows[-1]["State"] == "COMPLETED"
+    assert all(r["State"] in ("FAILED", "TIMEOUT") for r in rows[:-1]), rows
+    out = root / "results" / "runs" / RUN
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "ok" and result["steps"] == STEPS
+    assert result["sessions"] == len(rows)
+    assert_bit_identical(out, reference)

@@ -364,7 +364,8 @@ def sweep_runs(sweep):
 
 def run_dirs_of(results):
     """The run directories of result.json files, quoted for the shell; before a race's
-    checkpoint has run (a dry run), Snakemake's placeholder for the files not known yet."""
+    checkpoint has run (a dry run), Snakemake's placeholder for the files not known yet.
+    """
     if isinstance(results, str):
         return results
     return " ".join(shlex.quote(os.path.dirname(r)) for r in results)

@@ -24,7 +24,14 @@ VARIANTS = [
     {"qk_norm": "rms"},
     {"qk_norm": "rms", "norm": "none", "position": "nope"},
     {"d_ff": 47, "ffn": "relu2", "norm": "post"},
+    {"zero_init_proj": True},
+    {"value_residual": True},
+    {"logit_softcap": 30.0},
+    {"tie_embeddings": True},
+    {"value_residual": True, "tie_embeddings": True, "logit_softcap": 15.0, "qk_norm": "rms"},
 ]
+RECIPE = {"zero_init_proj": True, "value_residual": True, "logit_softcap": 15.0,
+          "tie_embeddings": True, "qk_norm": "rms", "ffn": "relu2"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -70,6 +77,8 @@ def test_gpt2_xl_numbers_of_the_handout():
         ("gpt2-small", {"ffn": "silu", "norm": "none"}, 3),
         ("tinystories-17m", {"ffn": "relu2"}, 2),
         ("tinystories-17m", {"position": "nope"}, 2),
+        ("tinystories-17m", RECIPE, 2),
+        ("gpt2-small", {"tie_embeddings": True, "value_residual": True}, 1),
     ],
 )
 def test_forward_flops_equal_flop_counter_mode(name, overrides, batch):
@@ -86,6 +95,7 @@ def test_forward_flops_equal_flop_counter_mode(name, overrides, batch):
         {"position": "nope"},
         {"ffn": "relu2"},
         {"qk_norm": "rms"},
+        RECIPE,
     ],
 )
 def test_flops_from_two_small_copies_equal_counting_the_whole_model(variant):
@@ -108,6 +118,37 @@ def test_saved_activations_equal_the_derived_formula(attention, ffn):
         measured["per_layer"]
         == acc.implementation_saved_floats(cfg, batch=1, seq_len=8)["per_layer"]
     )
+
+
+@pytest.mark.parametrize("option", [{"zero_init_proj": True}, {"tie_embeddings": True}], ids=str)
+def test_saved_activations_of_the_options_that_keep_the_formula(option):
+    """Zero-initialised projections and a tied head keep what autograd saves."""
+    cfg = TINY.replace(attention="sdpa", **option)
+    measured = acc.measure_activation_floats(cfg, batch=2, seq_len=16)
+    derived = acc.implementation_saved_floats(cfg, batch=2, seq_len=16)
+    assert (measured["per_layer"], measured["rest"]) == (derived["per_layer"], derived["rest"])
+
+
+def test_the_recipe_options_in_the_counts():
+    """A tied head is no matrix of its own; value residual adds one λ per layer after the
+    first; the soft-cap and zero-init add nothing; the AdamW step counts what remains."""
+    three = TINY.replace(num_layers=3)
+    plain = acc.parameter_counts(three)
+    for options, change in (
+        ({"tie_embeddings": True}, -97 * 32),
+        ({"value_residual": True}, 2),
+        ({"logit_softcap": 30.0, "zero_init_proj": True}, 0),
+        ({"tie_embeddings": True, "value_residual": True}, -97 * 32 + 2),
+    ):
+        cfg = three.replace(**options)
+        counts = acc.parameter_counts(cfg)
+        assert counts["total"] == plain["total"] + change == acc.count_parameters_of_model(cfg)
+        assert counts["lm_head"] == (0 if cfg.tie_embeddings else 97 * 32)
+        assert counts["value_residual"] == (2 if cfg.value_residual else 0)
+        step = acc.adamw_step_flops(cfg, 2)
+        assert step["forward"] == acc.adamw_step_flops(three, 2)["forward"]
+        assert step["optimizer"] == 14 * counts["total"]
+        assert acc.adamw_memory(cfg, 2)["parameters"] == 4 * counts["total"]
 
 
 def test_handout_formula_symbols_match_its_terms():

@@ -130,6 +130,9 @@ SHAPES = {
     "2 heads of 48, theta 500": (ModelConfig(700, 128, 96, 3, 2, 256, 500.0)),
     "6 heads of 8, theta 1e6": (ModelConfig(700, 48, 48, 1, 6, 128, 1e6)),
     "sdpa attention": (ModelConfig(700, 64, 64, 2, 8, 160, attention="sdpa")),
+    # how the weights start is no part of what they compute: zero_init_proj exports
+    "zero-initialised projections": (ModelConfig(700, 64, 64, 2, 4, 176, zero_init_proj=True)),
+    "tied head": (ModelConfig(700, 64, 64, 2, 4, 176, tie_embeddings=True)),
 }
 
 
@@ -143,6 +146,23 @@ def test_random_weights_give_our_logits_in_transformers(name, tokenizer, tmp_pat
     diff = logit_difference(model, out, ids)
     print(f"{name}: max |logit difference| {diff:.3g}")
     assert diff < LOGIT_TOLERANCE
+
+
+def test_a_tied_head_exports_as_tie_word_embeddings(tokenizer, tmp_path):
+    """tie_embeddings: Llama's tie_word_embeddings, the matrix written once (safetensors
+    refuses a shared tensor twice); transformers ties its head to it (the logits above)."""
+    config = SHAPES["tied head"]
+    model = _random_model(config)
+    out = write_hf_dir(tmp_path / "hf", model, config, tokenizer)
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
+    weights = load_file(out / "model.safetensors")
+    assert "lm_head.weight" not in weights
+    assert torch.equal(weights["model.embed_tokens.weight"], model.lm_head.weight.detach())
+    theirs = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert theirs.lm_head.weight.data_ptr() == theirs.model.embed_tokens.weight.data_ptr()
+    untied = ModelConfig(700, 64, 64, 2, 4, 176)
+    with pytest.raises(LMError, match="differs from its token_embeddings"):
+        hf_state_dict(_random_model(untied).state_dict(), config)
 
 
 def test_without_the_row_permutation_the_logits_differ(tokenizer, tmp_path, monkeypatch):
@@ -201,6 +221,8 @@ def test_bfloat16_export_loads_with_bf16_weights(tokenizer, tmp_path):
         ({"ffn": "silu"}, "ffn='silu'"),
         ({"ffn": "relu2"}, "ffn='relu2'"),
         ({"qk_norm": "rms"}, "qk_norm='rms'"),
+        ({"value_residual": True}, "value_residual=True: value residuals"),
+        ({"logit_softcap": 30.0}, "logit_softcap=30.0: a soft-capped head"),
     ],
 )
 def test_variants_llama_cannot_express_are_refused_by_name(variant, named, tokenizer, tmp_path):

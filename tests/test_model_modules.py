@@ -343,3 +343,44 @@ def test_qk_norm_attention_matches_functional(attention):
     torch.testing.assert_close(attn(x), F.linear(out, attn.output_proj.weight))
     assert {n for n, _ in attn.named_parameters()} >= {"q_norm.weight", "k_norm.weight"}
     assert not hasattr(MultiHeadSelfAttention(8, 2), "q_norm")
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_value_mix_attention_matches_functional(attention):
+    """value_mix: the values become (1 - λ)·v + λ·v_first before attention (written with F);
+    return_values gives the layer's own values, unmixed; no v_first is an error."""
+    from lm.errors import LMError
+
+    attn = MultiHeadSelfAttention(8, 2, None, attention=attention, value_mix=True)
+    assert attn.value_mix.lam.item() == 0.5
+    with torch.no_grad():
+        attn.value_mix.lam.fill_(0.3)
+    x, v_first = torch.randn(3, 5, 8), torch.randn(3, 2, 5, 4)
+
+    def heads(t):
+        return t.view(3, 5, 2, 4).transpose(1, 2)
+
+    q, k, v = (heads(F.linear(x, w.weight)) for w in (attn.q_proj, attn.k_proj, attn.v_proj))
+    mixed = 0.7 * v + 0.3 * v_first
+    out = F.scaled_dot_product_attention(q, k, mixed, is_causal=True)
+    want = F.linear(out.transpose(1, 2).reshape(3, 5, 8), attn.output_proj.weight)
+    got, own = attn(x, v_first=v_first, return_values=True)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(own, v)
+    with pytest.raises(LMError, match="needs the first layer's values"):
+        attn(x)
+
+
+def test_a_zero_initialised_linear_draws_then_zeroes():
+    """zero_init: the weight is zero, and the random stream advanced as for a plain layer."""
+    from lm.model.linear import Linear
+
+    torch.manual_seed(0)
+    zero = Linear(6, 4, zero_init=True)
+    after_zero = torch.rand(3)
+    torch.manual_seed(0)
+    Linear(6, 4)
+    assert zero.weight.eq(0).all() and torch.equal(after_zero, torch.rand(3))
+    zero.reset_parameters()
+    assert zero.weight.eq(0).all()
+    assert "zero_init=True" in repr(zero)

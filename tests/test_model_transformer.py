@@ -109,10 +109,17 @@ def complex_rope(x, theta):
     return torch.view_as_real(z * rot).reshape(x.shape).to(x.dtype)
 
 
-def builtin_forward(sd, ids, *, num_layers, num_heads, rope_theta, **_):
-    """The default TransformerLM written with F.embedding, F.rms_norm, F.linear, F.silu, F.sdpa."""
+def builtin_forward(
+    sd, ids, *, num_layers, num_heads, rope_theta,
+    value_residual=False, logit_softcap=None, tie_embeddings=False, **_,
+):  # fmt: skip
+    """The default TransformerLM written with F.embedding, F.rms_norm, F.linear, F.silu, F.sdpa;
+    and the recipe's options as their papers write them: value residual (the values of
+    layer i > 0 are (1 - λ_i)·v_i + λ_i·v_0), the soft-cap c·tanh(logits/c), the tied head
+    (the embedding matrix as the head)."""
     x = F.embedding(ids, sd["token_embeddings.weight"])
     b, n, d = x.shape
+    v0 = None
     for i in range(num_layers):
         p = f"layers.{i}."
         h = F.rms_norm(x, (d,), sd[p + "ln1.weight"], eps=1e-5)
@@ -120,6 +127,11 @@ def builtin_forward(sd, ids, *, num_layers, num_heads, rope_theta, **_):
             F.linear(h, sd[p + f"attn.{w}.weight"]).view(b, n, num_heads, -1).transpose(1, 2)
             for w in ("q_proj", "k_proj", "v_proj")
         )
+        if value_residual and i == 0:
+            v0 = v
+        elif value_residual:
+            lam = sd[p + "attn.value_mix.lam"]
+            v = (1 - lam) * v + lam * v0
         a = F.scaled_dot_product_attention(
             complex_rope(q, rope_theta), complex_rope(k, rope_theta), v, is_causal=True
         )
@@ -129,15 +141,33 @@ def builtin_forward(sd, ids, *, num_layers, num_heads, rope_theta, **_):
             F.silu(F.linear(h, sd[p + "ffn.w1.weight"])) * F.linear(h, sd[p + "ffn.w3.weight"]),
             sd[p + "ffn.w2.weight"],
         )
-    return F.linear(F.rms_norm(x, (d,), sd["ln_final.weight"], eps=1e-5), sd["lm_head.weight"])
+    head = sd["token_embeddings.weight" if tie_embeddings else "lm_head.weight"]
+    logits = F.linear(F.rms_norm(x, (d,), sd["ln_final.weight"], eps=1e-5), head)
+    return logits if logit_softcap is None else logit_softcap * torch.tanh(logits / logit_softcap)
 
 
+#: The recipe's model options, alone and together (zero_init_proj is how the weights start:
+#: its forward is the default's, tested in test_zero_init_projections_...)
+OPTIONS = [
+    {},
+    {"value_residual": True},
+    {"logit_softcap": 2.0},
+    {"tie_embeddings": True},
+    {"value_residual": True, "logit_softcap": 3.0, "tie_embeddings": True, "num_layers": 3},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
 @pytest.mark.parametrize("attention", ["reference", "sdpa"])
-def test_logits_loss_and_gradients_match_torch_builtins(attention):
-    model = make(attention=attention)
+def test_logits_loss_and_gradients_match_torch_builtins(attention, options):
+    model = make(attention=attention, **options)
+    with torch.no_grad():  # λ away from its initial 1/2, one per layer after the first
+        for i, layer in enumerate(model.layers[1:]):
+            if hasattr(layer.attn, "value_mix"):
+                layer.attn.value_mix.lam.fill_(0.2 + 0.5 * i)
     x, y = ids(seed=1), ids(seed=2)
     sd = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
-    want = builtin_forward(sd, x, **SHAPE)
+    want = builtin_forward(sd, x, **{**SHAPE, **options})
     logits = model(x)
     torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-5)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -312,3 +342,106 @@ def test_presets_from_yaml_models_section(tmp_path):
     path.write_text(yaml.safe_dump({"models": {"bad": {"layers": 2}}}))
     with pytest.raises(LMError, match=r"models\.bad: unknown model key 'layers'"):
         load_presets(path)
+
+
+# ------------------------------------------------------------------------------ the recipe's options
+
+
+def _projection(name: str) -> bool:
+    return name.endswith(("attn.output_proj.weight", "ffn.w2.weight"))
+
+
+@pytest.mark.parametrize("ffn", VARIANTS["ffn"])
+def test_zero_init_projections_start_every_block_as_the_identity(ffn):
+    """zero_init_proj: the output projections (attention's and the FFN's w2) are zero, every
+    other weight is the plain model's of the same seed, so the logits are the head of the
+    normalised embeddings (written with F), and the projections still learn."""
+    plain, zero = make(seed=5, ffn=ffn), make(seed=5, ffn=ffn, zero_init_proj=True)
+    named = dict(plain.named_parameters())
+    for name, p in zero.named_parameters():
+        if _projection(name):
+            assert p.eq(0).all() and named[name].ne(0).any(), name
+        else:
+            assert torch.equal(p, named[name]), name
+    x, d = ids(), SHAPE["d_model"]
+    h = F.rms_norm(
+        F.embedding(x, zero.token_embeddings.weight), (d,), zero.ln_final.weight, eps=1e-5
+    )
+    torch.testing.assert_close(zero(x), F.linear(h, zero.lm_head.weight))
+    F.cross_entropy(zero(x).flatten(0, 1), ids(seed=2).flatten()).backward()
+    assert zero.layers[0].attn.output_proj.weight.grad.abs().sum() > 0
+    assert zero.layers[1].ffn.w2.weight.grad.abs().sum() > 0
+    # materialised from the meta device and reset: zero again
+    m = TransformerLM(**SHAPE, ffn=ffn, zero_init_proj=True, device="meta")
+    m.to_empty(device="cpu").reset_parameters()
+    for name, p in m.named_parameters():
+        assert p.eq(0).all() == _projection(name), name
+
+
+def test_a_tied_head_is_the_embedding_matrix_one_parameter():
+    """tie_embeddings: lm_head.weight is token_embeddings.weight (drawn as the head: the
+    plain model's head of the same seed; its layers too); one matrix fewer; the
+    state dict names both, one tensor; save, load, reset from meta and an optimizer step
+    keep them one."""
+    import io
+
+    plain, tied = make(seed=5), make(seed=5, tie_embeddings=True)
+    assert tied.lm_head.weight is tied.token_embeddings.weight
+    assert torch.equal(tied.lm_head.weight, plain.lm_head.weight)
+    assert torch.equal(tied.layers[1].ffn.w2.weight, plain.layers[1].ffn.w2.weight)
+    V, d = SHAPE["vocab_size"], SHAPE["d_model"]
+    assert tied.num_parameters() == plain.num_parameters() - V * d
+    sd = tied.state_dict()
+    assert list(sd) == list(plain.state_dict())
+    assert sd["lm_head.weight"].data_ptr() == sd["token_embeddings.weight"].data_ptr()
+    buffer = io.BytesIO()
+    torch.save(sd, buffer)
+    buffer.seek(0)
+    other = make(seed=9, tie_embeddings=True)
+    other.load_state_dict(torch.load(buffer))
+    assert other.lm_head.weight is other.token_embeddings.weight
+    torch.testing.assert_close(other(ids()), tied(ids()), rtol=0, atol=0)
+    opt = torch.optim.AdamW(other.parameters(), lr=0.1)
+    F.cross_entropy(other(ids()).flatten(0, 1), ids(seed=2).flatten()).backward()
+    opt.step()
+    assert other.lm_head.weight is other.token_embeddings.weight
+    assert not torch.equal(other.lm_head.weight, tied.lm_head.weight)
+    with pytest.raises(LMError, match="differ in the state dict, but this model ties them"):
+        other.load_state_dict(plain.state_dict())
+    m = TransformerLM(**SHAPE, tie_embeddings=True, device="meta")
+    m.to_empty(device="cpu").reset_parameters()
+    assert m.lm_head.weight is m.token_embeddings.weight
+    assert m.lm_head.weight.std() < 0.5  # the head's initialisation, not the embedding's std 1
+
+
+def test_value_residual_and_soft_cap_state_and_bounds():
+    """value_residual: a λ (initially 1/2) in each layer after the first, no other new
+    tensor; logit_softcap c: every logit within (-c, c)."""
+    vr = make(num_layers=3, value_residual=True)
+    extra = set(vr.state_dict()) - set(make(num_layers=3).state_dict())
+    assert extra == {"layers.1.attn.value_mix.lam", "layers.2.attn.value_mix.lam"}
+    assert all(vr.state_dict()[n].item() == 0.5 for n in extra)
+    capped = make(logit_softcap=1.5)
+    with torch.no_grad():
+        capped.lm_head.weight.mul_(100)
+    logits = capped(ids())
+    assert 1.4 < logits.abs().max() <= 1.5  # float32's tanh reaches 1 exactly
+    for bad in (0, -1.0, float("nan"), "x", True):
+        with pytest.raises(LMError, match="logit_softcap must be a positive number"):
+            ModelConfig(**SHAPE, logit_softcap=bad)
+    with pytest.raises(LMError, match="tie_embeddings must be true or false"):
+        ModelConfig(**SHAPE, tie_embeddings="yes")
+
+
+@pytest.mark.parametrize("attention", ["reference", "sdpa"])
+def test_kv_cache_generation_with_the_recipe_options_matches_full_forward(attention):
+    """Value residual through the cache: each new token mixes its own first-layer values."""
+    opts = dict(value_residual=True, logit_softcap=2.0, tie_embeddings=True, num_layers=3)
+    model = make(attention=attention, **opts)
+    x = ids()
+    full = model(x)
+    cache = model.new_kv_cache()
+    steps = [model(x[:, :4], kv_cache=cache)] + [
+        model(x[:, t : t + 1], kv_cache=cache) for t in range(4, 12)
+    ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)

@@ -390,6 +390,7 @@ def test_recipe_settings_default_to_todays_run_and_are_written_only_when_set(cfg
     """optimizer.name/muon_* and schedule.name/decay_*: a run that leaves them has the
     config.json it had before they existed (so its runs neither rerun nor refuse to
     resume); a run that sets them writes them, reads them back, and resumes only with them."""
+    from lm.model.variants import OPTION_DEFAULTS
     from lm.training import muon, schedule
     from lm.training.run_config import (
         DECAY_SHAPES,
@@ -412,6 +413,22 @@ def test_recipe_settings_default_to_todays_run_and_are_written_only_when_set(cfg
     assert qk.to_dict()["model"]["qk_norm"] == "rms"
     assert RunConfig.from_dict(json.loads(json.dumps(qk.to_dict()))) == qk
     assert resume_differences(plain.to_dict(), qk.to_dict()) == ["model.qk_norm"]
+    options = {"zero_init_proj": True, "value_residual": True, "logit_softcap": 30.0,
+               "tie_embeddings": True}  # fmt: skip
+    assert not set(options) & set(plain.to_dict()["model"])
+    assert {k: getattr(plain.model, k) for k in options} == OPTION_DEFAULTS
+    recipe_model = plain.replace(model=plain.model.replace(**options))
+    assert {k: recipe_model.to_dict()["model"][k] for k in options} == options
+    assert RunConfig.from_dict(json.loads(json.dumps(recipe_model.to_dict()))) == recipe_model
+    assert resume_differences(plain.to_dict(), recipe_model.to_dict()) == [
+        f"model.{k}" for k in sorted(options)
+    ]
+    layered = json.loads(json.dumps(cfg))
+    layered["runs"]["base"]["model"].update(logit_softcap="15", tie_embeddings=True)
+    assert resolve_runs(layered)["base"].model.logit_softcap == 15.0
+    layered["runs"]["base"]["model"]["logit_softcap"] = -1
+    with pytest.raises(LMError, match=r"model\.logit_softcap must be > 0"):
+        resolve_runs(layered)
 
     cfg["runs"]["base"]["optimizer"].update(name="muon", muon_lr=0.03, muon_nesterov=False)
     cfg["runs"]["base"]["schedule"] = {"name": "wsd", "decay_shape": "1-sqrt"}

@@ -174,6 +174,30 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_its_gradients(chunk):
         chunked_cross_entropy(hidden, weight, targets, 0)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+@pytest.mark.parametrize("cap", [0.5, 2.0, 10.0])
+def test_chunked_cross_entropy_with_a_soft_cap_equals_the_plain_loss(chunk, cap):
+    """model.logit_softcap inside the chunked loss: equal, with its gradients, to
+    F.cross_entropy of cap·tanh(logits/cap) made whole, within 1e-6 in float32 (logits of
+    std 2, so the small caps saturate many of them)."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 40, 16, generator=g, requires_grad=True)
+    weight = (0.5 * torch.randn(97, 16, generator=g)).requires_grad_()
+    targets = torch.randint(0, 97, (2, 40), generator=g)
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+
+    loss = chunked_cross_entropy(hidden, weight, targets, chunk, logit_softcap=cap)
+    (2.0 * loss).backward()
+    logits = h2 @ w2.T
+    plain = F.cross_entropy((cap * torch.tanh(logits / cap)).reshape(-1, 97), targets.reshape(-1))
+    (2.0 * plain).backward()
+    torch.testing.assert_close(loss, plain, rtol=0, atol=1e-6)
+    torch.testing.assert_close(hidden.grad, h2.grad, rtol=0, atol=1e-6)
+    torch.testing.assert_close(weight.grad, w2.grad, rtol=0, atol=1e-6)
+    uncapped = chunked_cross_entropy(hidden, weight, targets, chunk)
+    assert abs(uncapped.item() - loss.item()) > 1e-3  # the cap is in play
+
+
 def _largest_allocation(fn) -> int:
     """The largest single CPU allocation (bytes) an op makes while ``fn`` runs."""
     from torch.profiler import ProfilerActivity, profile

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from lm.model.config import ModelConfig
@@ -48,6 +49,19 @@ def test_a_step_trains_on_the_streams_next_batch_at_the_given_rate():
     assert phases.totals["eval"] == phases.totals["checkpoint"] == 0
 
 
+def test_a_step_of_a_smaller_batch_draws_that_many_windows():
+    """step(lr, batch): a batch-size warmup's step, the stream's next ``batch`` windows;
+    the stream goes on from there."""
+    step, model, _ = _step()
+    rng = np.random.default_rng(0)
+    x, y = next_batch(DATA, 2, 8, torch.device("cpu"), rng)
+    assert x.shape == (2, 8)
+    expected = cross_entropy(model(x), y).item()
+    assert step(0.0, 2)[0].item() == expected
+    x, y = next_batch(DATA, 4, 8, torch.device("cpu"), rng)
+    assert step(0.0)[0].item() == cross_entropy(model(x), y).item()
+
+
 def test_the_norm_is_before_clipping():
     clipped, _, _ = _step(clip=1e-3)
     free, _, _ = _step(clip=math.inf)
@@ -72,11 +86,17 @@ def test_a_snapshot_restored_leaves_no_trace_of_the_steps_between():
         assert torch.equal(p, q)
 
 
-def test_a_chunked_loss_is_the_plain_loss_with_the_same_gradients():
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"logit_softcap": 2.0, "tie_embeddings": True, "value_residual": True, "num_layers": 2}],
+    ids=str,
+)
+def test_a_chunked_loss_is_the_plain_loss_with_the_same_gradients(options):
     """training.loss_chunk: the model stops before its head, the head and the loss go a
-    chunk at a time; loss and every parameter's gradient equal the plain step's."""
+    chunk at a time; loss and every parameter's gradient equal the plain step's (the
+    recipe's options too: the chunked loss soft-caps as the model's head does)."""
     torch.manual_seed(0)
-    model = ModelConfig(**SHAPE).build()
+    model = ModelConfig(**{**SHAPE, **options}).build()
     x, y = next_batch(DATA, 4, 8, torch.device("cpu"), np.random.default_rng(0))
     grads = []
     for chunk in (0, 5):

@@ -37,23 +37,27 @@ def ffn_width(cfg: ModelConfig) -> int:
 
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Trainable parameters by component (per layer and in total)."""
+    """Trainable parameters by component (per layer and in total). ``value_residual``: the
+    λ of each layer after the first (counted in ``attention``); a tied head shares the
+    embedding's matrix, so ``lm_head`` is 0."""
     d, f, V, L = cfg.d_model, ffn_width(cfg), cfg.vocab_size, cfg.num_layers
     attention = 4 * d * d  # q, k, v, output projections
     if cfg.qk_norm == "rms":
         attention += 2 * cfg.d_head  # the gains of the query and key norms
     ffn = (3 if cfg.ffn == "swiglu" else 2) * d * f
     norms = 2 * d if cfg.norm != "none" else 0
+    value_residual = L - 1 if cfg.value_residual else 0
     counts = {
         "token_embeddings": V * d,
         "attention_per_layer": attention,
         "ffn_per_layer": ffn,
         "norms_per_layer": norms,
-        "attention": L * attention,
+        "value_residual": value_residual,
+        "attention": L * attention + value_residual,
         "ffn": L * ffn,
         "norms": L * norms,
         "final_norm": d if cfg.norm != "none" else 0,
-        "lm_head": V * d,
+        "lm_head": 0 if cfg.tie_embeddings else V * d,
     }
     counts["total"] = sum(
         counts[k]
@@ -176,8 +180,8 @@ def implementation_saved_floats(
     cfg: ModelConfig, batch: int, seq_len: int | None = None
 ) -> dict[str, int] | None:
     """Floats this implementation keeps for backward (forward + F.cross_entropy), derived by
-    hand from the code for pre-norm models; ``None`` for other norms and QK-norm (measure
-    those).
+    hand from the code for pre-norm models; ``None`` for other norms, QK-norm, value
+    residuals and the logit soft-cap (measure those).
 
     Per layer: each RMSNorm keeps its input, 1/rms, x/rms and (via the next matmul) its
     output: 3·T·d + T. Attention keeps Q and K (after RoPE) and V; the reference path
@@ -188,7 +192,7 @@ def implementation_saved_floats(
     and the SiLU (3·T·d_ff'); the ReLU² FFN the ReLU's output and its square (2·T·d_ff'). Outside the layers: the final norm (3·T·d + T) and the
     log-softmax of the logits (T·V) plus a scalar.
     """
-    if cfg.norm != "pre" or cfg.qk_norm != "none":
+    if cfg.norm != "pre" or cfg.qk_norm != "none" or cfg.value_residual or cfg.logit_softcap:
         return None
     T = seq_len or cfg.context_length
     B, d, h, f, V = batch, cfg.d_model, cfg.num_heads, ffn_width(cfg), cfg.vocab_size

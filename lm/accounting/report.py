@@ -117,7 +117,11 @@ def _transformer_findings(entries: list[dict], long_context) -> list[str]:
     out.append(
         f"{ref['name']} has {p['total']:,} trainable parameters ({_num(p['total'])}); in float32 they take "
         f"{ref['fp32_bytes'] / GB:.2f} GB. The {cfg['num_layers']} layers hold {_pct((p['attention'] + p['ffn'] + p['norms']) / p['total'])} "
-        f"of them, the token embeddings and the LM head {_pct(p['token_embeddings'] / p['total'])} each."
+        + (
+            f"of them, the token embeddings and the LM head {_pct(p['token_embeddings'] / p['total'])} each."
+            if p["lm_head"]
+            else f"of them, the token embeddings (the LM head's too: tied) {_pct(p['token_embeddings'] / p['total'])}."
+        )
     )
     out.append(
         f"One forward pass of a {cfg['context_length']}-token sequence through {ref['name']} costs "

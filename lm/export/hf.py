@@ -18,8 +18,12 @@ ours                                   ``transformers`` (``LlamaForCausalLM``)
 ``layers.{i}.ffn.w2.weight``           ``model.layers.{i}.mlp.down_proj.weight``
 ``layers.{i}.ln2.weight``              ``model.layers.{i}.post_attention_layernorm.weight``
 ``ln_final.weight``                    ``model.norm.weight``
-``lm_head.weight``                     ``lm_head.weight``
+``lm_head.weight``                     ``lm_head.weight`` (none when tied: see below)
 =====================================  ====================================================
+
+A model with ``tie_embeddings`` (its head's weight is its embedding's) exports with
+``tie_word_embeddings: true`` and the one matrix once, as ``model.embed_tokens.weight``;
+``transformers`` ties ``lm_head.weight`` to it on loading.
 
 **The RoPE layout.** Our RoPE rotates the interleaved pairs of a head's features,
 ``(2i, 2i+1)`` by the angle ``pos · θ^(-2i/d)``; ``transformers`` rotates the half-split
@@ -33,9 +37,10 @@ untouched. Reordering the features a projection outputs is reordering the rows o
 weight, head by head: that is all the export does to ``q_proj`` and ``k_proj``.
 
 Variants Llama cannot express (``norm`` ``post`` or ``none``, ``position`` ``nope``,
-``ffn`` ``silu``) raise :class:`UnsupportedVariantError` naming them: a checkpoint that
-loads but computes another function is worse than none. ``attention`` (reference or
-sdpa) is how attention is computed, not what, so both export.
+``ffn`` ``silu`` or ``relu2``, ``qk_norm``, ``value_residual``, ``logit_softcap``) raise
+:class:`UnsupportedVariantError` naming them: a checkpoint that loads but computes another
+function is worse than none. ``attention`` (reference or sdpa) is how attention is
+computed, not what, and ``zero_init_proj`` how the weights started, so both export.
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ def check_exportable(config: ModelConfig, what: str = "the model") -> None:
             f"{what} cannot be exported as a Llama checkpoint; it uses\n  "
             + "\n  ".join(wrong)
             + "\nLoaded as LlamaForCausalLM it would compute a different function, so no "
-            "checkpoint is written. Only norm=pre, position=rope, ffn=swiglu models export."
+            "checkpoint is written. Only norm=pre, position=rope, ffn=swiglu models without "
+            "qk_norm, value_residual or logit_softcap export."
         )
 
 
@@ -129,7 +135,15 @@ def hf_state_dict(
         take(ours + "ffn.w2.weight", theirs + "mlp.down_proj.weight")
         take(ours + "ln2.weight", theirs + "post_attention_layernorm.weight")
     take("ln_final.weight", "model.norm.weight")
-    take("lm_head.weight", "lm_head.weight")
+    if config.tie_embeddings:  # one matrix, written once; transformers ties the head to it
+        head = left.pop("lm_head.weight", None)
+        if head is not None and not torch.equal(head, state_dict["token_embeddings.weight"]):
+            raise LMError(
+                "the model is tie_embeddings but the state dict's lm_head.weight differs from "
+                "its token_embeddings.weight; was it saved from an untied model?"
+            )
+    else:
+        take("lm_head.weight", "lm_head.weight")
     if left:
         raise LMError(f"the state dict has tensors the export does not know: {', '.join(left)}")
     return out
@@ -178,7 +192,7 @@ def hf_config(
         "pretraining_tp": 1,
         "initializer_range": 0.02,
         "use_cache": True,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": config.tie_embeddings,
         "bos_token_id": bos_token_id,
         "eos_token_id": (eos[0] if len(eos) == 1 else eos) if eos else None,
         "dtype": dtype,
@@ -349,7 +363,7 @@ def _model_card(summary: dict) -> str:
     return (
         f"# {summary['run']}\n\n"
         "A decoder-only Transformer language model trained with the `lm` pipeline "
-        "(CS336 assignment 1: pre-norm RMSNorm, SwiGLU, RoPE, no biases, untied LM head), "
+        "(CS336 assignment 1: pre-norm RMSNorm, SwiGLU, RoPE, no biases), "
         f"exported by `lm export-hf` as a `LlamaForCausalLM` in {summary['dtype']}.\n\n"
         f"- checkpoint: step {summary['checkpoint_step']}"
         + (f", final validation loss {loss:.4f}" if loss is not None else "")

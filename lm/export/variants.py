@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-#: The variant choices ``LlamaForCausalLM`` computes. ``attention`` (reference or sdpa) is
-#: how attention is computed, not what, so any choice of it exports.
-LLAMA_VARIANT = {"norm": "pre", "position": "rope", "ffn": "swiglu", "qk_norm": "none"}
+#: The variant choices and options ``LlamaForCausalLM`` computes. ``attention`` (reference
+#: or sdpa) is how attention is computed, not what, and ``zero_init_proj`` how the weights
+#: start, not what they compute, so any choice of them exports; ``tie_embeddings`` exports
+#: as Llama's ``tie_word_embeddings``.
+LLAMA_VARIANT = {
+    "norm": "pre",
+    "position": "rope",
+    "ffn": "swiglu",
+    "qk_norm": "none",
+    "value_residual": False,
+    "logit_softcap": None,
+}
 
 #: Why each other choice cannot be a Llama checkpoint.
 WHY_NOT = {
@@ -22,6 +31,13 @@ WHY_NOT = {
     "attention has none",
     ("ffn", "relu2"): "the ungated squared-ReLU FFN (w2(relu(w1 x)²)); Llama's MLP is the "
     "gated SwiGLU (down(silu(gate x) * up x))",
+    ("value_residual", True): "value residuals (later layers mix in the first layer's "
+    "values by a learned λ); Llama's attention uses each layer's own values",
+}
+#: Why an option's other values (any number) cannot be a Llama checkpoint.
+WHY_NOT_OPTION = {
+    "logit_softcap": "a soft-capped head (c·tanh(logits/c)); Llama's logits are the head's "
+    "output as it is",
 }
 
 
@@ -33,7 +49,9 @@ def unsupported_variants(model: Mapping) -> list[str]:
     for key, llama in LLAMA_VARIANT.items():
         value = model.get(key, llama) if isinstance(model, Mapping) else getattr(model, key)
         if value != llama:
-            why = WHY_NOT.get((key, value), f"not Llama's {key}={llama!r}")
+            why = WHY_NOT.get((key, value)) or WHY_NOT_OPTION.get(
+                key, f"not Llama's {key}={llama!r}"
+            )
             found.append(f"{key}={value!r}: {why}")
     return found
 

@@ -97,6 +97,27 @@ class KVCache:
         self.keys = self.values = None
 
 
+class ValueMix(nn.Module):
+    """Value residual learning (Zhou et al. 2024, "Value Residual Learning For Alleviating
+    Attention Concentration In Transformers"; the form of the modded-nanogpt speedrun):
+    a layer's values become ``(1 - λ)·v + λ·v_first``, a mix of its own and the first
+    layer's values (per token, before attention), with one learned scalar ``λ`` per layer,
+    initialised to 1/2."""
+
+    INIT = 0.5
+
+    def __init__(self, device=None, dtype=None):
+        super().__init__()
+        self.lam = nn.Parameter(torch.empty((), device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.lam, self.INIT)
+
+    def forward(self, v: torch.Tensor, v_first: torch.Tensor) -> torch.Tensor:
+        return (1 - self.lam) * v + self.lam * v_first
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention with separate Q, K, V and output projections.
 
@@ -105,7 +126,9 @@ class MultiHeadSelfAttention(nn.Module):
     ``RotaryPositionalEmbedding`` of ``d_k``) rotates queries and keys; ``None`` means no
     position information in attention (NoPE: causality alone carries order).
     ``token_positions`` ``(..., seq)`` default to ``0 .. seq-1``, or to the positions
-    after the cached ones when ``kv_cache`` is given.
+    after the cached ones when ``kv_cache`` is given. ``zero_out``: the output projection
+    starts at zero; ``value_mix``: the values are mixed with ``v_first`` (a
+    :class:`ValueMix`), which ``forward`` then needs.
     """
 
     def __init__(
@@ -116,6 +139,8 @@ class MultiHeadSelfAttention(nn.Module):
         *,
         attention: str = "reference",
         qk_norm: bool = False,
+        zero_out: bool = False,
+        value_mix: bool = False,
         eps: float = 1e-5,
         device=None,
         dtype=None,
@@ -140,10 +165,12 @@ class MultiHeadSelfAttention(nn.Module):
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype, zero_init=zero_out)
         if qk_norm:  # one gain of d_k features each, shared by the heads
             self.q_norm = RMSNorm(self.d_k, eps=eps, device=device, dtype=dtype)
             self.k_norm = RMSNorm(self.d_k, eps=eps, device=device, dtype=dtype)
+        if value_mix:
+            self.value_mix = ValueMix(device=device, dtype=dtype)
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
         # (b, seq, d_model) -> (b, heads, seq, d_k)
@@ -155,14 +182,24 @@ class MultiHeadSelfAttention(nn.Module):
         x: torch.Tensor,
         token_positions: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> torch.Tensor:
+        v_first: torch.Tensor | None = None,
+        *,
+        return_values: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The attention's output; with ``return_values`` also this layer's own values
+        ``(batch, heads, seq, d_k)`` (before any mix), which the first layer of a
+        value-residual model hands to the others as their ``v_first``."""
         *lead, seq_len, d_model = x.shape
         x = x.reshape(-1, seq_len, d_model)  # any leading dims -> one batch dim
         q = self._split_heads(self.q_proj(x))
         k = self._split_heads(self.k_proj(x))
-        v = self._split_heads(self.v_proj(x))
+        v = own_v = self._split_heads(self.v_proj(x))
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
+        if hasattr(self, "value_mix"):
+            if v_first is None:
+                raise LMError("a value-residual layer needs the first layer's values (v_first)")
+            v = self.value_mix(v, v_first)
 
         past = 0 if kv_cache is None else kv_cache.length
         if self.rope is not None:
@@ -190,8 +227,8 @@ class MultiHeadSelfAttention(nn.Module):
                 q, k, v, causal_mask(seq_len, n_keys, device=x.device)
             )
 
-        out = out.transpose(1, 2).reshape(*lead, seq_len, d_model)
-        return self.output_proj(out)
+        out = self.output_proj(out.transpose(1, 2).reshape(*lead, seq_len, d_model))
+        return (out, own_v) if return_values else out
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, num_heads={self.num_heads}, attention={self.attention!r}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.errors import LMError
-from lm.model.variants import DEFAULT_VARIANT, LATER_VARIANTS, VARIANTS
+from lm.model.variants import DEFAULT_VARIANT, LATER_VARIANTS, OPTION_DEFAULTS, VARIANTS
 
 ARCH_KEYS = ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff")
 IGNORED_KEYS = ("preset", "description")  # allowed in a preset or a run's model section
@@ -44,6 +45,11 @@ class ModelConfig:
     ffn: str = "swiglu"
     attention: str = "reference"
     qk_norm: str = "none"  # rms: RMSNorm of each head's queries and keys (QK-norm)
+    # the recipe's options (lm.model.variants.OPTION_DEFAULTS; lm.model.transformer)
+    zero_init_proj: bool = False
+    value_residual: bool = False
+    logit_softcap: float | None = None
+    tie_embeddings: bool = False
 
     def __post_init__(self):
         for key in ARCH_KEYS:
@@ -56,6 +62,17 @@ class ModelConfig:
             or self.rope_theta <= 0
         ):
             raise LMError(f"model rope_theta must be a positive number, got {self.rope_theta!r}")
+        for key in ("zero_init_proj", "value_residual", "tie_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise LMError(f"model {key} must be true or false, got {getattr(self, key)!r}")
+        cap = self.logit_softcap
+        if cap is not None:
+            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < math.inf:
+                raise LMError(
+                    f"model logit_softcap must be a positive number (e.g. 30) or null for none, "
+                    f"got {cap!r}"
+                )
+            object.__setattr__(self, "logit_softcap", float(cap))
         for key, choices in VARIANTS.items():
             if getattr(self, key) not in choices:
                 raise LMError(
@@ -104,10 +121,12 @@ class ModelConfig:
             raise LMError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The keys of the model; a variant of LATER_VARIANTS only when not its default."""
+        """The keys of the model; a variant of LATER_VARIANTS, or an option of
+        OPTION_DEFAULTS, only when not its default."""
         d = dataclasses.asdict(self)
-        for key in LATER_VARIANTS:
-            if d[key] == DEFAULT_VARIANT[key]:
+        later = {**{k: DEFAULT_VARIANT[k] for k in LATER_VARIANTS}, **OPTION_DEFAULTS}
+        for key, default in later.items():
+            if d[key] == default:
                 del d[key]
         return d
 

@@ -18,12 +18,13 @@ class SwiGLU(nn.Module):
     """``w2(silu(w1 x) * w3 x)``: a gated FFN with three ``d_model``×``d_ff`` matrices.
 
     ``w1`` and ``w3`` are ``(d_ff, d_model)``, ``w2`` is ``(d_model, d_ff)``.
+    ``zero_out``: ``w2`` (the down-projection) starts at zero.
     """
 
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, zero_out=False):
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype, zero_init=zero_out)
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,12 +36,13 @@ class SiLUFFN(nn.Module):
 
     ``d_ff`` is this FFN's own hidden width; ``TransformerBlock(ffn="silu")`` passes
     ``silu_ffn_width(d_ff)`` so that the ablation compares models of equal size.
+    ``zero_out``: ``w2`` (the down-projection) starts at zero.
     """
 
-    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None, *, zero_out=False):
         super().__init__()
         self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
-        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype, zero_init=zero_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(silu(self.w1(x)))

@@ -13,6 +13,18 @@ Variant keywords select the CS336 ablations; the defaults are the assignment's m
                 keys before RoPE: the attention logits stay bounded)
 ==============  =======================================================================
 
+And the options of the training recipe (the speedrun's family), all off by default:
+
+=================== ==================================================================
+``zero_init_proj``  the attention's output projection and the FFN's down-projection
+                    (``w2``) start at zero, so every block starts as the identity
+``value_residual``  layers after the first mix their values with the first layer's,
+                    ``(1 − λ)·v + λ·v_first``, one learned λ per layer (``ValueMix``)
+``logit_softcap``   a number ``c``: the logits are ``c · tanh(logits / c)`` (float32)
+``tie_embeddings``  the LM head's weight is the token embedding's (one parameter,
+                    initialised as the head)
+=================== ==================================================================
+
 With ``norm="none"`` the blocks and the model have no ``ln1``/``ln2``/``ln_final``; the
 other variants keep the state-dict names of the default model (``silu`` and ``relu2``
 have no ``w3``).
@@ -34,6 +46,7 @@ from lm.model.ffn import ReLU2FFN, SiLUFFN, SwiGLU
 from lm.model.linear import Linear
 from lm.model.norm import RMSNorm
 from lm.model.rope import RotaryPositionalEmbedding
+from lm.model.softcap import softcap
 from lm.model.variants import VARIANTS, silu_ffn_width
 
 
@@ -66,6 +79,9 @@ class TransformerBlock(nn.Module):
 
     ``max_seq_len`` and ``theta`` size the RoPE tables (unused with ``position="nope"``);
     pass ``rope=`` to share one ``RotaryPositionalEmbedding`` between blocks.
+    ``zero_init_proj`` zeroes the attention's output projection and the FFN's ``w2`` at
+    initialisation; ``value_mix`` gives the attention a :class:`ValueMix` (the block then
+    needs the first layer's values, ``v_first``).
     """
 
     def __init__(
@@ -81,6 +97,8 @@ class TransformerBlock(nn.Module):
         ffn: str = "swiglu",
         attention: str = "reference",
         qk_norm: str = "none",
+        zero_init_proj: bool = False,
+        value_mix: bool = False,
         rope: RotaryPositionalEmbedding | None = None,
         eps: float = 1e-5,
         device=None,
@@ -101,6 +119,8 @@ class TransformerBlock(nn.Module):
             rope if position == "rope" else None,
             attention=attention,
             qk_norm=qk_norm == "rms",
+            zero_out=zero_init_proj,
+            value_mix=value_mix,
             eps=eps,
             device=device,
             dtype=dtype,
@@ -109,10 +129,12 @@ class TransformerBlock(nn.Module):
         if norm != "none":
             self.ln1 = RMSNorm(d_model, eps=eps, device=device, dtype=dtype)
         if ffn == "swiglu":
-            self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype)
+            self.ffn = SwiGLU(d_model, d_ff, device=device, dtype=dtype, zero_out=zero_init_proj)
         else:
             ffn_class = SiLUFFN if ffn == "silu" else ReLU2FFN
-            self.ffn = ffn_class(d_model, silu_ffn_width(d_ff), device=device, dtype=dtype)
+            self.ffn = ffn_class(
+                d_model, silu_ffn_width(d_ff), device=device, dtype=dtype, zero_out=zero_init_proj
+            )
         if norm != "none":
             self.ln2 = RMSNorm(d_model, eps=eps, device=device, dtype=dtype)
 
@@ -121,15 +143,24 @@ class TransformerBlock(nn.Module):
         x: torch.Tensor,
         token_positions: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
-    ) -> torch.Tensor:
+        v_first: torch.Tensor | None = None,
+        *,
+        return_values: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The block's output; with ``return_values`` also its attention's own values
+        (see :meth:`MultiHeadSelfAttention.forward`)."""
+        attn_in = self.ln1(x) if self.norm == "pre" else x
+        a, v = self.attn(attn_in, token_positions, kv_cache, v_first, return_values=True)
         if self.norm == "pre":
-            x = x + self.attn(self.ln1(x), token_positions, kv_cache)
-            return x + self.ffn(self.ln2(x))
-        if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
-            return self.ln2(x + self.ffn(x))
-        x = x + self.attn(x, token_positions, kv_cache)
-        return x + self.ffn(x)
+            x = x + a
+            x = x + self.ffn(self.ln2(x))
+        elif self.norm == "post":
+            x = self.ln1(x + a)
+            x = self.ln2(x + self.ffn(x))
+        else:
+            x = x + a
+            x = x + self.ffn(x)
+        return (x, v) if return_values else x
 
 
 class TransformerLM(nn.Module):
@@ -154,12 +185,18 @@ class TransformerLM(nn.Module):
         ffn: str = "swiglu",
         attention: str = "reference",
         qk_norm: str = "none",
+        zero_init_proj: bool = False,
+        value_residual: bool = False,
+        logit_softcap: float | None = None,
+        tie_embeddings: bool = False,
         eps: float = 1e-5,
         device=None,
         dtype=None,
     ):
         super().__init__()
         check_variant(norm, position, ffn, attention, qk_norm)
+        if logit_softcap is not None and not logit_softcap > 0:
+            raise LMError(f"logit_softcap must be a positive number or None, got {logit_softcap!r}")
         if d_model % num_heads:
             raise LMError(
                 f"d_model={d_model} is not divisible by num_heads={num_heads}; "
@@ -175,6 +212,9 @@ class TransformerLM(nn.Module):
             "norm": norm, "position": position, "ffn": ffn, "attention": attention,
             "qk_norm": qk_norm,
         }  # fmt: skip
+        self.value_residual = value_residual
+        self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
+        self.tie_embeddings = tie_embeddings
         rope = (
             RotaryPositionalEmbedding(
                 rope_theta, d_model // num_heads, context_length, device=device
@@ -195,16 +235,26 @@ class TransformerLM(nn.Module):
                 ffn=ffn,
                 attention=attention,
                 qk_norm=qk_norm,
+                zero_init_proj=zero_init_proj,
+                value_mix=value_residual and i > 0,
                 rope=rope,
                 eps=eps,
                 device=device,
                 dtype=dtype,
             )
-            for _ in range(num_layers)
+            for i in range(num_layers)
         )
         if norm != "none":
             self.ln_final = RMSNorm(d_model, eps=eps, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+        self._tie()
+
+    def _tie(self) -> None:
+        """With ``tie_embeddings``, the embedding's weight is the head's parameter (drawn
+        with the head's initialisation: the embedding's std 1 would make logits of
+        std √d_model at the start). The state dict keeps both names, one tensor."""
+        if self.tie_embeddings and self.token_embeddings.weight is not self.lm_head.weight:
+            self.token_embeddings.weight = self.lm_head.weight
 
     def forward(
         self,
@@ -215,8 +265,8 @@ class TransformerLM(nn.Module):
         head: bool = True,
     ) -> torch.Tensor:
         """The logits of each position; with ``head=False`` the last hidden states (after
-        the final norm) instead, for a loss that applies ``lm_head`` itself
-        (:func:`lm.training.functional.chunked_cross_entropy`)."""
+        the final norm) instead, for a loss that applies ``lm_head`` (and the soft-cap)
+        itself (:func:`lm.training.functional.chunked_cross_entropy`)."""
         seq_len = token_ids.shape[-1]
         past = 0 if kv_cache is None else kv_cache[0].length
         if past + seq_len > self.context_length:
@@ -226,11 +276,19 @@ class TransformerLM(nn.Module):
                 f"pass at most {self.context_length} tokens (crop or split the sequence)"
             )
         x = self.token_embeddings(token_ids)
+        v_first = None
         for i, layer in enumerate(self.layers):
-            x = layer(x, token_positions, None if kv_cache is None else kv_cache[i])
+            cache = None if kv_cache is None else kv_cache[i]
+            if self.value_residual and i == 0:
+                x, v_first = layer(x, token_positions, cache, return_values=True)
+            else:
+                x = layer(x, token_positions, cache, v_first)
         if hasattr(self, "ln_final"):
             x = self.ln_final(x)
-        return self.lm_head(x) if head else x
+        if not head:
+            return x
+        logits = self.lm_head(x)
+        return logits if self.logit_softcap is None else softcap(logits, self.logit_softcap)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -241,6 +299,7 @@ class TransformerLM(nn.Module):
                 module.reset_parameters()
             if hasattr(module, "reset_buffers"):
                 module.reset_buffers()
+        self._tie()  # to_empty makes each module's parameter anew
 
     def new_kv_cache(self) -> list[KVCache]:
         """An empty cache per layer, for ``forward(..., kv_cache=cache)`` one chunk at a time."""
@@ -251,14 +310,27 @@ class TransformerLM(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``, with an ``LMError`` that names every tensor
-        whose shape differs (and what model the checkpoint looks like) or, when strict,
-        every missing and unexpected name."""
+        whose shape differs (and what model the checkpoint looks like), an untied head
+        loaded into a tied model, or, when strict, every missing and unexpected name."""
         own = self.state_dict()
         problems = [
             f"{name}: {tuple(t.shape)} in the state dict, {tuple(own[name].shape)} in the model"
             for name, t in state_dict.items()
             if name in own and tuple(t.shape) != tuple(own[name].shape)
         ]
+        emb, head = state_dict.get("token_embeddings.weight"), state_dict.get("lm_head.weight")
+        if (
+            self.tie_embeddings
+            and not problems
+            and emb is not None
+            and head is not None
+            and not (emb.is_meta or head.is_meta)
+            and not torch.equal(emb, head.to(emb.device))
+        ):
+            problems.append(
+                "token_embeddings.weight and lm_head.weight differ in the state dict, but this "
+                "model ties them (tie_embeddings): it was saved from an untied model"
+            )
         if strict:
             missing = [n for n in own if n not in state_dict]
             unexpected = [n for n in state_dict if n not in own]

@@ -22,6 +22,19 @@ DEFAULT_VARIANT = {name: choices[0] for name, choices in VARIANTS.items()}
 #: at their default, so those runs keep their config and resume.
 LATER_VARIANTS = ("qk_norm",)
 
+#: The training recipe's model options that are not a choice of names, each at the value
+#: that is the assignment's model: a model's dict leaves an option out at it, so the runs
+#: made before the options existed keep their config and resume.
+#: ``zero_init_proj``: the output projections start at zero; ``value_residual``: later
+#: layers mix in the first layer's values; ``logit_softcap``: ``c·tanh(logits/c)`` for a
+#: number c; ``tie_embeddings``: the head's weight is the token embedding's.
+OPTION_DEFAULTS: dict[str, bool | None] = {
+    "zero_init_proj": False,
+    "value_residual": False,
+    "logit_softcap": None,
+    "tie_embeddings": False,
+}
+
 
 def silu_ffn_width(swiglu_d_ff: int) -> int:
     """The hidden width of a SiLU FFN with as many parameters as a SwiGLU of ``swiglu_d_ff``.

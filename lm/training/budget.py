@@ -11,6 +11,7 @@ A run with ``training.max_wallclock_minutes`` is planned in three moves by the l
 2. **Plan.** :func:`plan_steps` fixes the number of steps so that training, the periodic
    evaluations and checkpoints, and the final evaluation and checkpoint end at the budget
    (a safety margin kept back); ``training.steps``/``total_tokens``, when set, cap it.
+   A batch-size warmup's steps count at their batch's share of a full step's time.
    :func:`plan_schedule` then sets warmup (``warmup_ratio`` of the planned steps) and the
    cosine decay to end on the last planned step. The plan is saved in every checkpoint:
    a resumed run keeps it, so its learning rates are those of an uninterrupted one, and a
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lm.errors import LMError
+from lm.training import batch_schedule
 from lm.training.run_config import RunConfig
 
 #: Calibration: untimed warm-up steps (torch.compile happens there, however long it takes),
@@ -149,8 +151,15 @@ class Budget:
             checkpoint_s=checkpoint_s,
             eval_every=run.training.eval_every,
             checkpoint_every=run.training.checkpoint_every,
-            max_steps=run.training.steps,
+            max_steps=None,
         )
+        t = run.training
+        if t.batch_warmup_steps:  # a warmup step takes its batch's share of a full one
+            start = batch_schedule.warmup_start(t.batch_size, t.batch_warmup_start)
+            steps = batch_schedule.steps_in_time_of(
+                steps, t.batch_size, t.batch_warmup_steps, start
+            )
+        steps = max(1, min(steps, t.steps) if t.steps else steps)
         return {
             **plan_schedule(run, steps),
             "seconds_per_step": round(step_s, 6),

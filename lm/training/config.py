@@ -33,6 +33,7 @@ from typing import Any
 
 from lm.errors import LMError
 from lm.model.config import ARCH_KEYS, ModelConfig
+from lm.training import batch_schedule
 from lm.training.grid import (
     check_name,
     expand_sweep,
@@ -240,16 +241,23 @@ def _finish(
 
     # steps from a token budget; under a wall-clock budget they are an upper bound (or
     # none): the loop plans the steps that fit the budget (lm.training.budget)
-    tokens_per_step = train["batch_size"] * model_cfg.context_length
     budgeted = train.get("max_wallclock_minutes") is not None
     if "steps" not in train and "total_tokens" not in train and not budgeted:
         raise LMError(
             f"{where}.training: set steps or total_tokens (the run's length), or max_wallclock_minutes "
             f"(a time budget the loop plans the steps for)"
         )
-    if "steps" not in train:
+    batch_schedule.check_batch_warmup(
+        train["batch_size"], train.get("batch_warmup_steps", 0),
+        train.get("batch_warmup_start"), train.get("processes", 1), f"{where}.training",
+    )  # fmt: skip
+    if "steps" not in train:  # the fewest whose batches (a warmup's smaller) reach the tokens
         total = train.get("total_tokens")
-        train["steps"] = max(1, math.ceil(total / tokens_per_step)) if total else None
+        start = batch_schedule.warmup_start(train["batch_size"], train.get("batch_warmup_start"))
+        train["steps"] = batch_schedule.steps_for_tokens(
+            math.ceil(total), train["batch_size"], train.get("batch_warmup_steps", 0), start,
+            model_cfg.context_length,
+        ) if total else None  # fmt: skip
 
     # learning-rate floor and schedule
     if "min_lr" not in opt:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 
 from lm.errors import LMError
+from lm.model.softcap import softcap
 
 CLIP_EPS = 1e-6  # as torch.nn.utils.clip_grad_norm_
 
@@ -56,21 +57,25 @@ def gradient_clipping(parameters: Iterable[torch.nn.Parameter], max_l2_norm: flo
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``, ``chunk`` rows at a
     time, forward and backward: the logits of a chunk are made, used and dropped, and the
-    backward makes them again from the saved inputs and per-row log-normalisers."""
+    backward makes them again from the saved inputs and per-row log-normalisers. With a
+    ``cap``, the logits are ``cap·tanh(z/cap)`` of the head's ``z``, and the backward
+    multiplies d loss/d logits by their derivative ``1 − tanh²(z/cap)``."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
+    def forward(ctx, hidden, weight, targets, chunk, cap):
         w = weight.to(hidden.dtype)  # autocast's cast, made explicit for the backward
         log_norms = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk):
             rows = slice(start, start + chunk)
             logits = (hidden[rows] @ w.T).float()
+            if cap is not None:
+                logits = softcap(logits, cap)
             log_norms[rows] = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
             total += (log_norms[rows] - picked).sum()
         ctx.save_for_backward(hidden, weight, targets, log_norms)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.cap = chunk, cap
         return total / hidden.shape[0]
 
     @staticmethod
@@ -84,19 +89,31 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + ctx.chunk)
             h = hidden[rows]
             # d loss / d logits = (softmax - onehot(target)) / N, per row
-            probs = ((h @ w.T).float() - log_norms[rows].unsqueeze(-1)).exp_()
+            logits = (h @ w.T).float()
+            if ctx.cap is not None:
+                tanh = torch.tanh(logits / ctx.cap)
+                logits = ctx.cap * tanh
+            probs = (logits - log_norms[rows].unsqueeze(-1)).exp_()
             probs.scatter_add_(-1, targets[rows].unsqueeze(-1), torch.full_like(probs[:, :1], -1.0))
             probs.mul_(scale)
+            if ctx.cap is not None:  # d logits / d z = 1 - tanh²(z / cap)
+                probs.mul_(1 - tanh.square_())
             d_logits = probs.to(hidden.dtype)
             grad_hidden[rows] = d_logits @ w
             grad_weight += (d_logits.T @ h).float()
-        return grad_hidden, grad_weight.to(weight.dtype), None, None
+        return grad_hidden, grad_weight.to(weight.dtype), None, None, None
 
 
 def chunked_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    logit_softcap: float | None = None,
 ) -> torch.Tensor:
-    """``cross_entropy(hidden @ weight.T, targets)`` without the logits of the whole batch.
+    """``cross_entropy(hidden @ weight.T, targets)`` without the logits of the whole batch
+    (with ``logit_softcap`` c: of the soft-capped logits ``c·tanh(hidden @ weight.T / c)``, as
+    the model's head computes them).
 
     ``hidden`` is ``(..., d_model)`` (the model's last hidden states), ``weight`` the head's
     ``(vocab, d_model)``, ``targets`` the matching ``(...)`` ids. The head and the float32
@@ -110,4 +127,6 @@ def chunked_cross_entropy(
     if chunk < 1:
         raise LMError(f"the loss chunk must be >= 1 tokens, got {chunk}")
     flat = hidden.reshape(-1, hidden.shape[-1])
-    return _ChunkedCrossEntropy.apply(flat, weight, targets.reshape(-1).long(), chunk)
+    return _ChunkedCrossEntropy.apply(
+        flat, weight, targets.reshape(-1).long(), chunk, logit_softcap
+    )

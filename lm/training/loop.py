@@ -42,9 +42,9 @@ from lm.errors import LMError
 from lm.io import peak_rss_mb, write_json
 from lm.provenance import with_provenance
 from lm.runtime import autocast_dtype, pick_device
+from lm.training import batch_schedule, distributed, trackers
 from lm.training import budget as wall
 from lm.training import checkpoint as ckpt
-from lm.training import distributed, trackers
 from lm.training.clock import Phases, WallClock
 from lm.training.data import check_length, check_tokens, gather_windows, open_tokens
 from lm.training.metrics import MetricsFile, Recorder
@@ -234,6 +234,10 @@ def _train_process(
             f"evenly over the {dist.world} processes; pick a multiple of {dist.world} or another "
             f"process count"
         )
+    t = run.training
+    batch_schedule.check_batch_warmup(
+        t.batch_size, t.batch_warmup_steps, t.batch_warmup_start, dist.world, "training"
+    )
     # Bad input fails here, before any training.
     train_data, valid_data = _open_data(run, train_path, valid_path)
     rundir = RunDir(out)
@@ -360,9 +364,10 @@ def _loop(s: Session, progress) -> None:
     while state.status == "running" and state.step < steps:
         step = state.step + 1
         lr = scheduled_lr(step, run.schedule, run.optimizer.lr, run.optimizer.min_lr, plan)
-        s.recorder.add(*s.step(lr))
+        batch = run.batch_size_at(step)  # the full batch but in a batch-size warmup
+        s.recorder.add(*s.step(lr, batch))
         state.step = step
-        state.tokens += run.tokens_per_step
+        state.tokens += batch * run.model.context_length
         stop = s.budget.out_of_time(
             step, plan, eval_s=s.phases.last["eval"], checkpoint_s=s.phases.last["checkpoint"]
         )

@@ -114,7 +114,7 @@ def run_runtime(run: RunConfig, scheduler: dict | None = None) -> int:
     tokens_per_s = throughput[kind] * devices * reference / own
     minutes = None
     if train.steps:
-        minutes = sched["safety_factor"] * train.steps * run.tokens_per_step / tokens_per_s / 60
+        minutes = sched["safety_factor"] * run.tokens_through(train.steps) / tokens_per_s / 60
     budget = train.max_wallclock_minutes
     if budget is not None:
         minutes = budget if minutes is None else min(minutes, budget)

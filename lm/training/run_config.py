@@ -34,6 +34,7 @@ from typing import Any
 from lm.errors import LMError
 from lm.model.config import ModelConfig
 from lm.model.variants import VARIANTS
+from lm.training import batch_schedule
 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_THREADS = 4  # torch's CPU threads of a run
@@ -253,6 +254,11 @@ class TrainingConfig(_Section):
     # tokens per chunk of the head and loss (lm.training.functional.chunked_cross_entropy);
     # 0: the whole batch's logits at once
     loss_chunk: int = _field("int0", 0, omit_default=True)
+    # batch-size warmup (lm.training.batch_schedule): the global batch grows from
+    # batch_warmup_start (default: a quarter of batch_size) to batch_size over the first
+    # batch_warmup_steps steps, in multiples of the start; 0: batch_size from the first step
+    batch_warmup_steps: int = _field("int0", 0, omit_default=True)
+    batch_warmup_start: int | None = _field("int+?", None, omit_default=True)
 
     @property
     def budget_seconds(self) -> float | None:
@@ -312,7 +318,12 @@ def model_kinds() -> dict[str, Any]:
         if f.name in VARIANTS:
             kinds[f.name] = VARIANTS[f.name]
         else:
-            kinds[f.name] = {"int": "int+", "float": "num+"}[str(f.type)]
+            kinds[f.name] = {
+                "int": "int+",
+                "float": "num+",
+                "bool": "bool",
+                "float | None": "num+?",
+            }[str(f.type)]
     return kinds
 
 
@@ -449,7 +460,22 @@ class RunConfig:
 
     @property
     def tokens_per_step(self) -> int:
+        """The tokens of a step at the full batch (every step after a batch warmup)."""
         return self.training.batch_size * self.model.context_length
+
+    def batch_size_at(self, step: int) -> int:
+        """The global batch of step ``step`` (1-based), through any batch-size warmup."""
+        t = self.training
+        start = batch_schedule.warmup_start(t.batch_size, t.batch_warmup_start)
+        return batch_schedule.batch_size_at(step, t.batch_size, t.batch_warmup_steps, start)
+
+    def tokens_through(self, steps: int) -> int:
+        """The tokens trained on by the end of step ``steps``."""
+        t = self.training
+        start = batch_schedule.warmup_start(t.batch_size, t.batch_warmup_start)
+        return batch_schedule.tokens_through(
+            steps, t.batch_size, t.batch_warmup_steps, start, self.model.context_length
+        )
 
     def replace(self, **changes) -> RunConfig:
         """A copy with top-level fields and dotted section keys changed:

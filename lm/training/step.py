@@ -26,18 +26,19 @@ def forward_loss(
     ``amp_dtype``), then the float32 cross-entropy; compiled together when asked, so the
     loss over all the logits (a small model's largest tensors) is fused with the forward.
     With ``loss_chunk`` tokens, the model stops before its head and the head and the loss
-    run a chunk at a time (:func:`chunked_cross_entropy`): the logits of the whole batch
-    are never made. The one definition of a training step's forward, used by the loop and
-    bench_gpu.py."""
+    run a chunk at a time (:func:`chunked_cross_entropy`, with the model's logit soft-cap):
+    the logits of the whole batch are never made. The one definition of a training step's
+    forward, used by the loop and bench_gpu.py."""
     if loss_chunk:
-        head = ckpt.unwrap(getattr(module, "module", module)).lm_head  # under DDP too
+        model = ckpt.unwrap(getattr(module, "module", module))  # under DDP too
+        head, cap = model.lm_head, getattr(model, "logit_softcap", None)
 
         def loss_of(x, y):
             with torch.autocast(
                 device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None
             ):
                 hidden = module(x, head=False)
-                return chunked_cross_entropy(hidden, head.weight, y, loss_chunk)
+                return chunked_cross_entropy(hidden, head.weight, y, loss_chunk, cap)
 
     elif amp_dtype is None:
 
@@ -68,7 +69,9 @@ class TrainStep:
     gradient norm bound (``math.inf``: none). Returns the loss and the gradient norm before
     clipping, as 0-d float32 tensors left on the device. The time of the batch and of the
     rest is added to ``phases`` (:class:`lm.training.clock.Phases`) as data and compute;
-    ``sync_timing`` waits for CUDA at their boundary, so that the split is exact."""
+    ``sync_timing`` waits for CUDA at their boundary, so that the split is exact.
+    ``step(lr, batch)`` trains on a global batch of ``batch`` windows instead (a batch-size
+    warmup's; a multiple of the process count)."""
 
     def __init__(
         self, model, loss_of, optimizer, data, batch_rng: np.random.Generator, *,
@@ -85,11 +88,11 @@ class TrainStep:
         if self.sync_timing:
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, lr: float, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         t0 = time.perf_counter()
-        x, y = next_batch(
-            self.data, self.batch_size, self.context_length, self.device, self.batch_rng, self.shard
-        )
+        batch = batch or self.batch_size
+        shard = self.shard if batch == self.batch_size else self.dist.shard(batch)
+        x, y = next_batch(self.data, batch, self.context_length, self.device, self.batch_rng, shard)
         self._sync()
         t1 = time.perf_counter()
         for group in self.optimizer.param_groups:  # a Muon group runs at a multiple

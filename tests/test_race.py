@@ -189,7 +189,7 @@ def _json(path: Path) -> dict:
 @pytest.mark.slow
 def test_a_race_runs_through_snakemake_and_reports_each_part(tmp_path, monkeypatch):
     root = copy_checkout(tmp_path / "clone")
-    (root / "local.yaml").write_text(yaml.safe_dump(LOCAL))
+    (root / "local.yaml").write_text(yaml.safe_dump(LOCAL, sort_keys=False))
     target = "results/sweeps/tiny-race/report.md"
     dry = snakemake(root, "-n", target, "--configfile", "local.yaml", check=True)
     assert "race_choice" in dry.stdout

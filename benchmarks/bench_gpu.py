@@ -8,7 +8,9 @@
 What is timed is one training step as ``lm.training.loop`` does it: ``ModelConfig(...).build()``
 (the preset from ``config.yaml``'s ``models:``, default ``attention: sdpa``), forward under the
 autocast of the dtype, the project's ``cross_entropy``, ``backward``, ``gradient_clipping`` (at
-1.0) and the project's ``AdamW`` (ts17m's hyperparameters), ``zero_grad``. Batches are random
+1.0) and the project's ``AdamW`` (ts17m's hyperparameters), ``zero_grad``; ``--runs NAME`` times
+a run of the config instead (its model with every option, its optimizer as ``lm train``
+builds it: the recipe's Muon, ReLU², QK-norm ...). Batches are random
 ids made on the device beforehand, so the data path is left out (``benchmarks/bench_train.py``
 measures that). ``--warmup`` steps (which include compiling) are untimed; the ``--steps`` timed
 steps run without a host sync (no ``.item()``) between CUDA events.
@@ -62,7 +64,7 @@ from lm.accounting.formulas import flop_totals, forward_matmuls
 from lm.io import write_json, write_text
 from lm.model.config import ModelConfig, load_presets
 from lm.training.functional import gradient_clipping
-from lm.training.loop import param_groups
+from lm.training.loop import build_optimizer, param_groups
 from lm.training.optim import AdamW
 from lm.training.step import forward_loss
 
@@ -112,10 +114,14 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def parse_batch_sizes(values: list[str] | None, models: list[str], device_type: str) -> dict:
-    """``["32,128"]`` (all models) and/or ``["gpt2-small:8,16"]`` (one model) -> model -> sizes."""
+def parse_batch_sizes(
+    values: list[str] | None, models: list[str], device_type: str, own: dict | None = None
+) -> dict:
+    """``["32,128"]`` (all models) and/or ``["gpt2-small:8,16"]`` (one model) -> model -> sizes.
+    ``own``: a run's own batch size, its default (on CPU too)."""
     default = [2] if device_type == "cpu" else None
     sizes = {m: default or ([32, 128, 512] if m == "tinystories-17m" else [8, 32]) for m in models}
+    sizes.update({m: [b] for m, b in (own or {}).items() if m in sizes})
     for value in values or []:
         name, sep, rest = value.rpartition(":")
         targets = [name] if sep else models
@@ -161,6 +167,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--models",
         help="comma-separated presets (default: tinystories-17m,gpt2-small; on CPU tinystories-17m)",
+    )
+    ap.add_argument(
+        "--runs",
+        help="comma-separated runs of --config (e.g. owt-leaderboard), each timed as a model "
+        "of the grid with its own model options and optimizer (the recipe: Muon, ReLU², "
+        "QK-norm ...), at its own batch size unless --batch-sizes names it",
     )
     ap.add_argument(
         "--batch-sizes",
@@ -266,7 +278,7 @@ def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
     """(model, dtype, compile, batch) in run order: ``--configs`` as listed, else the cross
     product of ``--models``, ``--dtypes``, ``--compile`` and ``--batch-sizes``, nested in that
     order (defaults for the ones not given); on CUDA with none of them, CUDA_DEFAULT_CONFIGS."""
-    grid_options = (args.models, args.dtypes, args.compile, args.batch_sizes)
+    grid_options = (args.models, args.runs, args.dtypes, args.compile, args.batch_sizes)
     configs = args.configs
     if not configs and device_type == "cuda" and not any(grid_options):
         configs = ",".join(CUDA_DEFAULT_CONFIGS)
@@ -283,14 +295,16 @@ def build_grid(args, device_type: str) -> list[tuple[str, str, str, int]]:
             grid.append((parts[0], dtype, mode, int(parts[-1])))
         return grid
     cpu = device_type == "cpu"
-    models = _csv(args.models or ("tinystories-17m" if cpu else "tinystories-17m,gpt2-small"))
+    runs = _csv(args.runs or "")
+    default_models = "" if runs else "tinystories-17m" if cpu else "tinystories-17m,gpt2-small"
+    models = _csv(args.models or default_models) + runs
     dtypes = _csv(args.dtypes or ("fp32" if cpu else "bf16,fp32"))
     modes = _csv(args.compile or ("off" if cpu else "off,model"))
     if not (models and dtypes and modes):
         raise SystemExit("--models, --dtypes and --compile each need at least one value")
     dtypes = [_checked(d, DTYPES, "--dtypes") for d in dtypes]
     modes = [checked_compile(m, "--compile") for m in modes]
-    batch_sizes = parse_batch_sizes(args.batch_sizes, models, device_type)
+    batch_sizes = parse_batch_sizes(args.batch_sizes, models, device_type, args.run_batches)
     return [
         (name, dtype, mode, batch)
         for name in models
@@ -414,14 +428,21 @@ def make_step(model, optimizer, compile_setting: str, amp_dtype, device: torch.d
     return step
 
 
-def run_config(cfg: ModelConfig, dtype: str, compile_mode: str, batch: int, args, device) -> dict:
-    """Warm up, then time ``args.steps`` steps; the measurements of one grid point."""
+def run_config(
+    cfg: ModelConfig, dtype: str, compile_mode: str, batch: int, args, device, opt=None
+) -> dict:
+    """Warm up, then time ``args.steps`` steps; the measurements of one grid point. ``opt``:
+    a run's optimizer config (lm.training.run_config.OptimizerConfig), built as lm train
+    builds it; None: AdamW with ts17m's hyperparameters."""
     if compile_mode != "off":
         torch._dynamo.reset()  # a fresh static-shape compile, never a fallback past the recompile limit
     torch.manual_seed(args.seed)
     model = cfg.build().to(device)
     model.train()
-    optimizer = AdamW(param_groups(model, WEIGHT_DECAY), lr=LR, betas=BETAS, eps=EPS)
+    if opt is None:
+        optimizer = AdamW(param_groups(model, WEIGHT_DECAY), lr=LR, betas=BETAS, eps=EPS)
+    else:
+        optimizer = build_optimizer(model, opt, device)
     step = make_step(model, optimizer, compile_mode, DTYPES[dtype], device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     shape = (batch, cfg.context_length)
@@ -788,11 +809,30 @@ def main(argv=None) -> int:
         raise SystemExit(f"--config {config_path} does not exist; give the pipeline's config.yaml")
     config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     presets = load_presets(config)
+    runs = {}
+    if args.runs:
+        from lm.errors import LMError
+        from lm.training.config import resolve_runs
+
+        try:
+            resolved = resolve_runs(config)
+        except LMError as e:
+            raise SystemExit(f"--config {config_path}: {e}") from None
+        for name in _csv(args.runs):
+            if name not in resolved:
+                raise SystemExit(f"--runs: no run {name!r} in {config_path}")
+            runs[name] = resolved[name]
+    args.run_batches = {name: run.training.batch_size for name, run in runs.items()}
     grid = build_grid(args, device.type)
     models = list(dict.fromkeys(name for name, *_ in grid))
     dtypes = list(dict.fromkeys(dtype for _, dtype, *_ in grid))
     cfgs = {}
     for name in models:
+        if name in runs:
+            cfgs[name] = ModelConfig.from_dict(
+                runs[name].model.to_dict(), where=f"run {name}", attention=args.attention
+            )
+            continue
         if name not in presets:
             raise SystemExit(f"no preset {name!r} in {config_path} (known: {', '.join(presets)})")
         if "vocab_size" not in presets[name]:
@@ -845,6 +885,7 @@ def main(argv=None) -> int:
                 **cfg.to_dict(),
                 "params": sum(p.numel() for p in cfg.build(device="meta").parameters()),
                 "flops_per_token": flops_per_token(cfg),
+                "optimizer": runs[name].optimizer.name if name in runs else "adamw",
             }
             for name, cfg in cfgs.items()
         },
@@ -897,7 +938,8 @@ def main(argv=None) -> int:
             continue
         release_memory(device)
         try:
-            row.update(run_config(cfg, dtype, mode, batch, args, device))
+            opt = runs[name].optimizer if name in runs else None
+            row.update(run_config(cfg, dtype, mode, batch, args, device, opt))
         except Exception as exc:  # one config failing must not lose the others
             row.update(
                 status="oom" if is_oom(exc) else "error",

@@ -100,6 +100,50 @@ def test_bench_gpu_on_cpu_reports_consistent_numbers_and_survives_an_oom(tmp_pat
 
 
 @pytest.mark.slow
+def test_bench_gpu_times_a_runs_recipe_at_its_own_batch(tmp_path):
+    """--runs NAME: the run's model with its options and its optimizer (Muon), at its batch."""
+    config = _micro_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["runs"]["recipe"] = {
+        "dataset": "x",
+        "model": {"preset": "micro", "ffn": "relu2", "qk_norm": "rms"},
+        "optimizer": {"name": "muon", "muon_lr": 0.02, "lr": 3e-3},
+        "schedule": {"name": "wsd"},
+        "training": {"total_tokens": 1_000_000, "batch_size": 3},
+    }
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--config", str(config)]
+        + ["--runs", "recipe", "--threads", "1", "--steps", "2", "--warmup", "1"]
+        + ["--matmul-size", "0", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [(r["model"], r["batch_size"], r["status"]) for r in result["rows"]] == [
+        ("recipe", 3, "ok")
+    ]
+    model = result["models"]["recipe"]
+    assert (model["ffn"], model["qk_norm"], model["optimizer"]) == ("relu2", "rms", "muon")
+    assert abs(result["rows"][0]["mean_loss"] - math.log(VOCAB)) < 1.0
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--config", str(config)]
+        + ["--runs", "nosuch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "no run 'nosuch'" in proc.stderr
+
+
+@pytest.mark.slow
 def test_bench_gpu_budget_skips_configs_and_bad_input_is_named(tmp_path):
     out = tmp_path / "bench.json"
     configs = "micro:bf16:model+loss:2,micro:float32:eager:3"

@@ -1,9 +1,9 @@
-"""CLI: ``lm sweep-report``, ``lm compare-runs``, ``lm results-index``: the reports over
-finished runs.
+"""CLI: ``lm sweep-report`` (a race's report too), ``lm race-choice``, ``lm compare-runs``,
+``lm results-index``: the reports over finished runs.
 
 They have a module of their own because a rule's code version is the import graph of its
 command's module (:mod:`lm.codeversion`): a report change reruns no training or evaluation.
-The three share one version, so a change to any report reruns the three (seconds each).
+They share one version, so a change to any report reruns them all (seconds each).
 """
 
 from __future__ import annotations
@@ -26,6 +26,20 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory, e.g. results/sweeps/{sweep}/")
     p.add_argument("--title", help="report title (default: the runs' sweep name)")
     p.set_defaults(func=_sweep_report)
+
+    p = subparsers.add_parser(
+        "race-choice",
+        help="the best baseline and recipe of a race's learning-rate sweeps -> JSON",
+        description=(
+            "Pick the race's tuned baseline and recipe: of each one's members, the lowest "
+            "whole-split validation loss (eval.json). Writes {race, baseline, recipe, losses}."
+        ),
+    )
+    p.add_argument(
+        "--runs", nargs="+", required=True, metavar="DIR", help="run directories of the race"
+    )
+    p.add_argument("--out", required=True, help="output JSON, e.g. results/sweeps/RACE/choice.json")
+    p.set_defaults(func=_race_choice)
 
     p = subparsers.add_parser(
         "compare-runs",
@@ -69,6 +83,19 @@ def _sweep_report(args) -> int:
     print(
         f"{len(summary['runs'])} runs -> {args.out}"
         + (f"; best: {best['run']} (val {best['best_val_loss']:.4f})" if best else "")
+    )
+    return 0
+
+
+def _race_choice(args) -> int:
+    from lm.io import write_json
+    from lm.provenance import with_provenance
+    from lm.reports.race import race_choice
+
+    choice = race_choice(args.runs)
+    write_json(args.out, with_provenance(choice, "sweep-report"))
+    print(
+        f"{choice['race']}: baseline {choice['baseline']}, recipe {choice['recipe']} -> {args.out}"
     )
     return 0
 

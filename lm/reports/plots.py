@@ -1,5 +1,5 @@
 """The curves of the reports over several runs: a sweep's (all runs together, and the best
-loss against the swept value) and a comparison's (runs of different datasets or tokenizers,
+loss against the swept value), a race's (against wall-clock) and a comparison's (runs of different datasets or tokenizers,
 per token and per byte)."""
 
 from __future__ import annotations
@@ -142,4 +142,52 @@ def plot_comparison(runs: list[dict], path: str | os.PathLike, title: str = "") 
         if shown:
             ax.legend(fontsize=8)
     fig.suptitle(title + "   (thin: training loss)")
+    save(fig, path)
+
+
+def plot_race(
+    runs: list[dict], contributions: list[dict], path: str | os.PathLike, title: str = ""
+) -> None:
+    """A race: every member's validation loss against wall-clock (the chosen members bold,
+    the other points of the LR sweeps thin), and each part's contribution in bits/byte.
+
+    ``runs`` items: ``{"label", "records", "chosen"}``; ``contributions`` items:
+    ``{"part", "bpb_contribution"}`` (:func:`lm.reports.race.race_report`).
+    """
+    plt = pyplot()
+    fig, (curves, bars) = plt.subplots(
+        1, 2, figsize=(15, 5), constrained_layout=True, gridspec_kw={"width_ratios": [2, 1]}
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shown = []
+    for i, run in enumerate(sorted(runs, key=lambda r: r["chosen"])):
+        xs, ys = series(run["records"], "wallclock_s", "val_loss")
+        ys_ok = [y for y in ys if math.isfinite(y)]
+        shown += ys_ok
+        if run["chosen"]:
+            curves.plot(
+                xs, ys, "o-", ms=2.5, lw=1.8, color=colors[i % len(colors)], label=run["label"]
+            )
+        else:
+            curves.plot(xs, ys, "--", lw=0.8, alpha=0.6, color="grey", label=run["label"])
+    if shown and log_ok(shown):
+        curves.set_yscale("log")
+        initial = max(shown)
+        curves.set_ylim(0.97 * min(shown), min(initial, 1.6 * min(shown)))
+    curves.set_xlabel("wall-clock (s)")
+    curves.set_ylabel("validation loss (nats/token)")
+    curves.set_title("validation loss against wall-clock", fontsize=10)
+    curves.grid(alpha=0.3, which="both")
+    curves.legend(fontsize=7)
+    done = [c for c in contributions if c.get("bpb_contribution") is not None]
+    if done:
+        names = [c["part"] for c in done]
+        values = [c["bpb_contribution"] for c in done]
+        bars.barh(names, values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
+        bars.axvline(0, color="k", lw=0.8)
+        bars.invert_yaxis()
+    bars.set_xlabel("recipe without the part − recipe (bits/byte)")
+    bars.set_title("what each part is worth (> 0: it helps)", fontsize=10)
+    bars.grid(alpha=0.3, axis="x")
+    fig.suptitle(title)
     save(fig, path)

@@ -51,7 +51,7 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return {"dir": str(run_dir), "config": config, "result": result, "records": records}
 
 
-def _eval(run_dir: str | os.PathLike) -> dict:
+def run_eval(run_dir: str | os.PathLike) -> dict:
     """The run's ``eval.json`` (``lm evaluate``: the whole-split loss in nats/token and bits
     per byte), or {} when it has none."""
     path = Path(run_dir) / "eval.json"
@@ -105,12 +105,16 @@ def _fmt(v) -> str:
 def sweep_report(
     run_dirs: list[str | os.PathLike], out: str | os.PathLike, title: str | None = None
 ) -> dict:
-    """Compare runs: one row each in summary.csv, all curves on one plot, a markdown report."""
+    """Compare runs: one row each in summary.csv, all curves on one plot, a markdown report.
+    A race's members get the race's report (:func:`lm.reports.race.race_report`)."""
     from lm.reports.plots import plot_sweep
+    from lm.reports.race import race_of, race_report
 
     if not run_dirs:
         raise LMError("sweep-report needs at least one run directory (--runs DIR ...)")
     runs = [load_run(d) for d in run_dirs]
+    if all(race_of(r["config"]) for r in runs):
+        return race_report(run_dirs, out, title=title)
     configs = [r["config"] for r in runs]
     keys = swept_keys(configs)
     sweep_names = sorted({(c.get("sweep") or {}).get("name") for c in configs} - {None})
@@ -118,7 +122,7 @@ def sweep_report(
 
     rows = []
     for run in runs:
-        c, res, ev = run["config"], run["result"], _eval(run["dir"])
+        c, res, ev = run["config"], run["result"], run_eval(run["dir"])
         row = {"run": c.get("name") or res.get("run")}
         for k in keys:
             row[k] = _value(c, k)

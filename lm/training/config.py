@@ -34,7 +34,14 @@ from typing import Any
 from lm.errors import LMError
 from lm.model.config import ARCH_KEYS, ModelConfig
 from lm.training import batch_schedule
-from lm.training.grid import check_name, expand_sweep, sweep_entry, sweep_members
+from lm.training.grid import (
+    check_name,
+    expand_sweep,
+    is_race,
+    race_role,
+    sweep_entry,
+    sweep_members,
+)
 from lm.training.resources import run_resources
 from lm.training.run_config import (
     BUILTIN_DEFAULTS,
@@ -319,15 +326,36 @@ def resolve_runs(cfg: dict) -> dict[str, RunConfig]:
     check_keys(runs, runs.keys(), "runs")
     resolved = {name: resolve_run(name, run or {}, cfg) for name, run in runs.items()}
     for sweep_name in cfg.get("sweeps") or {}:
-        base = sweep_entry(cfg, sweep_name).get("base")
+        entry = sweep_entry(cfg, sweep_name)
+        base = entry.get("base")
         for name, values, variant in expand_sweep(cfg, sweep_name):
             if name in resolved:
                 raise LMError(
                     f"sweeps.{sweep_name}: member {name!r} has the name of another run; rename the sweep or that run"
                 )
             meta = {"name": sweep_name, "base": base, "variant": variant, "values": values}
+            if is_race(entry):
+                meta["race"] = race_role(cfg, sweep_name, variant)
             resolved[name] = resolve_run(name, runs[base] or {}, cfg, values, meta)
+            if is_race(entry):
+                _check_race_budget(resolved[name], resolved[base], sweep_name)
     return resolved
+
+
+def _check_race_budget(member: RunConfig, base: RunConfig, race: str) -> None:
+    """A race's members share their base run's wall-clock budget, on the same data."""
+    budget = base.training.max_wallclock_minutes
+    if budget is None:
+        raise LMError(
+            f"sweeps.{race}: a race compares recipes at equal wall-clock; set "
+            f"training.max_wallclock_minutes in its base run {base.name!r}"
+        )
+    if member.training.max_wallclock_minutes != budget or member.dataset != base.dataset:
+        raise LMError(
+            f"sweeps.{race}: member {member.name!r} changes the budget or the dataset; a race's "
+            f"members share the base run's (take training.max_wallclock_minutes and dataset "
+            f"out of its grids and parts)"
+        )
 
 
 # ---------------------------------------------------------------------------- files

@@ -6,6 +6,12 @@ member runs with short, filesystem-safe names (``lr-sweep-lr3e-3``, ``ablate-no-
     sweeps:  {SWEEP: {base: RUN, grid: {"optimizer.lr": [..], ...},
                       variants: {NAME: {"model.norm": none}}, description: ...}}
 
+A sweep with ``recipe:`` is a race at equal wall-clock (see :func:`expand_race`)::
+
+    sweeps:  {RACE: {base: RUN, grid: {"optimizer.lr": [..]},
+                     recipe: {grid: {"optimizer.muon_lr": [..]},
+                              parts: {PART: {"optimizer.name": muon}, ...}}}}
+
 Every dotted key and value is checked against the run config's kinds
 (:mod:`lm.training.run_config`); :mod:`lm.training.config` resolves each member.
 """
@@ -20,6 +26,9 @@ from lm.errors import LMError
 from lm.training.run_config import check_keys, coerce, kind_of, suggest
 
 SWEEP_KEYS = ("base", "grid", "variants", "description")
+#: A race (a sweep with ``recipe:``): ``grid`` is the baseline's learning-rate sweep.
+RACE_KEYS = ("base", "grid", "recipe", "description")
+RECIPE_KEYS = ("grid", "parts")
 
 SHORT_NAMES = {
     "optimizer.lr": "lr",
@@ -86,6 +95,39 @@ def check_name(name: Any, where: str) -> str:
     return name
 
 
+def grid_axes(grid: Any, where: str) -> list[list[tuple[str, Any]]]:
+    """The axes of a grid (``{dotted key: [values]}``), each a list of checked ``(key, value)``."""
+    if not isinstance(grid, dict):
+        raise LMError(
+            f"{where} must map dotted keys to lists of values, e.g. {{optimizer.lr: [1e-3, 3e-3]}}"
+        )
+    axes = []
+    for dotted, values in grid.items():
+        kind = kind_of(dotted, where)
+        if not isinstance(values, list) or not values:
+            raise LMError(f"{where}.{dotted} must be a non-empty list of values, got {values!r}")
+        axes.append([(dotted, coerce(kind, v, f"{where}.{dotted}")) for v in values])
+    return axes
+
+
+def grid_points(axes: list[list[tuple[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every point of a grid's axes as ``(name part, {key: value})``: ``lr1e-3-bs64``."""
+    return [
+        ("-".join(member_part(k, v) for k, v in combo), dict(combo))
+        for combo in itertools.product(*axes)
+    ]
+
+
+def checked_overrides(overrides: Any, where: str) -> dict[str, Any]:
+    """``{dotted key: value}`` with each key known and each value of its key's kind."""
+    if not isinstance(overrides, dict):
+        raise LMError(f"{where} must map dotted keys to values, e.g. {{model.norm: none}}")
+    return {
+        dotted: coerce(kind_of(dotted, where), v, f"{where}.{dotted}")
+        for dotted, v in overrides.items()
+    }
+
+
 # ---------------------------------------------------------------------------- sweeps
 
 
@@ -105,7 +147,7 @@ def expand_sweep(cfg: dict, sweep_name: str) -> list[tuple[str, dict[str, Any], 
     sweep = sweep_entry(cfg, sweep_name)
     where = f"sweeps.{sweep_name}"
     check_name(sweep_name, where)
-    check_keys(sweep, SWEEP_KEYS, where)
+    check_keys(sweep, RACE_KEYS if is_race(sweep) else SWEEP_KEYS, where)
     runs = cfg.get("runs") or {}
     base = sweep.get("base")
     if base not in runs:
@@ -113,24 +155,15 @@ def expand_sweep(cfg: dict, sweep_name: str) -> list[tuple[str, dict[str, Any], 
             f"{where}.base: {base!r} is not a run{suggest(base, runs)}; a sweep's base must be one of runs: "
             f"{', '.join(sorted(runs)) or '(none defined)'}"
         )
+    if is_race(sweep):
+        return expand_race(sweep_name, sweep, where)
     grid = sweep.get("grid") or {}
     variants = sweep.get("variants") or {}
     if not grid and not variants:
         raise LMError(
             f"{where} has neither 'grid' nor 'variants'; give at least one, e.g. grid: {{optimizer.lr: [1e-3, 3e-3]}}"
         )
-    if not isinstance(grid, dict):
-        raise LMError(
-            f"{where}.grid must map dotted keys to lists of values, e.g. {{optimizer.lr: [1e-3, 3e-3]}}"
-        )
-    axes = []
-    for dotted, values in grid.items():
-        kind = kind_of(dotted, f"{where}.grid")
-        if not isinstance(values, list) or not values:
-            raise LMError(
-                f"{where}.grid.{dotted} must be a non-empty list of values, got {values!r}"
-            )
-        axes.append([(dotted, coerce(kind, v, f"{where}.grid.{dotted}")) for v in values])
+    axes = grid_axes(grid, f"{where}.grid")
     variant_items: list[tuple[str | None, dict]] = [(None, {})]
     if variants:
         if not isinstance(variants, dict):
@@ -145,14 +178,7 @@ def expand_sweep(cfg: dict, sweep_name: str) -> list[tuple[str, dict[str, Any], 
                 raise LMError(
                     f"{where}.variants.{vname} must map dotted keys to values, e.g. {{model.norm: none}}"
                 )
-            checked = {}
-            for dotted, v in overrides.items():
-                checked[dotted] = coerce(
-                    kind_of(dotted, f"{where}.variants.{vname}"),
-                    v,
-                    f"{where}.variants.{vname}.{dotted}",
-                )
-            variant_items.append((vname, checked))
+            variant_items.append((vname, checked_overrides(overrides, f"{where}.variants.{vname}")))
 
     members = []
     for vname, voverrides in variant_items:
@@ -175,3 +201,119 @@ def expand_sweep(cfg: dict, sweep_name: str) -> list[tuple[str, dict[str, Any], 
 def sweep_members(cfg: dict, sweep_name: str) -> list[str]:
     """The run names a sweep expands to, in grid order (these are keys of ``resolve_runs(cfg)``)."""
     return [name for name, _, _ in expand_sweep(cfg, sweep_name)]
+
+
+# ---------------------------------------------------------------------------- races
+
+
+def is_race(sweep: Any) -> bool:
+    """Whether a ``sweeps:`` entry is a race (it has a ``recipe:``)."""
+    return isinstance(sweep, dict) and "recipe" in sweep
+
+
+def _member_name(*parts: str) -> str:
+    return "-".join(p for p in parts if p)
+
+
+def race_parts(sweep: dict, where: str) -> dict[str, dict[str, Any]]:
+    """The recipe's parts, ``{part: {dotted key: value}}``, checked: each part sets keys of
+    its own (no two parts, and not the recipe's grid, set the same key), so taking a part
+    out of the recipe gives its keys back to the base run."""
+    recipe = sweep.get("recipe")
+    check_keys(recipe, RECIPE_KEYS, f"{where}.recipe")
+    parts = recipe.get("parts")
+    if not isinstance(parts, dict) or not parts:
+        raise LMError(
+            f"{where}.recipe.parts must name at least one part and its overrides, "
+            f"e.g. {{muon: {{optimizer.name: muon}}, wsd: {{schedule.name: wsd}}}}"
+        )
+    checked: dict[str, dict[str, Any]] = {}
+    owner: dict[str, str] = {}
+    for part, overrides in parts.items():
+        check_name(part, f"{where}.recipe.parts")
+        checked[part] = checked_overrides(overrides or {}, f"{where}.recipe.parts.{part}")
+        if not checked[part]:
+            raise LMError(
+                f"{where}.recipe.parts.{part} changes nothing; give the keys the part sets, "
+                f"e.g. {{model.ffn: relu2}}"
+            )
+        for key in checked[part]:
+            if key in owner:
+                raise LMError(
+                    f"{where}.recipe.parts: {owner[key]!r} and {part!r} both set {key!r}; each key "
+                    f"belongs to one part, so that the recipe minus a part is the recipe with "
+                    f"exactly that part's keys back at the base run's values"
+                )
+            owner[key] = part
+    for key in recipe.get("grid") or {}:
+        if key in owner:
+            raise LMError(
+                f"{where}.recipe.grid sweeps {key!r}, which part {owner[key]!r} sets; "
+                f"sweep it or set it in the part, not both"
+            )
+    return checked
+
+
+def expand_race(sweep_name: str, sweep: dict, where: str) -> list[tuple[str, dict, str]]:
+    """The members of a race, ``(run name, {dotted key: value}, variant)``, all sharing the
+    base run's wall-clock budget:
+
+    - ``RACE-baseline-<point>``: the base run at each point of ``grid`` (its LR sweep);
+    - ``RACE-recipe-<point>``: the base run with every part, at each point of
+      ``recipe.grid`` (the recipe's LR sweep);
+    - ``RACE-minus-PART-<point>``: the recipe without PART, at each point of ``recipe.grid``.
+      The pipeline trains those at the recipe's best point only (:func:`race_ablations`).
+    """
+    parts = race_parts(sweep, where)
+    baseline = grid_points(grid_axes(sweep.get("grid") or {}, f"{where}.grid"))
+    recipe = grid_points(grid_axes(sweep["recipe"].get("grid") or {}, f"{where}.recipe.grid"))
+    members = [(_member_name(sweep_name, "baseline", s), p, "baseline") for s, p in baseline]
+    everything = {k: v for overrides in parts.values() for k, v in overrides.items()}
+    members += [
+        (_member_name(sweep_name, "recipe", s), {**everything, **p}, "recipe") for s, p in recipe
+    ]
+    for part in parts:
+        rest = {k: v for other, ov in parts.items() if other != part for k, v in ov.items()}
+        members += [
+            (_member_name(sweep_name, f"minus-{part}", s), {**rest, **p}, f"minus-{part}")
+            for s, p in recipe
+        ]
+    return members
+
+
+def race_role(cfg: dict, sweep_name: str, variant: str) -> dict[str, Any]:
+    """What a race member is, as its config.json records it: ``{"role": "baseline" |
+    "recipe" | "ablation", "without": PART or None, "parts": [every part], "grid": [the keys of
+    its LR sweep]}``."""
+    sweep = sweep_entry(cfg, sweep_name)
+    parts = list(race_parts(sweep, f"sweeps.{sweep_name}"))
+    grid = sweep.get("grid") if variant == "baseline" else sweep["recipe"].get("grid")
+    role = {"role": variant, "without": None, "parts": parts, "grid": list(grid or {})}
+    if variant not in ("baseline", "recipe"):
+        role.update(role="ablation", without=variant.removeprefix("minus-"))
+    return role
+
+
+def race_lr_members(cfg: dict, sweep_name: str) -> list[str]:
+    """The members of a race's two LR sweeps (baseline and recipe): what is trained before
+    the best of each is known."""
+    return [
+        name
+        for name, _, variant in expand_sweep(cfg, sweep_name)
+        if variant in ("baseline", "recipe")
+    ]
+
+
+def race_ablations(cfg: dict, sweep_name: str, recipe_run: str) -> list[str]:
+    """The recipe minus each part, at the point of ``recipe.grid`` of ``recipe_run`` (the
+    recipe's best)."""
+    members = {name: variant for name, _, variant in expand_sweep(cfg, sweep_name)}
+    head = _member_name(sweep_name, "recipe")
+    if members.get(recipe_run) != "recipe":
+        raise LMError(
+            f"{recipe_run!r} is not a recipe member of race {sweep_name!r}; its recipe members: "
+            f"{', '.join(n for n, v in members.items() if v == 'recipe')}"
+        )
+    point = recipe_run[len(head) :]
+    parts = race_parts(sweep_entry(cfg, sweep_name), f"sweeps.{sweep_name}")
+    return [_member_name(sweep_name, f"minus-{part}") + point for part in parts]

@@ -17,7 +17,8 @@ configuration; the library reads only the paths it names::
        "lr_tuning": {"name": "lr_tuning", "report": JSON, "curves": PNG, "command": CMD},
        "learning_rate" | "batch_size" | "ablations":
            {"name": SWEEP, "report": JSON, "curves": PNG, "runs": {RUN: DIR}, "command": CMD},
-       "main_experiment" | "leaderboard": {"name": RUN, "dir": DIR, "command": CMD}}}
+       "main_experiment" | "leaderboard": {"name": RUN, "dir": DIR, "command": CMD},
+       "race": {"name": SWEEP, "report": JSON, "curves": PNG, "command": CMD}}}
 
 A role that is null (or has no name) is not configured; ``in_edition: false`` marks a
 full-scale problem the demo edition points at without reading it.

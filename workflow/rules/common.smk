@@ -21,6 +21,7 @@ from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
 from lm.tokenizer.training.memory import tokenizer_mem_mb
 from lm.training.config import resolve_runs, sweep_members
+from lm.training.grid import is_race, race_ablations, race_lr_members
 from lm.training.launch import job_gpus, train_launcher
 from lm.training.resources import run_runtime, stop_signal_option
 
@@ -348,13 +349,41 @@ def run_tokens(run, split):
 
 
 def sweep_runs(sweep):
+    """The runs a sweep trains; of a race, its two LR sweeps (the ablations follow the
+    recipe's best point: race_runs)."""
     if sweep not in section("sweeps"):
         raise WorkflowError(
             f"unknown sweep '{sweep}'. Configured sweeps: "
             f"{', '.join(sorted(section('sweeps'))) or '(none)'}. Add it under `sweeps:` "
             f"in config.yaml."
         )
+    if is_race(section("sweeps")[sweep]):
+        return race_lr_members(config, sweep)
     return sweep_members(config, sweep)
+
+
+def run_dirs_of(results):
+    """The run directories of result.json files, quoted for the shell; before a race's
+    checkpoint has run (a dry run), Snakemake's placeholder for the files not known yet.
+    """
+    if isinstance(results, str):
+        return results
+    return " ".join(shlex.quote(os.path.dirname(r)) for r in results)
+
+
+def is_race_sweep(sweep):
+    return is_race(section("sweeps").get(sweep))
+
+
+def report_runs(sweep):
+    """The runs of a sweep's report: a race's LR sweeps, then the recipe minus each part at
+    the recipe's best point, once the race_choice checkpoint has picked it."""
+    runs = sweep_runs(sweep)
+    if is_race_sweep(sweep):
+        with checkpoints.race_choice.get(sweep=sweep).output[0].open() as f:
+            recipe = json.load(f)["recipe"]
+        runs = runs + race_ablations(config, sweep, recipe)
+    return runs
 
 
 def _check_target_names():

@@ -124,14 +124,37 @@ rule samples:
         "--json {output.json:q} 2>&1 | tee {log:q}"
 
 
-rule sweep_report:
-    """All runs of a sweep on one plot, with a table of final losses."""
+checkpoint race_choice:
+    """A race's tuned baseline and recipe: the best of each one's LR sweep (eval.json). A
+    checkpoint: which ablations the report needs is known once this has run."""
     input:
         results=lambda wc: [
             f"results/runs/{r}/result.json" for r in sweep_runs(wc.sweep)
         ],
-        # whole-split losses and bits per byte (lm evaluate)
         evals=lambda wc: [f"results/runs/{r}/eval.json" for r in sweep_runs(wc.sweep)],
+    output:
+        "results/sweeps/{sweep}/choice.json",
+    log:
+        "results/logs/race_choice_{sweep}.log",
+    conda:
+        "../envs/lm.yaml"
+    params:
+        rundirs=lambda wc: " ".join(
+            shlex.quote(f"results/runs/{r}") for r in sweep_runs(wc.sweep)
+        ),
+        code=code_version("race-choice"),
+    shell:
+        "lm race-choice --runs {params.rundirs} --out {output:q} 2>&1 | tee {log:q}"
+
+
+rule sweep_report:
+    """All runs of a sweep on one plot, with a table of final losses; a race's report."""
+    input:
+        results=lambda wc: [
+            f"results/runs/{r}/result.json" for r in report_runs(wc.sweep)
+        ],
+        # whole-split losses and bits per byte (lm evaluate)
+        evals=lambda wc: [f"results/runs/{r}/eval.json" for r in report_runs(wc.sweep)],
     output:
         md=report(
             "results/sweeps/{sweep}/report.md",
@@ -160,9 +183,7 @@ rule sweep_report:
     conda:
         "../envs/lm.yaml"
     params:
-        rundirs=lambda wc: " ".join(
-            shlex.quote(f"results/runs/{r}") for r in sweep_runs(wc.sweep)
-        ),
+        rundirs=lambda wc, input: run_dirs_of(input.results),
         outdir=lambda wc: f"results/sweeps/{wc.sweep}",
         code=code_version("sweep-report"),
     shell:

@@ -9,6 +9,7 @@ WRITEUP_ROLES = (
     "ablations",
     "main_experiment",
     "leaderboard",
+    "race",
 )
 # the target whose tokenizer experiments each edition reads
 WRITEUP_TARGET = {"demo": "demo", "full": "all"}
@@ -87,6 +88,12 @@ def _role_plan(role, name):
             "command": command,
         }
         return plan, files
+    if role == "race":
+        sweep_runs(name)
+        d = f"results/sweeps/{name}"
+        files = [f"{d}/report.json", f"{d}/curves.png"]
+        plan = {"report": files[0], "curves": files[1]}
+        return {**plan, "command": _snakemake(f"{d}/report.md")}, files
     resolved_run(name)
     d = f"results/runs/{name}"
     command = _snakemake(f"{d}/eval.json", f"{d}/samples.md")

@@ -1,5 +1,5 @@
 """The handout's experiments on OpenWebText: the main run, against the best TinyStories
-run per token and per byte, and the leaderboard run."""
+run per token and per byte, and the leaderboard run with the race of its recipe."""
 
 from __future__ import annotations
 
@@ -96,6 +96,74 @@ MAIN_EXPERIMENT = Problem(
     missing="run {name}",
     options={"compare_with": "learning_rate"},
 )
+
+
+def _num(s: Section, rep, *key, fmt: str = ".4f") -> str:
+    """A number of the race's report, or a dash where the member has none (diverged)."""
+    return "—" if rep.get(*key) is None else s.num(rep, *key, fmt=fmt)
+
+
+def race(s: Section, plan: dict) -> None:
+    """The race behind the leaderboard's recipe (``writeup.race``): the tuned baseline, the
+    recipe and the recipe minus each part at one wall-clock budget, from its report.json."""
+    role = plan["roles"].get("race") or {}
+    if role.get("name") is None or not role.get("in_edition", True):
+        return
+    rep = load(role["report"])
+    s.add("", "### The recipe, raced at equal wall-clock", "")
+    if rep is None:
+        s.add(
+            f"The race {code(role['name'])} that compares the recipe with the tuned baseline "
+            f"has not run yet; `{role['command']}` runs it."
+        )
+        return
+    s.add(
+        f"Race {code(role['name'])}: every member trained for "
+        f"{s.num(rep, 'budget_minutes', fmt='g')} minutes of wall-clock; the tuned baseline "
+        "(AdamW and cosine at the best of its learning rates) against the recipe at its best "
+        "learning rates, and the recipe without each of its parts, each evaluated over the "
+        "whole validation split."
+    )
+    if rep.get("bits_per_byte_gain") is not None:
+        s.add(
+            "",
+            f"The recipe reaches {s.num(rep, 'recipe', 'bits_per_byte', fmt='.4f')} bits/byte "
+            f"against the baseline's {s.num(rep, 'baseline', 'bits_per_byte', fmt='.4f')}: "
+            f"{s.num(rep, 'bits_per_byte_gain', fmt='.1f', op='100*x')}% lower "
+            "(negative: higher).",
+        )
+    s.add(
+        "",
+        "| member | run | val loss (nats/token) | bits/byte | steps |",
+        "| --- | --- | ---: | ---: | ---: |",
+    )
+    for label, key in (("tuned baseline", "baseline"), ("recipe", "recipe")):
+        s.add(
+            f"| {label} | {code(rep.get(key, 'run'))} | {_num(s, rep, key, 'eval_loss')} "
+            f"| {_num(s, rep, key, 'bits_per_byte')} | {_num(s, rep, key, 'steps', fmt=',')} |"
+        )
+    contributions = rep.get("contributions") or []
+    for i, c in enumerate(contributions):
+        s.add(
+            f"| recipe without {code(c['part'])} | {code(c['run'])} "
+            f"| {_num(s, rep, 'contributions', i, 'eval_loss')} "
+            f"| {_num(s, rep, 'contributions', i, 'bits_per_byte')} | |"
+        )
+    if contributions:
+        s.add(
+            "",
+            "What each part is worth, the recipe without it minus the full recipe in bits/byte "
+            "(positive: the part helps): "
+            + ", ".join(
+                f"{code(c['part'])} {_num(s, rep, 'contributions', i, 'bpb_contribution', fmt='+.4f')}"
+                for i, c in enumerate(contributions)
+            )
+            + ".",
+        )
+    if role.get("curves") and Path(role["curves"]).is_file():
+        s.figure(role["curves"], f"validation loss against wall-clock in race {role['name']}")
+
+
 LEADERBOARD = Problem(
     "leaderboard",
     "Leaderboard",
@@ -107,6 +175,7 @@ LEADERBOARD = Problem(
     elsewhere="the leaderboard run",
     needs={"result": ("dir", "result.json")},
     missing="run {name}",
+    appendix=race,
 )
 
 PROBLEMS = (MAIN_EXPERIMENT, LEADERBOARD)

@@ -35,6 +35,8 @@ class Problem:
     missing: str = ""  # the "not run yet" subject, "{name}" the role's name
     unset_command: str = ""  # added to ``unset`` when the role still names a command
     options: dict = field(default_factory=dict)  # what the kind of section varies by
+    # written after the answer, whatever it was (the leaderboard's race): (section, plan)
+    appendix: Callable[[Section, dict], None] | None = None
 
 
 @dataclass
@@ -115,7 +117,14 @@ def _artifact_path(role: dict, where: tuple[str, ...]):
 
 
 def answer(problem: Problem, s: Section, plan: dict) -> None:
-    """Write ``problem``'s section: why it cannot be answered yet, or its answer."""
+    """Write ``problem``'s section: why it cannot be answered yet, or its answer; then its
+    appendix, if it has one."""
+    _answer(problem, s, plan)
+    if problem.appendix is not None:
+        problem.appendix(s, plan)
+
+
+def _answer(problem: Problem, s: Section, plan: dict) -> None:
     role = plan["roles"].get(problem.role) or {}
     if role.get("name") is None:
         command = role.get("command")

@@ -232,17 +232,24 @@ def engine(request, monkeypatch):
     return request.param
 
 
-#: The longest modules, longest first (minutes each: a SLURM cluster's status polls, whole
-#: pipelines of real snakemake jobs, trainings under torchrun, killed and resumed runs).
+#: The longest modules, longest first, as a whole-suite run's --durations ranked them (minutes
+#: each: whole pipelines of real snakemake jobs, a SLURM cluster's status polls, trainings
+#: under torchrun, killed and resumed runs).
 LONGEST_MODULES = (
-    "test_slurm",
     "test_workflow_pipeline",
-    "test_comparison",
-    "test_trackers",
-    "test_distributed",
-    "test_workflow_crash",
-    "test_faults",
     "test_readme_commands",
+    "test_slurm",
+    "test_workflow_data",
+    "test_trackers",
+    "test_workflow_crash",
+    "test_distributed",
+    "test_faults",
+    "test_comparison",
+    "test_training_loop",
+    "test_workflow_caching",
+    "test_config_layers",
+    "test_scheduler_resources",
+    "test_benchmarks",
 )
 
 

@@ -462,10 +462,15 @@ def main(argv: list[str]) -> int:
         # runs), and the extra worker fills that idle time (2 cores: 11m54s with 3 workers,
         # 13m54s with 2). The quick loop (-m "not slow") computes throughout: one a core.
         # loadscope keeps the tests of a module on one worker, so a module-scoped fixture (a
-        # whole pipeline run) is built once, not once per worker.
+        # whole pipeline run) is built once, not once per worker; --no-loadscope-reorder hands
+        # the modules out in the order tests/conftest.py sets (the longest first), not
+        # pytest-xdist's own (most tests first, which left the SLURM module for last).
         quick = any(a == "-m" and "not slow" in b for a, b in zip(rest, rest[1:], strict=False))
         workers = str((os.cpu_count() or 1) + (0 if quick else 1))
-        cmd = [str(BIN / "pytest"), "-n", workers, "--dist", "loadscope", *rest]
+        cmd = [
+            str(BIN / "pytest"), "-n", workers, "--dist", "loadscope", "--no-loadscope-reorder",
+            *rest,
+        ]  # fmt: skip
     print("dev.py: " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode
 

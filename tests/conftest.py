@@ -276,22 +276,45 @@ def engine_scan(request, monkeypatch):
     _restore_scan_path(before)
 
 
-#: The longest modules (minutes each: a SLURM cluster's status polls, the whole pipeline).
-LONGEST_MODULES = ("test_slurm", "test_workflow_pipeline")
+#: The longest modules, longest first, as a whole-suite run's --durations ranked them (minutes
+#: each: whole pipelines of real snakemake jobs, a SLURM cluster's status polls, trainings
+#: under torchrun, killed and resumed runs).
+LONGEST_MODULES = (
+    "test_workflow_pipeline",
+    "test_readme_commands",
+    "test_slurm",
+    "test_workflow_data",
+    "test_trackers",
+    "test_workflow_crash",
+    "test_distributed",
+    "test_faults",
+    "test_comparison",
+    "test_training_loop",
+    "test_workflow_caching",
+    "test_config_layers",
+    "test_scheduler_resources",
+    "test_benchmarks",
+)
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest modules first, then the other modules with slow tests, then the rest.
+    """The longest modules first (in LONGEST_MODULES' order), then the other modules with
+    slow tests, then the rest.
 
-    ``pytest -n N --dist loadscope`` (dev.py test) hands whole modules to the workers in
-    collection order; a long module reached last leaves one worker idle while the other
-    finishes it, so starting the long ones first makes the suite end sooner.
+    ``pytest -n N --dist loadscope --no-loadscope-reorder`` (dev.py test) hands whole
+    modules to the workers in collection order; a long module reached last leaves the other
+    workers idle while one finishes it, so starting the long ones first makes the suite end
+    sooner. (Without --no-loadscope-reorder, pytest-xdist orders the modules by their number
+    of tests instead: the SLURM module's two tests came last, and the suite ran minutes longer.)
     """
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    longest = {name: i for i, name in enumerate(LONGEST_MODULES)}
 
-    def rank(item) -> int:
+    def rank(item) -> tuple[int, int]:
         name = item.module.__name__.rpartition(".")[2]
-        return 0 if name in LONGEST_MODULES else 1 if item.module.__name__ in slow else 2
+        if name in longest:
+            return 0, longest[name]
+        return (1 if item.module.__name__ in slow else 2), 0
 
     items.sort(key=rank)  # stable: the order inside each group is kept
 

@@ -30,17 +30,22 @@ from lm.training.trackers import wandb_history, wandb_records, wandb_run_id
 TRACKED = ("train_loss", "val_loss", "lr")
 
 
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch) -> dict:
-    """W&B offline and silent, its settings and caches inside tmp_path (also for subprocesses)."""
-    env = {
+def wandb_settings(directory: Path) -> dict:
+    """W&B offline and silent, its settings and caches inside ``directory``."""
+    return {
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp_path / "wandb-dir"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
-        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
-        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "WANDB_DIR": str(directory / "wandb-dir"),
+        "WANDB_CONFIG_DIR": str(directory / "wandb-config"),
+        "WANDB_CACHE_DIR": str(directory / "wandb-cache"),
+        "WANDB_DATA_DIR": str(directory / "wandb-data"),
     }
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch) -> dict:
+    """wandb_settings(tmp_path) in the environment (also for subprocesses)."""
+    env = wandb_settings(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
@@ -175,40 +180,44 @@ def test_wandb_run_id_is_the_same_in_every_process(tmp_path):
     assert wandb_run_id("a/b c", tmp_path, restart=1) != wandb_run_id("a/b c", tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("section", "hidden"), [("wandb", "wandb"), ("tensorboard", "tensorboard")]
-)
-def test_missing_tracker_package_stops_lm_train_before_training(tmp_path, section, hidden):
-    """The package cannot be imported (None in sys.modules makes `import` raise ImportError):
-    lm train exits non-zero naming the setting, the package and the extra to install, and
-    trains nothing."""
+@pytest.mark.parametrize("section", ["wandb", "tensorboard"])
+def test_missing_tracker_package_stops_lm_train_before_training(
+    tmp_path, section, monkeypatch, capsys
+):
+    """The package cannot be imported (None in sys.modules makes `import` raise ImportError;
+    torch's tensorboard module, imported by an earlier test, is dropped so that it imports
+    tensorboard again): lm train exits non-zero naming the setting, the package and the
+    extra to install, and trains nothing. In this process: the exit status is main()'s,
+    which `python -m lm` exits with."""
+    from lm.cli import main
+
+    for name in [m for m in sys.modules if m.startswith("torch.utils.tensorboard")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, section, None)
     train_npy, valid_npy = micro_tokens(tmp_path)
     run = micro_run("missing", steps=5)
     run[section] = {"enabled": True}
     cfg = write_run(tmp_path / "run.json", run)
     out = tmp_path / "out"
-    code = (
-        f"import sys; sys.modules[{hidden!r}] = None; from lm.cli import main; "
-        "sys.exit(main(sys.argv[1:]))"
-    )
-    args = _lm_train(cfg, train_npy, valid_npy, out)[2:]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode != 0
-    assert f"{section}.enabled is true but the {section} package cannot be imported" in proc.stderr
-    assert "pip install -e '.[trackers]'" in proc.stderr
+    capsys.readouterr()
+    assert main(_lm_train(cfg, train_npy, valid_npy, out)[2:]) != 0
+    err = capsys.readouterr().err
+    assert f"{section}.enabled is true but the {section} package cannot be imported" in err
+    assert "pip install -e '.[trackers]'" in err
     assert not out.exists()  # no directory prepared, no step trained
 
 
 # ---------------------------------------------------------------------------- training
 
 
-@pytest.mark.slow
-def test_offline_wandb_and_tensorboard_hold_every_logged_step(tmp_path, wandb_env):
-    """A sweep member trained by lm train from the pipeline config: its W&B run (offline)
-    is grouped by the sweep and holds every step of metrics.jsonl; TensorBoard too."""
-    train_npy, valid_npy = micro_tokens(tmp_path)
+@pytest.fixture(scope="module")
+def sweep_member(tmp_path_factory) -> Path:
+    """The run directory of a sweep member resolved by `lm runs` from a pipeline config
+    (W&B offline from training_defaults, TensorBoard from the base run) and trained by
+    `lm train` under torchrun with two processes: one training (each costs a torch start-up
+    and a W&B session) serves the tests of the sweep's W&B group and of rank 0 alone logging."""
+    tmp = tmp_path_factory.mktemp("sweep-member")
+    train_npy, valid_npy = micro_tokens(tmp)
     run = micro_run("base", steps=30, eval_every=10, log_every=5)
     config = {
         "runs": {"base": {k: v for k, v in run.items() if k != "name"}},
@@ -216,18 +225,38 @@ def test_offline_wandb_and_tensorboard_hold_every_logged_step(tmp_path, wandb_en
         "training_defaults": {"wandb": {"enabled": True, "mode": "offline"}},
     }
     config["runs"]["base"]["tensorboard"] = {"enabled": True}
-    cfg = tmp_path / "config.yaml"
+    cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    out = tmp_path / "run"
+    out = tmp / "run"
     resolved = subprocess.run(
         [sys.executable, "-m", "lm", "runs", "--config", str(cfg), "--run", "tiny-lr2e-2"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    run_json = tmp_path / "run.json"
+    run_json = tmp / "run.json"
     run_json.write_text(resolved.stdout)
-    cmd = _lm_train(run_json, train_npy, valid_npy, out)
-    proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            *_lm_train(run_json, train_npy, valid_npy, out),
+        ],  # fmt: skip
+        env={**os.environ, "OMP_NUM_THREADS": "1", **wandb_settings(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_offline_wandb_and_tensorboard_hold_every_logged_step(sweep_member):
+    """A sweep member trained by lm train from the pipeline config: its W&B run (offline)
+    is grouped by the sweep and holds every step of metrics.jsonl; TensorBoard too."""
+    out = sweep_member
     metrics = _metrics(out)
     assert [r["step"] for r in metrics] == [0, 5, 10, 15, 20, 25, 30]
     (session,) = wandb_sessions(out)
@@ -244,9 +273,10 @@ def test_killed_and_resumed_run_continues_the_same_wandb_run(tmp_path, wandb_env
     (what the killed session's wandb had not written yet comes from the resumed one); the
     TensorBoard files hold each step once too."""
     train_npy, valid_npy = micro_tokens(tmp_path)
-    # every step logged, so wandb writes its first 32 KiB block before the kill and loses
-    # the rest: the resumed session logs from the killed one's last written step on
-    cfg = _config(tmp_path, steps=800, eval_every=50, log_every=1, checkpoint_every=400)
+    # every step logged (about 600 bytes of W&B records a step), so wandb writes its first
+    # 32 KiB blocks before the kill at step 106 or so and loses the rest: the resumed
+    # session logs from the killed one's last written step on
+    cfg = _config(tmp_path, steps=250, eval_every=50, log_every=1, checkpoint_every=100)
     out = tmp_path / "run"
     cmd = [sys.executable, *_lm_train(cfg, train_npy, valid_npy, out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -272,7 +302,7 @@ def test_killed_and_resumed_run_continues_the_same_wandb_run(tmp_path, wandb_env
     proc.send_signal(signal.SIGKILL)  # the training process; wandb's service sees it die
     proc.wait()
     killed_at = json.loads((out / "tensorboard" / "last_step.json").read_text())["step"]
-    assert killed_at < 800, "the run ended before it could be killed; make it longer"
+    assert killed_at < 250, "the run ended before it could be killed; make it longer"
     deadline = time.monotonic() + 60
     with contextlib.suppress(ProcessLookupError):
         while time.monotonic() < deadline:  # until wandb's service has written and gone
@@ -297,25 +327,8 @@ def test_killed_and_resumed_run_continues_the_same_wandb_run(tmp_path, wandb_env
 
 
 @pytest.mark.slow
-def test_under_torchrun_only_rank_0_logs(tmp_path, wandb_env):
-    train_npy, valid_npy = micro_tokens(tmp_path)
-    cfg = _config(tmp_path, steps=20, eval_every=10, log_every=5)
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            *_lm_train(cfg, train_npy, valid_npy, out),
-        ],  # fmt: skip
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_under_torchrun_only_rank_0_logs(sweep_member):
+    out = sweep_member
     assert json.loads((out / "result.json").read_text())["processes"] == 2
     metrics = _metrics(out)
     # one W&B session, each step once (a second rank's would log them again), one event file

@@ -369,7 +369,7 @@ def estimated_mem_mb(rulename, mem_mb):
         return mem_mb
     capped = cap(mem_mb, nodes, "mem_mb")
     logger.warning(
-        f"rule {rulename}: its memory estimate, {mem_mb} MB, is more than any node of "
+        f"{rulename} jobs: the memory estimate, {mem_mb} MB, is more than any node of "
         f"{nodes.where} has; asking for {capped} MB (--set-resources {rulename}:mem_mb=N "
         f"to choose)."
     )

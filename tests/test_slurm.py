@@ -59,7 +59,7 @@ def _no_cluster_reason() -> str | None:
         )
     except subprocess.TimeoutExpired as e:
         return f"`{shlex.join(e.cmd)}` did not answer within {SLURM_TIMEOUT_S} s"
-    if states.returncode != 0 or not {"idle", "mixed", "allocated"} & {
+    if states.returncode != 0 or not {"idle", "mixed", "allocated", "completing"} & {
         s.rstrip("*") for s in states.stdout.split()
     }:
         return f"no SLURM node is up (sinfo: {states.stdout.strip() or states.stderr.strip()})"

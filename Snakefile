@@ -45,6 +45,12 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/index.smk"
 
 
+# Before anything runs or is submitted: every job fits a node of its partition (or this
+# machine), else one error naming each job that would wait forever (common.smk).
+onstart:
+    check_requests_fit(workflow.dag.needrun_jobs())
+
+
 rule all:
     """Everything for the datasets in config targets.all (downloads the real corpora)."""
     default_target: True

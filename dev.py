@@ -278,7 +278,8 @@ def _slurm_up() -> bool:
         return False
     states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     live = states.returncode == 0 and any(
-        s.strip().rstrip("*") in ("idle", "mixed", "allocated") for s in states.stdout.split()
+        s.strip().rstrip("*") in ("idle", "mixed", "allocated", "completing")
+        for s in states.stdout.split()
     )
     return live and _ok("sacct", "-n", "-X", "-S", "now")
 

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import http.server
+import re
 import socket
 import threading
 
@@ -116,4 +117,58 @@ def test_connection_refused(tmp_path):
             what="datasets.owt.train",
             progress=False,
         )
+    assert leftovers(tmp_path) == []
+
+
+def test_a_server_that_never_answers_times_out_naming_the_url(tmp_path, monkeypatch):
+    """A server that accepts the connection but sends nothing: the download gives up after
+    LM_DOWNLOAD_TIMEOUT seconds, naming the URL and the timeout, and leaves nothing."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # the kernel accepts connections; nobody ever reads or answers
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.txt"
+    monkeypatch.setenv("LM_DOWNLOAD_TIMEOUT", "0.5")
+    try:
+        with pytest.raises(LMError) as e:
+            download(url, tmp_path / "a.txt", what="datasets.owt.train", progress=False)
+    finally:
+        sock.close()
+    assert f"no answer from {url} for datasets.owt.train within 0.5 s (LM_DOWNLOAD_TIMEOUT)" in str(
+        e.value
+    )
+    assert leftovers(tmp_path) == []
+
+
+class StallingHandler(http.server.BaseHTTPRequestHandler):
+    """Sends its headers and the first bytes of a body, then nothing more."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY[:100])
+        self.wfile.flush()
+        self.server.release.wait(30)  # holds the connection open, silent
+
+
+def test_a_download_that_stalls_times_out_naming_the_url(tmp_path, monkeypatch):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StallingHandler)
+    httpd.release = threading.Event()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/x.txt"
+    monkeypatch.setenv("LM_DOWNLOAD_TIMEOUT", "0.5")
+    try:
+        with pytest.raises(LMError) as e:
+            download(url, tmp_path / "a.txt", what="datasets.owt.train", progress=False)
+    finally:
+        httpd.release.set()
+        httpd.shutdown()
+    assert re.match(
+        rf"download of {re.escape(url)} for datasets.owt.train stalled: no data within 0.5 s "
+        rf"\(LM_DOWNLOAD_TIMEOUT\) after \d+ bytes; the partial file was removed",
+        str(e.value),
+    ), str(e.value)
     assert leftovers(tmp_path) == []

@@ -5,6 +5,7 @@ and each command sees exactly its own in CUDA_VISIBLE_DEVICES."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,3 +128,30 @@ def test_with_gpus_zero_hides_every_gpu_and_too_many_is_an_error(tmp_path):
     )
     assert many.returncode == 2
     assert "3 GPU(s) wanted but this machine has 2 (devices: 0,1)" in many.stderr
+
+
+@pytest.mark.slow
+def test_a_job_waiting_for_a_full_pool_times_out_naming_the_pool_and_its_holders(tmp_path):
+    """LM_GPU_WAIT bounds the wait of `lm with-gpus` (no --timeout): the error names the
+    GPUs, who holds them and the pool's lock directory."""
+    first = holder(tmp_path, "first", 4)
+    try:
+        devices_of(tmp_path, "first", first)
+        cmd = [*LM, "with-gpus", "1", "--devices", "0,1,2,3", "--lock-dir", str(tmp_path / "locks")]
+        late = subprocess.run(
+            [*cmd, "--", sys.executable, "-c", "pass"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "LM_GPU_WAIT": "1"},
+        )
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert late.returncode == 2, late.stderr
+    assert "waiting up to 1 s for 1 free GPU(s) among 0,1,2,3" in late.stderr
+    assert re.search(
+        rf"no 1 free GPU\(s\) among 0,1,2,3 after 1 s: GPU 0 held by pid {first.pid} \S+",
+        late.stderr,
+    ), late.stderr
+    assert f"(the GPU pool, locks in {tmp_path / 'locks'})" in late.stderr

@@ -292,3 +292,40 @@ def test_a_hung_rank_fails_the_job_after_the_collective_timeout(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     assert "did not answer within 8 s" in log, log[-3000:]
+
+
+def test_a_peer_that_never_joins_fails_the_join_naming_the_wait(tmp_path):
+    """Rank 0 of 2 whose peer never starts: joining the process group gives up after
+    LM_DIST_TIMEOUT with the message of every collective, not a raw torch traceback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "LM_DIST_TIMEOUT": "2",
+    }
+    code = (
+        "import torch\n"
+        "from lm.errors import LMError\n"
+        "from lm.training import distributed\n"
+        "try:\n"
+        "    distributed.setup(torch.device('cpu'))\n"
+        "except LMError as e:\n"
+        "    print(e)\n"
+        "    raise SystemExit(3)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    assert done.stdout.startswith(
+        "rank 0 of 2: a collective (joining the process group) failed: a peer closed its "
+        "connection or did not answer within 2 s (LM_DIST_TIMEOUT)"
+    ), done.stdout

@@ -1,9 +1,10 @@
 """The SLURM profile on a real SLURM cluster (`python3 dev.py slurm` brings one up on this
-machine): every job of a tiny pipeline (data -> tokenizer -> tokens -> one run -> eval) is
-submitted with sbatch, sacct saw each one complete, and the outputs equal a local run's.
+machine): the commands of docs/cluster.md's try-it block, exactly as they stand there, on the
+shipped config.yaml, submit every job with sbatch; sacct saw each one complete; the outputs
+equal a local run's; and a job no node can hold stops the run before anything is submitted.
 
-Without a cluster the test is skipped, unless LM_REQUIRE_SLURM=1 (as .ci/run sets): then it
-fails, so a CI machine where `dev.py slurm` broke cannot pass by skipping.
+Without a cluster the tests are skipped, unless LM_REQUIRE_SLURM=1 (as .ci/run sets): then
+they fail, so a CI machine where `dev.py slurm` broke cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -12,23 +13,36 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, add_micro_runs, copy_checkout
+from conftest import REPO, SNAKEMAKE, copy_checkout
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
-TARGET = "results/runs/micro/eval.json"
-#: The jobs of TARGET that SLURM runs (run_config is a localrule: it only writes run.json).
+DOCS = REPO / "docs" / "cluster.md"
+#: The jobs of the documented flow that SLURM runs (run_config is a localrule: it only
+#: writes run.json); the demo's splits are generated (fetch_split), the train split checked.
 CLUSTER_JOBS = Counter(
-    {"inspect_split": 1, "train_tokenizer": 1, "encode_split": 2, "train": 1, "evaluate": 1}
-)
+    {"fetch_split": 2, "inspect_split": 1, "train_tokenizer": 1, "encode_split": 2,
+     "train": 1, "evaluate": 1}
+)  # fmt: skip
+#: Seconds SLURM's commands may take here before a check gives up.
+SLURM_TIMEOUT_S = 60
+
+
+def documented_flow() -> list[str]:
+    """The commands of the code block of docs/cluster.md that starts the local cluster."""
+    for block in re.findall(r"```bash\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S):
+        lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in block.splitlines()]
+        if lines and lines[0] == "python3 dev.py slurm":
+            return [ln for ln in lines if ln]
+    raise AssertionError(f"{DOCS} has no ```bash block starting with `python3 dev.py slurm`")
 
 
 def _no_cluster_reason() -> str | None:
@@ -36,18 +50,28 @@ def _no_cluster_reason() -> str | None:
         return "the SLURM executor plugin is not installed (pip install -e '.[slurm]')"
     if not shutil.which("sbatch"):
         return "no SLURM on this machine (sbatch is not on PATH)"
-    states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if states.returncode != 0 or not {"idle", "mixed", "allocated"} & {
+    try:
+        states = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=SLURM_TIMEOUT_S
+        )
+        sacct = subprocess.run(
+            ["sacct", "-n", "-X", "-S", "now"], capture_output=True, timeout=SLURM_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as e:
+        return f"`{shlex.join(e.cmd)}` did not answer within {SLURM_TIMEOUT_S} s"
+    if states.returncode != 0 or not {"idle", "mixed", "allocated", "completing"} & {
         s.rstrip("*") for s in states.stdout.split()
     }:
         return f"no SLURM node is up (sinfo: {states.stdout.strip() or states.stderr.strip()})"
-    if subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True).returncode:
+    if sacct.returncode:
         return "SLURM accounting does not answer (sacct fails; the executor plugin polls it)"
     return None
 
 
 @pytest.fixture(scope="module")
 def cluster():
+    """`python3 dev.py slurm`'s part: the cluster is up (its own check, without the
+    virtual environment dev.py would make in the copy)."""
     reason = _no_cluster_reason()
     if reason is None:
         return
@@ -56,109 +80,158 @@ def cluster():
     pytest.skip(f"{reason}; start one with `python3 dev.py slurm` (as root)")
 
 
-def slurm_config(data: Path) -> dict:
-    """Demo-like data read in place (no fetch jobs: the DAG stays short, each SLURM job
-    costs a status poll) and one micro run."""
-    from lm.data.demo import write_corpus
-
-    for split, docs, seed in (("train", 30, 0), ("valid", 5, 1)):
-        write_corpus(data / f"{split}.txt", documents=docs, seed=seed)
-    cfg = {
-        "datasets": {
-            "demo": {
-                "train": {"path": str(data / "train.txt")},
-                "valid": {"path": str(data / "valid.txt")},
-                "tokenizer": {"vocab_size": 300, "special_tokens": ["<|endoftext|>"]},
-            }
-        },
-        "targets": {"all": {"datasets": ["demo"]}, "demo": {"datasets": ["demo"]}},
-        "scheduler": {"data_threads": 1},
-    }
-    return add_micro_runs(cfg, checkpoint_every=10, device="cpu")
-
-
-def _checkout(root: Path, config: dict) -> Path:
-    copy_checkout(root)
-    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return root
-
-
 def _sacct(job_ids: list[str]) -> list[dict]:
-    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Timelimit", "ReqMem", "Elapsed"]
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Timelimit", "ReqMem",
+              "AllocCPUS", "Elapsed"]  # fmt: skip
     out = subprocess.run(
         ["sacct", "-a", "-X", "-P", "-j", ",".join(job_ids), "-o", ",".join(fields)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=SLURM_TIMEOUT_S,
     ).stdout  # fmt: skip
     rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()[1:]]
     print("\n".join(out.splitlines()))  # shown with -s / on failure: the run's sacct lines
     return rows
 
 
-@pytest.mark.slow
-def test_profile_runs_every_job_through_sbatch_and_matches_a_local_run(cluster, tmp_path):
-    config = slurm_config(tmp_path / "data")
-    local = _checkout(tmp_path / "local", config)
-    remote = _checkout(tmp_path / "slurm", config)
-    # the local run goes on beside the cluster run, whose jobs mostly wait for status polls
+@pytest.fixture(scope="module")
+def flow(cluster, tmp_path_factory):
+    """The documented flow, run once for the module's checks, and a local run of the same
+    targets in another copy of the checkout (its data steps beside the cluster run)."""
+    commands = documented_flow()
+    assert commands[0] == "python3 dev.py slurm"  # done by the cluster fixture
+    snakemakes = [c for c in commands if c.startswith("snakemake ")]
+    targets = [shlex.split(c)[-1] for c in snakemakes]
+    assert targets == ["results/demo/tokens/valid.npy", "results/runs/demo/eval.json"]
+    base = tmp_path_factory.mktemp("flow")
+    local, remote = copy_checkout(base / "local"), copy_checkout(base / "slurm")
+    # the local run of the data steps goes on beside the cluster run, whose jobs mostly wait
+    # for status polls; its training after the cluster's (two trainings at once on a small
+    # machine slow each other down many times over)
     local_run = subprocess.Popen(
-        [str(SNAKEMAKE), "--cores", "2", TARGET], cwd=local,
+        [str(SNAKEMAKE), "--cores", "2", targets[0]], cwd=local,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    started = time.monotonic()
-    cluster_run = subprocess.run(
-        [str(SNAKEMAKE), "--workflow-profile", "workflow/profiles/slurm",
-         "--slurm-init-seconds-before-status-checks", "1", "--retries", "0", TARGET],
-        cwd=remote, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    logs, started = [], time.monotonic()
+    for cmd in commands[1:]:
+        argv = shlex.split(cmd)
+        if argv[0] == "snakemake":
+            argv[0] = str(SNAKEMAKE)
+        done = subprocess.run(argv, cwd=remote, capture_output=True, text=True, timeout=1800)
+        logs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, f"{cmd}:\n{logs[-1]}"
     wall = time.monotonic() - started
     local_out = local_run.communicate(timeout=600)[0]
-    log = cluster_run.stdout + cluster_run.stderr
-    assert cluster_run.returncode == 0, log
     assert local_run.returncode == 0, local_out
-    print(f"cluster run: {wall:.0f} s")
-
-    # every job but the localrule went through sbatch, and SLURM's accounting saw it finish
+    local_run = subprocess.run(
+        [str(SNAKEMAKE), "--cores", "2", *targets], cwd=local,
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert local_run.returncode == 0, local_run.stdout + local_run.stderr
+    print(f"documented cluster flow: {wall:.0f} s")
+    log = "\n".join(logs)
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
-    rows = _sacct(job_ids)
-    assert len(rows) == len(job_ids) == sum(CLUSTER_JOBS.values()), log
+    return SimpleNamespace(local=local, remote=remote, log=log, wall=wall, job_ids=job_ids)
+
+
+@pytest.mark.slow
+def test_documented_flow_runs_every_job_through_sbatch(flow):
+    rows = _sacct(flow.job_ids)
+    assert len(rows) == len(flow.job_ids) == sum(CLUSTER_JOBS.values()), flow.log
     rules = Counter(re.match(r"rule_(\w+?)_wildcards_", r["Comment"]).group(1) for r in rows)
     assert rules == CLUSTER_JOBS
     assert {r["State"] for r in rows} == {"COMPLETED"}
     assert {r["ExitCode"] for r in rows} == {"0:0"}
-    assert len({r["JobName"] for r in rows}) == 1  # one snakemake run submitted them all
-    assert re.search(r"^localrule run_config:", log, re.M)
+    assert re.search(r"^localrule run_config:", flow.log, re.M)
+
+    # the data steps asked for no more CPUs than the node has (4 by default on a cluster)
+    node_cpus = max(int(n) for n in _sinfo("%c").split())
+    data = [r for r in rows if re.match(r"rule_(train_tokenizer|encode_split)_", r["Comment"])]
+    assert {int(r["AllocCPUS"]) for r in data} == {min(4, node_cpus)}
+    assert set(re.findall(r"--workers (\d+)", flow.log)) == {str(min(4, node_cpus))}
 
     # what the train job asked SLURM for is what the workflow declared for it
     from lm.training.config import resolve_runs
     from lm.training.resources import run_runtime
 
-    micro = resolve_runs(config)["micro"]
+    config = yaml.safe_load((flow.remote / "config.yaml").read_text())
+    demo = resolve_runs(config)["demo"]
     train = next(r for r in rows if r["Comment"].startswith("rule_train_wildcards_"))
-    assert train["ReqMem"] == f"{micro.resources.mem_mb}M"
-    assert _minutes(train["Timelimit"]) == run_runtime(micro, config.get("scheduler")) < 120
+    assert train["ReqMem"] == f"{demo.resources.mem_mb}M"
+    assert int(train["AllocCPUS"]) == demo.threads
+    assert _minutes(train["Timelimit"]) == run_runtime(demo, config.get("scheduler")) < 120
 
-    # the outputs equal the local run's
+
+@pytest.mark.slow
+def test_documented_flow_outputs_equal_a_local_run(flow):
+    local, remote = flow.local, flow.remote
     for name in ("demo/tokenizer/vocab.json", "demo/tokenizer/merges.txt",
                  "demo/tokens/train.npy", "demo/tokens/valid.npy"):  # fmt: skip
         assert (remote / "results" / name).read_bytes() == (
             local / "results" / name
         ).read_bytes(), name
     results = [
-        json.loads((root / "results/runs/micro/result.json").read_text())
-        for root in (local, remote)
+        json.loads((root / "results/runs/demo/result.json").read_text()) for root in (local, remote)
     ]
     for key in ("steps", "tokens", "initial_val_loss", "final_train_loss", "final_val_loss"):
         assert results[0][key] == results[1][key], key
     losses = [
         [
             json.loads(line).get("train_loss")
-            for line in (root / "results/runs/micro/metrics.jsonl").open()
+            for line in (root / "results/runs/demo/metrics.jsonl").open()
         ]
         for root in (local, remote)
     ]
     assert losses[0] == losses[1] and any(x is not None for x in losses[0])
-    evals = [json.loads((root / TARGET).read_text())["loss"] for root in (local, remote)]
+    evals = [
+        json.loads((root / "results/runs/demo/eval.json").read_text())["loss"]
+        for root in (local, remote)
+    ]
     assert evals[0] == evals[1]
+
+
+def _sinfo(fmt: str) -> str:
+    return subprocess.run(
+        ["sinfo", "-h", "-N", "-o", fmt], capture_output=True, text=True, check=True,
+        timeout=SLURM_TIMEOUT_S,
+    ).stdout  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_job_no_node_can_hold_stops_the_run_before_any_submission(cluster, tmp_path):
+    """A run asking for more GPUs than any node has (and one asking for more memory) fails
+    at start-up, each named with its request and the largest node; nothing reaches sbatch."""
+    root = copy_checkout(tmp_path / "repo")
+    node = _sinfo("%N|%c|%m|%G").split()[0].split("|")
+    demo = {"dataset": "demo", "model": {"preset": "demo-tiny"}, "threads": 2,
+            "training": {"steps": 10, "device": "cpu"}}  # fmt: skip
+    big = {
+        "runs": {
+            "demo-8gpu": {**demo, "resources": {"gpu": 8}},
+            "demo-mem": {**demo, "resources": {"mem_mb": int(node[2]) * 2}},
+        }
+    }
+    (root / "big.yaml").write_text(yaml.safe_dump(big))
+    done = subprocess.run(
+        [str(SNAKEMAKE), "results/runs/demo-8gpu/result.json",
+         "results/runs/demo-mem/result.json", "--workflow-profile", "workflow/profiles/slurm",
+         "--configfile", "big.yaml"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    print(log)
+    assert done.returncode != 0, log
+    assert "submitted with SLURM jobid" not in log
+    largest = f"{node[0]} ({node[1]} CPUs, {node[2]} MB, 0 GPU(s))"
+    assert re.search(
+        rf"job train \(run=demo-8gpu\) asks for \d+ CPUs, \d+ MB, 8 GPU\(s\), but no "
+        rf"node of SLURM's default partition \S+ has that much: the largest, "
+        rf"{re.escape(largest)}, lacks 8 GPU\(s\) \(it has 0\)",
+        log,
+    ), log
+    assert re.search(
+        rf"job train \(run=demo-mem\) asks for \d+ CPUs, {int(node[2]) * 2} MB, 0 GPU\(s\)"
+        rf".*lacks {int(node[2]) * 2} MB \(it has {node[2]}\)",
+        log,
+    ), log
 
 
 def _minutes(timelimit: str) -> int:

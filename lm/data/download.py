@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import urllib.error
 import urllib.request
 import zlib
@@ -16,6 +17,24 @@ from lm.io import atomic_open
 from lm.progress import progress_bar
 
 CHUNK = 1 << 20
+
+#: Seconds a download waits for the server to connect, answer or send more data
+#: (``LM_DOWNLOAD_TIMEOUT`` changes it) before it fails naming the URL.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def download_timeout() -> float:
+    """``LM_DOWNLOAD_TIMEOUT`` in seconds, else DEFAULT_TIMEOUT_S."""
+    value = os.environ.get("LM_DOWNLOAD_TIMEOUT")
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise LMError(f"LM_DOWNLOAD_TIMEOUT={value!r}: give a number of seconds above 0")
+    return seconds
 
 
 def _is_gzip(url: str, first: bytes) -> bool:
@@ -62,7 +81,7 @@ def download(
     sha256: str | None = None,
     *,
     what: str = "the dataset",
-    timeout: float = 60.0,
+    timeout: float | None = None,
     progress: bool = True,
     sha256_from: str = "config.yaml",
 ) -> dict:
@@ -71,8 +90,11 @@ def download(
     ``sha256``, when given, is checked against the bytes as served (before
     decompression). ``what`` names the config key in error messages, e.g.
     ``datasets.owt.train``; ``sha256_from`` the config file that gave the checksum.
+    ``timeout``: seconds to wait for the server each time (default: download_timeout()).
     """
     hint = local_copy_hint(what)
+    timeout = download_timeout() if timeout is None else timeout
+    waited = f"within {timeout:g} s (LM_DOWNLOAD_TIMEOUT)"
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except urllib.error.HTTPError as e:
@@ -81,6 +103,11 @@ def download(
         ) from None
     except (TimeoutError, urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError):
+            raise LMError(
+                f"no answer from {url} for {what} {waited}: the server is slow or unreachable. "
+                f"Run again, or {hint[3:]}"
+            ) from None
         raise LMError(f"cannot reach {url} for {what}: {reason}. {hint}") from None
 
     expected = response.headers.get("Content-Length")
@@ -137,7 +164,12 @@ def download(
         raise LMError(
             f"{url} ({what}) is not a valid gzip file ({e}); the partial file was removed."
         ) from None
-    except (TimeoutError, ConnectionError) as e:
+    except TimeoutError:
+        raise LMError(
+            f"download of {url} for {what} stalled: no data {waited} after {received} bytes; "
+            f"the partial file was removed. Run again, or {hint[3:]}"
+        ) from None
+    except ConnectionError as e:
         raise LMError(
             f"download of {url} for {what} failed after {received} bytes: {e}; the partial file "
             f"was removed. Run again, or {hint[3:]}"

@@ -35,6 +35,25 @@ from lm.errors import LMError
 #: Seconds between two looks at the pool while every wanted device is taken.
 POLL_S = 0.5
 
+#: Seconds ``lm with-gpus`` waits for free GPUs before it fails naming the pool and the
+#: jobs holding them (``LM_GPU_WAIT`` or ``--timeout`` changes it): a day, longer than a
+#: job of another pipeline on this machine should hold them.
+DEFAULT_WAIT_S = 24 * 3600.0
+
+
+def gpu_wait_timeout() -> float:
+    """``LM_GPU_WAIT`` in seconds, else DEFAULT_WAIT_S."""
+    value = os.environ.get("LM_GPU_WAIT")
+    if not value:
+        return DEFAULT_WAIT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise LMError(f"LM_GPU_WAIT={value!r}: give a number of seconds (0 or more)")
+    return seconds
+
 
 def machine_gpus(env: Mapping[str, str] | None = None) -> list[str]:
     """The GPUs jobs on this machine may use, as ``CUDA_VISIBLE_DEVICES`` entries.
@@ -153,10 +172,15 @@ class DevicePool:
             if timeout is not None and time.monotonic() - start >= timeout:
                 raise LMError(
                     f"no {n} free GPU(s) among {','.join(self.devices)} after {timeout:g} s: "
-                    f"other jobs hold them (locks in {self.lock_dir})"
+                    f"{self.holders()} (the GPU pool, locks in {self.lock_dir}). Wait for "
+                    f"them or end them; LM_GPU_WAIT or --timeout waits longer"
                 )
             if log is not None and not said:
-                log(f"waiting for {n} free GPU(s) among {','.join(self.devices)}")
+                shown = "forever" if timeout is None else f"up to {timeout:g} s"
+                log(
+                    f"waiting {shown} for {n} free GPU(s) among {','.join(self.devices)}: "
+                    f"{self.holders()}"
+                )
                 said = True
             time.sleep(POLL_S)
 
@@ -168,6 +192,11 @@ class DevicePool:
             yield list(held)
         finally:
             release(held)
+
+    def holders(self) -> str:
+        """Who holds the taken devices, for messages: ``GPU 0 held by pid 12 lm train ...``."""
+        held = [f"GPU {d} held by pid {h}" for d, h in self.status() if h is not None]
+        return "; ".join(held) or "held by other jobs"
 
     def status(self) -> list[tuple[str, str | None]]:
         """Each device with what holds it (``"PID COMMAND"``), or None when it is free."""
@@ -198,7 +227,7 @@ def run_with_gpus(
 ) -> None:
     """Hold ``n`` GPUs of the pool and replace this process by ``command`` seeing only them.
 
-    The command inherits the lock descriptors, so the devices stay taken exactly as long
+    Waits at most ``timeout`` seconds (default: gpu_wait_timeout()) for them. The command inherits the lock descriptors, so the devices stay taken exactly as long
     as it (or any process it passes them on to) lives. ``n == 0`` hides every GPU.
     """
     if not command:
@@ -214,7 +243,7 @@ def run_with_gpus(
             env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         pool = DevicePool(machine_gpus() if devices is None else devices, lock_dir)
         log = lambda msg: print(f"lm with-gpus: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-        held = pool.acquire(n, timeout, log)
+        held = pool.acquire(n, gpu_wait_timeout() if timeout is None else timeout, log)
         for fd in held.values():
             os.set_inheritable(fd, True)
             os.ftruncate(fd, 0)  # who holds it, for `lm gpus`

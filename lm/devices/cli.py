@@ -34,7 +34,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("gpus", type=int, metavar="N", help="how many GPUs")
     _add_pool_options(p)
-    p.add_argument("--timeout", type=float, help="give up after this many seconds (default: wait)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="give up after this many seconds (default: LM_GPU_WAIT, else a day)",
+    )
     p.add_argument(
         "cmd", nargs="+", metavar="COMMAND", help="the command and its arguments, after --"
     )

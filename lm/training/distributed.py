@@ -202,9 +202,10 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
             f"set training.device: cuda or cpu, or run one process"
         )
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s())
-        )
+        with dist.guard("joining the process group"):
+            torch.distributed.init_process_group(
+                backend=backend, timeout=datetime.timedelta(seconds=timeout_s())
+            )
     return dist, device
 
 

@@ -16,6 +16,15 @@ from snakemake.utils import available_cpu_count, validate
 from lm.codeversion import command_version
 from lm.config_layers import merge_layers, typed_command_line_config
 from lm.devices import machine_gpus
+from lm.devices.capacity import (
+    Request,
+    cap,
+    check_fits,
+    parse_sinfo,
+    pick_partition,
+    run_sinfo,
+    this_machine,
+)
 from lm.errors import LMError
 from lm.export.variants import llama_can_express
 from lm.io import write_json, write_text
@@ -269,11 +278,61 @@ def jobs_run_here():
     return here
 
 
+# ---- requests that fit: what the nodes a job goes to have (lm.devices.capacity) -----------
+# A job asking for more CPUs, memory or GPUs than every node of its partition has would wait
+# forever (SLURM: PENDING, reason PartitionConfig). Under the SLURM executor the nodes are
+# sinfo's (once, cached); run here, this machine's memory and GPUs (Snakemake itself scales
+# threads down to --cores). Estimates of ours (a data step's threads, the tokenizer's memory)
+# are capped to the largest node; what is left must fit a node, or the run stops before
+# anything is submitted (check_requests_fit, at start-up; a dry run does not ask SLURM).
+
+
+def submits_to_slurm():
+    """Whether this snakemake submits its jobs with sbatch (the SLURM executor, not a dry
+    run, not a job already on its node)."""
+    plugin = workflow.executor_plugin
+    return (
+        workflow.is_main_process
+        and plugin is not None
+        and not plugin.common_settings.dryrun_exec
+        and plugin.cli_prefix == "slurm"
+    )
+
+
+@functools.cache
+def _sinfo_partitions():
+    return parse_sinfo(run_sinfo())
+
+
+@functools.cache
+def job_nodes(partition=None):
+    """The nodes a job of ``partition`` (None: the default one) goes to, as a
+    lm.devices.capacity.Partition; None where they are not known (another cluster executor,
+    a dry run of a cluster profile, a job already running on its node)."""
+    try:
+        if submits_to_slurm():
+            return pick_partition(_sinfo_partitions(), partition)
+        if jobs_run_here():
+            return this_machine(MACHINE_GPUS())
+    except LMError as e:
+        raise WorkflowError(f"checking what jobs may ask for: {e}") from None
+    return None
+
+
+def rule_partition(rulename):
+    """The slurm_partition a rule's jobs ask for (None: the cluster's default)."""
+    value = workflow.get_rule(rulename).resources.get("slurm_partition")
+    if value is None or value.is_evaluable() or not value.value:
+        return None
+    return str(value.value).strip("'\"")
+
+
 # Threads of the parallel data steps (BPE pre-tokenization, encoding): scheduler.data_threads,
 # else, run here, all that --cores allows (`--cores all`: this machine's); on a cluster,
-# where the submitting host's cores say nothing about a node's, DATA_THREADS_ON_CLUSTER.
-# A cluster job's snakemake on its node must reach the same number as the submitting one:
-# the job's command asks srun for that many CPUs of what sbatch gave it.
+# where the submitting host's cores say nothing about a node's, DATA_THREADS_ON_CLUSTER;
+# either way no more than the largest node of the job's partition has. A cluster job's
+# snakemake on its node must reach the number the submitting one asked sbatch for (the job's
+# command asks srun for that many CPUs of the allocation): it reads it back from SLURM.
 DATA_THREADS_ON_CLUSTER = 4
 
 
@@ -291,6 +350,77 @@ def _data_threads():
 
 
 DATA_THREADS = _data_threads()
+
+
+def data_threads(rulename):
+    """DATA_THREADS, capped to the largest node of the rule's partition."""
+    # on its node, the job reads back what the submitting side asked for
+    asked = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if workflow.remote_exec and asked.isdigit():
+        return int(asked)
+    if not submits_to_slurm():  # run here, --cores caps threads (as for every rule)
+        return DATA_THREADS
+    return cap(DATA_THREADS, job_nodes(rule_partition(rulename)), "cpus")
+
+
+def estimated_mem_mb(rulename, mem_mb):
+    """An estimate of ours (not a user's demand), capped to the largest node's memory."""
+    nodes = job_nodes(rule_partition(rulename))
+    if nodes is None or mem_mb <= nodes.most("mem_mb"):
+        return mem_mb
+    capped = cap(mem_mb, nodes, "mem_mb")
+    logger.warning(
+        f"{rulename} jobs: the memory estimate, {mem_mb} MB, is more than any node of "
+        f"{nodes.where} has; asking for {capped} MB (--set-resources {rulename}:mem_mb=N "
+        f"to choose)."
+    )
+    return capped
+
+
+def check_requests_fit(jobs):
+    """Every job to run fits some node of its partition, else one error naming each job that
+    does not (its request and the largest node). Called before anything is submitted."""
+    problems = []
+    for job in jobs:
+        if job.is_local:
+            continue
+        res = job.resources
+        mem = res.get("mem_mb")
+        slurm = submits_to_slurm()
+        request = Request(
+            # run here, Snakemake scales threads down to --cores itself
+            threads=job.threads if slurm else 1,
+            mem_mb=mem if isinstance(mem, int) else None,  # TBD until its input exists
+            gpus=res.get("gpu") or 0,
+        )
+        partition = res.get("slurm_partition") if slurm else None
+        nodes = job_nodes(partition or None)
+        if nodes is None:
+            return
+        try:
+            check_fits(f"job {_job_name(job)}", request, nodes, _fit_hint(job))
+        except LMError as e:
+            problems.append(str(e))
+    if problems:
+        raise WorkflowError("\n".join(problems))
+
+
+def _job_name(job):
+    """``train (run=demo)``: the rule and its wildcards."""
+    wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards_dict.items())
+    return f"{job.rule.name} ({wildcards})" if wildcards else job.rule.name
+
+
+def _fit_hint(job):
+    if job.rule.name == "train":
+        return (
+            "lower the run's threads, resources.mem_mb, training.processes or resources.gpu, "
+            "or set slurm_partition to a partition with larger nodes"
+        )
+    return (
+        f"lower it with --set-threads {job.rule.name}=N or --set-resources "
+        f"{job.rule.name}:mem_mb=N, or set slurm_partition to a partition with larger nodes"
+    )
 
 
 def _warn_cluster_cores():

@@ -21,12 +21,12 @@ rule train_tokenizer:
         "results/{dataset}/logs/train_tokenizer.log",
     conda:
         "../envs/lm.yaml"
-    threads: DATA_THREADS
+    threads: lambda wc, rulename: data_threads(rulename)
     resources:
         # follows the distinct pre-tokens (estimated from the text's first 8 MB), not the
-        # corpus size (lm.tokenizer.training.memory)
-        mem_mb=lambda wc, input, threads: tokenizer_mem_mb(
-            input.text, special_tokens(wc.dataset), threads
+        # corpus size (lm.tokenizer.training.memory); no more than the largest node has
+        mem_mb=lambda wc, input, threads, rulename: estimated_mem_mb(
+            rulename, tokenizer_mem_mb(input.text, special_tokens(wc.dataset), threads)
         ),
     params:
         vocab_size=lambda wc: dataset_config(wc.dataset)["tokenizer"]["vocab_size"],
@@ -49,7 +49,7 @@ rule encode_split:
         "results/{dataset}/logs/encode_{split}.log",
     conda:
         "../envs/lm.yaml"
-    threads: DATA_THREADS
+    threads: lambda wc, rulename: data_threads(rulename)
     params:
         specials=lambda wc: special_token_args(wc.dataset, none_flag=""),
         code=code_version("encode"),

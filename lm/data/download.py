@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
 
+from lm import envvars
 from lm.errors import LMError
 from lm.io import atomic_open
 from lm.progress import progress_bar
@@ -25,16 +25,7 @@ DEFAULT_TIMEOUT_S = 60.0
 
 def download_timeout() -> float:
     """``LM_DOWNLOAD_TIMEOUT`` in seconds, else DEFAULT_TIMEOUT_S."""
-    value = os.environ.get("LM_DOWNLOAD_TIMEOUT")
-    if not value:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise LMError(f"LM_DOWNLOAD_TIMEOUT={value!r}: give a number of seconds above 0")
-    return seconds
+    return envvars.seconds("LM_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT_S)
 
 
 def _is_gzip(url: str, first: bytes) -> bool:

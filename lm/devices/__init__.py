@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from lm import envvars
 from lm.errors import LMError
 
 #: Seconds between two looks at the pool while every wanted device is taken.
@@ -43,16 +44,7 @@ DEFAULT_WAIT_S = 24 * 3600.0
 
 def gpu_wait_timeout() -> float:
     """``LM_GPU_WAIT`` in seconds, else DEFAULT_WAIT_S."""
-    value = os.environ.get("LM_GPU_WAIT")
-    if not value:
-        return DEFAULT_WAIT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise LMError(f"LM_GPU_WAIT={value!r}: give a number of seconds (0 or more)")
-    return seconds
+    return envvars.seconds("LM_GPU_WAIT", DEFAULT_WAIT_S, zero_ok=True)
 
 
 def machine_gpus(env: Mapping[str, str] | None = None) -> list[str]:

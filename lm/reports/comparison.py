@@ -161,7 +161,8 @@ def _datasets(rows: list[dict]) -> str:
     return " vs ".join(dict.fromkeys(str(r["dataset"]) for r in rows))
 
 
-def _fmt(v, fmt: str = ".4f") -> str:
+def format_value(v, fmt: str = ".4f") -> str:
+    """A table cell: thousands separators for ints, ``fmt`` for floats, a dash for None."""
     if v is None:
         return "—"
     if isinstance(v, bool) or not isinstance(v, int | float):
@@ -248,7 +249,9 @@ def comparison_report(
         "| " + " | ".join("---" for _ in COLUMNS) + " |",
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k], f or ".4f") for k, _, f in COLUMNS) + " |")
+        lines.append(
+            "| " + " | ".join(format_value(r[k], f or ".4f") for k, _, f in COLUMNS) + " |"
+        )
     lines += [
         "",
         "## Why the losses differ",

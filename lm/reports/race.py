@@ -30,6 +30,7 @@ from pathlib import Path
 from lm.errors import LMError
 from lm.io import write_json, write_text
 from lm.provenance import with_provenance
+from lm.reports.comparison import format_value as _fmt
 
 ROLES = ("baseline", "recipe", "ablation")
 
@@ -114,16 +115,6 @@ def race_choice(run_dirs: list[str | os.PathLike]) -> dict:
         chosen[role] = best["run"]
     losses = {r["run"]: r["eval_loss"] for r in rows}
     return {"race": rows[0]["race"], **chosen, "losses": losses}
-
-
-def _fmt(v, fmt: str = ".4f") -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return str(v)
-    if isinstance(v, int):
-        return f"{v:,}"
-    return format(v, fmt) if math.isfinite(v) else str(v)
 
 
 def _point(row: dict, keys: list[str]) -> str:

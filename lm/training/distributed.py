@@ -31,22 +31,14 @@ from dataclasses import dataclass
 
 import torch
 
+from lm import envvars
 from lm.errors import LMError
 
 DEFAULT_TIMEOUT_S = 600.0
 
 
 def timeout_s() -> float:
-    raw = os.environ.get("LM_DIST_TIMEOUT", "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise LMError(
-            f"LM_DIST_TIMEOUT={raw!r} is not a number of seconds; unset it or give e.g. 600"
-        ) from None
-    if value <= 0:
-        raise LMError(f"LM_DIST_TIMEOUT must be positive seconds, got {raw}")
-    return value
+    return envvars.seconds("LM_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
 
 
 @dataclass(frozen=True)

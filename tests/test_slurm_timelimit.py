@@ -19,16 +19,43 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from conftest import SNAKEMAKE, add_micro_runs
-from test_slurm import _checkout, _sacct, cluster, slurm_config  # noqa: F401 - a fixture
+import yaml
+from conftest import SNAKEMAKE, add_micro_runs, copy_checkout
+from test_slurm import _sacct, cluster  # noqa: F401 - a fixture
 from test_training_stop import assert_bit_identical
 
 RUN = "long"
 #: steps of the micro model that take about three minutes on one core of the test machine
 #: (29 to 47 steps/s measured under SLURM)
 STEPS = 5400
+
+
+def slurm_config(data: Path) -> dict:
+    """Demo-like data read in place (no fetch jobs: the DAG stays short, each SLURM job
+    costs a status poll)."""
+    from lm.data.demo import write_corpus
+
+    for split, docs, seed in (("train", 30, 0), ("valid", 5, 1)):
+        write_corpus(data / f"{split}.txt", documents=docs, seed=seed)
+    return {
+        "datasets": {
+            "demo": {
+                "train": {"path": str(data / "train.txt")},
+                "valid": {"path": str(data / "valid.txt")},
+                "tokenizer": {"vocab_size": 300, "special_tokens": ["<|endoftext|>"]},
+            }
+        },
+        "targets": {"all": {"datasets": ["demo"]}, "demo": {"datasets": ["demo"]}},
+    }
+
+
+def _checkout(root: Path, config: dict) -> Path:
+    copy_checkout(root)
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
 
 
 def long_run_config(data) -> dict:

@@ -280,6 +280,7 @@ def engine_scan(request, monkeypatch):
 #: each: whole pipelines of real snakemake jobs, a SLURM cluster's status polls, trainings
 #: under torchrun, killed and resumed runs).
 LONGEST_MODULES = (
+    "test_workflow_writeup_full",
     "test_workflow_pipeline",
     "test_readme_commands",
     "test_slurm",

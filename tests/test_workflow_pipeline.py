@@ -2,9 +2,10 @@
 tokens -> tokenizer experiments -> accounting -> a small sweep and a run -> eval -> samples ->
 the sweep's best run exported for Hugging Face -> results index -> writeup -> HTML report.
 Then: nothing to do; a change reruns only what depends on it. The writeup's numbers equal the
-artifacts it cites; what is missing gives a command that `snakemake -n` accepts, and a
-full-scale writeup fills in as its artifacts appear. (One build serves every test here: each
-`snakemake demo` of its own would cost a minute or two.)"""
+artifacts it cites; what is missing gives a command that `snakemake -n` accepts. (One build
+serves every test here: each `snakemake demo` of its own would cost a minute or two. The
+full-scale writeup, whose build is the longest, has its own module:
+tests/test_workflow_writeup_full.py.)"""
 
 from __future__ import annotations
 
@@ -20,78 +21,15 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 import torch
-from conftest import MICRO_MODEL, REPO, Workflow, tiny_config
+from conftest import REPO, Workflow
 from hf_checks import LOGIT_TOLERANCE, logit_difference
+from pipeline_setup import DEMO_ANSWERS, pipeline_config
 from writeup_checks import HANDOUT_ORDER, check_writeup, commands, sections
 
 from lm.codeversion import command_version
 from lm.inference.run import load_run
 
 pytestmark = pytest.mark.slow
-
-
-def pipeline_config() -> dict:
-    cfg = tiny_config(demo=40)
-    cfg["models"] = {"micro": MICRO_MODEL}
-    cfg["training_defaults"] = {
-        "threads": 1,
-        "training": {
-            "batch_size": 4,
-            "steps": 6,
-            "eval_every": 3,
-            "eval_batches": 2,
-            "log_every": 2,
-            "checkpoint_every": 3,
-        },
-    }
-    micro = {"dataset": "demo", "model": {"preset": "micro"}, "optimizer": {"lr": 1e-2}}
-    # micro-post: a variant Llama cannot express, which the export leaves out
-    cfg["runs"] = {
-        "micro": micro,
-        "micro-post": {**micro, "model": {"preset": "micro", "norm": "post"}},
-    }
-    cfg["sweeps"] = {"micro-lr": {"base": "micro", "grid": {"optimizer.lr": [1e-3, 1e-2]}}}
-    cfg["generation"] = {
-        "prompts": ["Once upon a time", "The dog"],
-        "max_new_tokens": 8,
-        "temperature": 0.8,
-        "top_p": 0.9,
-        "seed": 0,
-    }
-    cfg["evaluation"] = {"batch_size": 4}
-    cfg["accounting"] = {"models": ["gpt2-small"], "preset": "gpt2-small", "long_context": 2048}
-    cfg["tokenizer_experiments"] = {"documents": 3, "throughput_mb": 0.01}
-    cfg["targets"]["demo"].update(
-        sweeps=["micro-lr"], runs=["micro-post"], accounting=True, lr_tuning=True, export_hf=True
-    )
-    # full-scale stand-ins outside every target: the writeup points at them, never builds them
-    cfg["datasets"]["web"] = {
-        **cfg["datasets"]["demo"],
-        "train": {"generate": {"documents": 20, "seed": 2}},
-    }
-    cfg["sweeps"]["micro-bs"] = {"base": "micro", "grid": {"training.batch_size": [2, 4]}}
-    cfg["sweeps"]["micro-abl"] = {
-        "base": "micro",
-        "variants": {
-            "baseline": {},
-            "no-norm": {"model.norm": "none"},
-            "post-norm": {"model.norm": "post"},
-            "nope": {"model.position": "nope"},
-            "silu": {"model.ffn": "silu"},
-        },
-    }
-    cfg["runs"]["web-main"] = {**cfg["runs"]["micro"], "dataset": "web"}
-    cfg["targets"]["all"]["datasets"] = ["demo", "web"]  # tokenizer experiments of the full writeup
-    cfg["writeup"] = {
-        "tinystories": "demo",
-        "owt": "web",
-        "learning_rate": "micro-lr",
-        "batch_size": "micro-bs",
-        "ablations": "micro-abl",
-        "main_experiment": "web-main",
-        "demo": {"tinystories": "demo", "learning_rate": "micro-lr"},
-    }
-    return cfg
 
 
 RUNS = ["micro-lr-lr1e-3", "micro-lr-lr1e-2"]  # the sweep's members
@@ -306,17 +244,6 @@ def test_changing_the_prompts_reruns_only_the_samples(built):
     assert "A cat" in (wf.root / "results/runs" / RUNS[0] / "samples.md").read_text()
 
 
-DEMO_ANSWERS = {
-    "train_bpe_tinystories",
-    "tokenizer_experiments",
-    "transformer_accounting",
-    "learning_rate_tuning",
-    "adamwAccounting",
-    "learning_rate",
-    "generate",
-}
-
-
 def test_demo_writeup_answers_each_problem_from_the_artifacts(built):
     _, _, _, _, snap = built
     record = check_writeup(snap)  # order, and every number against the file it cites
@@ -346,39 +273,6 @@ def test_demo_writeup_commands_are_accepted_by_snakemake(built):
     targets = sorted({w for c in wanted.values() for w in c.split()[1:]})
     proc = wf.run(*targets, extra=("-n",), check=False)
     assert proc.returncode == 0, (targets, proc.stdout[-2000:], proc.stderr[-2000:])
-
-
-def test_full_writeup_fills_in_as_its_artifacts_appear(built):
-    wf, _, _, _, _ = built
-    wf.run("demo")  # up to date, whatever the tests before changed
-    first = wf.run("writeup")
-    assert set(wf.jobs_run(first)) == {"writeup_report", "writeup"}  # reads, builds nothing
-    record = check_writeup(wf.root)
-    assert "**Full scale.**" in (wf.root / "results/writeup.md").read_text()
-    status = {p["key"]: p["status"] for p in record["problems"]}
-    assert {k for k, v in status.items() if v == "answered"} == DEMO_ANSWERS - {
-        "tokenizer_experiments"  # of target all, which the demo did not build
-    }
-    assert status["batch_size_experiment"] == "not run"
-    wanted = commands(record)
-    assert wanted["batch_size_experiment"] == "snakemake results/sweeps/micro-bs/report.md"
-    # run every command the writeup gives, then the writeup again: every problem answered
-    targets = sorted({w for c in wanted.values() for w in c.split()[1:]})
-    wf.run(*targets)
-    again = wf.run("writeup")
-    assert set(wf.jobs_run(again)) == {"writeup_report", "writeup"}, again.stdout + again.stderr
-    record = check_writeup(wf.root)
-    status = {p["key"]: p["status"] for p in record["problems"]}
-    assert status.pop("leaderboard") == "not configured"
-    assert set(status.values()) == {"answered"}
-    sources = {f for p in record["problems"] for f in p["sources"]}
-    assert {
-        "results/web/tokenizer/stats.json",
-        "results/sweeps/micro-bs/report.json",
-        "results/sweeps/micro-abl/report.json",
-        "results/runs/web-main/eval.json",
-    } <= sources
-    assert wf.jobs_run(wf.run("writeup")) == []
 
 
 def test_unknown_run_in_a_target_is_named(workflow):

@@ -218,10 +218,19 @@ def test_twenty_second_budget_stops_evaluates_and_resumes_after_a_kill(tmp_path)
     assert result["steps"] <= plan["steps"]
     if result["stop_reason"] == "steps":
         assert result["steps"] == plan["steps"]
-    # time: what the first session spent counts; the budget holds (a step or an eval of slack)
-    assert spent <= result["wallclock_s"] <= 20 + 3
-    # a final evaluation at the last step, and a final checkpoint
     records = _metrics(out)
+    # time: what the first session spent counts; at the check before its last one the run
+    # foresaw the next steps and an evaluation within the budget (the stop rule, at any speed)
+    assert spent <= result["wallclock_s"]
+    window = RUN["training"]["log_every"] * plan["seconds_per_step"]
+    passed = [r for r in records[:-1] if r["val_loss"] is None][-1]  # its clock: the check's
+    assert passed["wallclock_s"] + window + plan["eval_s"] <= 20 + 0.5  # + the record's write
+    # the budget holds to a step or an eval of slack where the machine kept the calibration's
+    # pace over the last steps and evaluation; slowed after it (a loaded machine), the stop
+    # rule cannot foresee the slower steps
+    if records[-1]["wallclock_s"] - records[-2]["wallclock_s"] <= 2 * (window + plan["eval_s"]) + 1:
+        assert result["wallclock_s"] <= 20 + 3
+    # a final evaluation at the last step, and a final checkpoint
     assert records[-1]["step"] == result["steps"] and records[-1]["val_loss"] is not None
     assert result["final_val_loss"] == records[-1]["val_loss"]
     assert (out / "checkpoints" / "final.pt").is_file()
@@ -269,6 +278,10 @@ def test_a_budgeted_wsd_run_decays_to_the_floor_at_its_planned_end(tmp_path):
         )  # fmt: skip
         assert r["lr"] == pytest.approx(want, rel=1e-12)
     lrs = [r["lr"] for r in records]
-    assert lrs.count(run.optimizer.lr) >= plan["steps"] * 0.5  # the stable part
+    # the stable part: from the warmup's end to the last 30% of the planned steps, as far as
+    # the run went (a slowed machine may stop it by the budget before the plan's end); over a
+    # whole plan, 60% of its steps
+    reached = min(result["steps"], 0.7 * plan["steps"])
+    assert lrs.count(run.optimizer.lr) >= reached - plan["warmup_iters"] - 1
     if result["steps"] == plan["steps"]:
         assert lrs[-1] == pytest.approx(run.optimizer.min_lr)

@@ -164,12 +164,20 @@ def test_dist_timeout_is_checked(monkeypatch):
 # ---------------------------------------------------------------------------- torchrun
 
 
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default run's config and tokens, and that run trained as one plain process:
+    the reference the two-process and the two-node tests compare with (trained once)."""
+    tmp = tmp_path_factory.mktemp("ddp-default")
+    cfg, train_npy, valid_npy = _setup(tmp)
+    return cfg, train_npy, valid_npy, _reference(tmp, cfg, train_npy, valid_npy)
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path):
-    cfg, train_npy, valid_npy = _setup(tmp_path)
+def test_two_processes_equal_one(default_run, tmp_path):
+    cfg, train_npy, valid_npy, single = default_run
     two = tmp_path / "two"
     proc = _standalone(2, _lm_train(cfg, train_npy, valid_npy, two))
-    single = _reference(tmp_path, cfg, train_npy, valid_npy)
     out = _finish(proc)
     assert "2 processes" in out
     assert_same_run(single, two)
@@ -205,11 +213,10 @@ def test_two_processes_equal_one_through_a_batch_warmup(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_nodes_on_localhost_equal_one(tmp_path):
-    cfg, train_npy, valid_npy = _setup(tmp_path)
+def test_two_nodes_on_localhost_equal_one(default_run, tmp_path):
+    cfg, train_npy, valid_npy, single = default_run
     nodes = tmp_path / "nodes"
     procs = _two_nodes(_lm_train(cfg, train_npy, valid_npy, nodes), "lm-test")
-    single = _reference(tmp_path, cfg, train_npy, valid_npy)
     for p in procs:
         _finish(p)
     assert_same_run(single, nodes)
@@ -225,15 +232,15 @@ def _wait_for(path_glob, directory: Path, proc: subprocess.Popen, timeout: float
 
 @pytest.mark.slow
 def test_killed_two_process_run_resumes_exactly_at_another_process_count(tmp_path):
-    # long enough to be killed between checkpoints
-    cfg, train_npy, valid_npy = _setup(tmp_path, steps=400, checkpoint_every=50, log_every=10)
+    # killed at its first checkpoint (step 50): 100 steps of room before the run could end
+    cfg, train_npy, valid_npy = _setup(tmp_path, steps=150, checkpoint_every=50, log_every=10)
     out = tmp_path / "killed"
     proc = _standalone(2, _lm_train(cfg, train_npy, valid_npy, out))
     _wait_for("checkpoints/step_*.pt", out, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
-    assert killed_at < 400, "the run ended before it could be killed; make it longer"
+    assert killed_at < 150, "the run ended before it could be killed; make it longer"
     # resume as one process, then compare with an uninterrupted single-process run
     resumed = subprocess.run(
         [sys.executable, *_lm_train(cfg, train_npy, valid_npy, out)],

@@ -23,7 +23,8 @@ from lm.training.config import run_from_file
 from lm.training.loop import train
 from lm.training.stop import EXIT_STOPPED
 
-STEPS = 400
+#: the signal goes out at step 20; 130 steps after it leave room for a slow machine
+STEPS = 150
 #: a checkpoint every 45 steps, logs every 10: a stop lands between them almost always
 SHAPE = dict(steps=STEPS, checkpoint_every=45, log_every=10, eval_every=50)
 MESSAGE = re.compile(

@@ -248,6 +248,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--out", default=None, help="write the JSON here (and the table as .md beside it)"
     )
+    # the batch size of each --runs member; main fills it once the runs are resolved
+    ap.set_defaults(run_batches={})
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.profile < 0:
         ap.error("--steps must be >= 1, --warmup and --profile >= 0")

@@ -133,6 +133,7 @@ def test_shards_cover_the_global_batch_once():
 def test_batch_must_divide_over_the_processes(tmp_path):
     from lm.training import loop
     from lm.training.config import run_from_file
+    from lm.training.stop import StopRequest
 
     cfg, train_npy, valid_npy = _setup(tmp_path, batch_size=6)
 
@@ -149,6 +150,7 @@ def test_batch_must_divide_over_the_processes(tmp_path):
             fresh=False,
             sync_timing=False,
             on_config_change="error",
+            stop=StopRequest(),
         )
     assert not (tmp_path / "out").exists()
 

@@ -134,8 +134,16 @@ def flow(cluster, tmp_path_factory):
 
 @pytest.mark.slow
 def test_documented_flow_runs_every_job_through_sbatch(flow):
-    rows = _sacct(flow.job_ids)
-    assert len(rows) == len(flow.job_ids) == sum(CLUSTER_JOBS.values()), flow.log
+    all_rows = _sacct(flow.job_ids)
+    assert len(all_rows) == len(flow.job_ids), flow.log
+    # a train job that reached its time limit on a slow machine stopped with a checkpoint
+    # (exit 75) and was submitted again, resuming there: each such attempt is one more job
+    trains = [r for r in all_rows if r["Comment"].startswith("rule_train_wildcards_")]
+    stopped = trains[:-1]
+    assert {r["State"] for r in stopped} <= {"TIMEOUT", "FAILED"}, stopped
+    assert flow.log.count("returned non-zero exit status 75") >= len(stopped), flow.log
+    rows = [r for r in all_rows if r not in stopped]
+    assert len(rows) == sum(CLUSTER_JOBS.values()), flow.log
     rules = Counter(re.match(r"rule_(\w+?)_wildcards_", r["Comment"]).group(1) for r in rows)
     assert rules == CLUSTER_JOBS
     assert {r["State"] for r in rows} == {"COMPLETED"}

@@ -28,10 +28,12 @@ from test_slurm import _sacct, cluster  # noqa: F401 - a fixture
 from test_training_stop import assert_bit_identical
 
 RUN = "long"
-#: steps of the micro model that outlast one 2-minute job on the test machine whether it is
-#: busy or not (29 to 47 steps/s measured under SLURM on a loaded 2-core machine, where
-#: this is 3.5 to 6 minutes; 5400 steps finished inside one job when CI had the cores)
-STEPS = 10000
+#: steps of the probe that times this machine before the run's length is chosen
+PROBE_STEPS = 1000
+#: seconds the run should train for on this machine, now: well past one 2-minute job
+#: (the micro model trains 29 to 47 steps/s on a loaded 2-core machine and over 100 on an
+#: idle one, so no fixed step count outlasts one job on both)
+TRAIN_SECONDS = 300
 
 
 def slurm_config(data: Path) -> dict:
@@ -59,10 +61,10 @@ def _checkout(root: Path, config: dict) -> Path:
     return root
 
 
-def long_run_config(data) -> dict:
+def long_run_config(data, steps: int) -> dict:
     config = slurm_config(data)
     add_micro_runs(
-        config, (RUN,), steps=STEPS, checkpoint_every=500, log_every=50, eval_every=500,
+        config, (RUN,), steps=steps, checkpoint_every=500, log_every=50, eval_every=500,
         device="cpu",
     )  # fmt: skip
     config["runs"][RUN]["resources"] = {"runtime": 2}  # minutes: shorter than the training
@@ -71,10 +73,24 @@ def long_run_config(data) -> dict:
 
 @pytest.mark.slow
 def test_a_run_longer_than_its_time_limit_finishes_over_several_jobs(cluster, tmp_path):  # noqa: F811
-    root = _checkout(tmp_path / "slurm", long_run_config(tmp_path / "data"))
+    root = _checkout(tmp_path / "slurm", long_run_config(tmp_path / "data", PROBE_STEPS))
     inputs = [f"results/runs/{RUN}/run.json", "results/demo/tokens/train.npy",
               "results/demo/tokens/valid.npy"]  # fmt: skip
     subprocess.run([str(SNAKEMAKE), *inputs], cwd=root, check=True, capture_output=True)
+    # time the run's steps here and now (start-up included: an over-estimate of a step)
+    probe_started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "lm", "train", "--config", str(root / inputs[0]),
+         "--train-tokens", str(root / inputs[1]), "--valid-tokens", str(root / inputs[2]),
+         "--out", str(tmp_path / "probe"), "--progress", "none"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    per_step = (time.monotonic() - probe_started) / PROBE_STEPS
+    steps = max(PROBE_STEPS, round(TRAIN_SECONDS / per_step / 100) * 100)
+    config = long_run_config(tmp_path / "data", steps)
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run([str(SNAKEMAKE), *inputs], cwd=root, check=True, capture_output=True)
+    assert json.loads((root / inputs[0]).read_text())["training"]["steps"] == steps
     # the uninterrupted run, beside the cluster's (its jobs mostly wait for their limit)
     reference = tmp_path / "reference"
     local = subprocess.Popen(
@@ -102,6 +118,6 @@ def test_a_run_longer_than_its_time_limit_finishes_over_several_jobs(cluster, tm
     assert all(r["State"] in ("FAILED", "TIMEOUT") for r in rows[:-1]), rows
     out = root / "results" / "runs" / RUN
     result = json.loads((out / "result.json").read_text())
-    assert result["status"] == "ok" and result["steps"] == STEPS
+    assert result["status"] == "ok" and result["steps"] == steps
     assert result["sessions"] == len(rows)
     assert_bit_identical(out, reference)

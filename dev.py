@@ -466,11 +466,12 @@ def main(argv: list[str]) -> int:
         # whole pipeline run) is built once, not once per worker; --no-loadscope-reorder hands
         # the modules out in the order tests/conftest.py sets (the longest first), not
         # pytest-xdist's own (most tests first, which left the SLURM module for last).
+        # --durations: the slowest tests in every run's log, to keep the suite's time in view.
         quick = any(a == "-m" and "not slow" in b for a, b in zip(rest, rest[1:], strict=False))
         workers = str((os.cpu_count() or 1) + (0 if quick else 1))
         cmd = [
             str(BIN / "pytest"), "-n", workers, "--dist", "loadscope", "--no-loadscope-reorder",
-            *rest,
+            "--durations=25", *rest,
         ]  # fmt: skip
     print("dev.py: " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT).returncode

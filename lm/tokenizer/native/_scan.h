@@ -56,6 +56,104 @@ scan_ctz(uint32_t x) /* x != 0 */
 #endif
 }
 
+static inline unsigned
+scan_ctz64(uint64_t x) /* x != 0 */
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return (unsigned)__builtin_ctzll(x);
+#else
+    unsigned k = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        k++;
+    }
+    return k;
+#endif
+}
+
+/* ---- the window: the boundaries of many pre-tokens from one classification ----
+ *
+ * scan_batch classifies the SCAN_WINDOW (64) bytes that follow a known pre-token start
+ * once, as bit masks (bit k: byte k of the window), and finds every pre-token start the
+ * window decides with a few operations on the masks. Over ASCII, whether a pre-token
+ * starts at p depends on the bytes p-4 .. p+1 alone (p after the window's start):
+ *
+ *   - a change of class starts one: letters, digits, white space, other (ASCII);
+ *   - the last white space before a non-space starts one (`\s+(?!\S)` gives the others
+ *     to the run before it, which is one pre-token), and a ' ' before a non-space
+ *     joins it (` ?X+`), so no start after it; white space up to the end is one run;
+ *   - a contraction '(?:[sdmt]|ll|ve|re) is one pre-token, ended even when a letter
+ *     follows ("'st" is "'s", "t"); only at an apostrophe that starts a pre-token: at the
+ *     window's start, or after a letter, a digit or white space other than ' ' (after
+ *     anything else, or ' ', the apostrophe belongs to ` ?[^\s\p{L}\p{N}]+`).
+ *
+ * So the starts at 1 .. 62 are decided (63 needs byte 64), and those before the first
+ * byte >= 0x80 less one (that character needs the Unicode tables: pretoken_end reads the
+ * pre-token that touches it). The last start found is the next window's start. Fewer
+ * than 64 bytes left: they are copied into a window padded with ' ' (a space at the end
+ * is what the end is to every rule above) and the last pre-token ends at the end. A
+ * window that decides no start (a pre-token of 62 bytes or more, a character >= 0x80 at
+ * its start) leaves one pre-token to pretoken_end. Each path builds the masks with its
+ * own instructions; the rules are this one function, so all paths give the same starts. */
+#define SCAN_WINDOW 64
+
+typedef struct {
+    uint64_t letter, digit, space, blank, quote, high; /* \p{L} \p{N} \s ' ' ' >=0x80 */
+} ScanMasks;
+
+/* The bits of scan_ascii_class: ASCII letter, digit, white space (C_L, C_N, C_S), and: */
+#define SB_BLANK 8  /* ' ' */
+#define SB_QUOTE 16 /* '\'' */
+#define SB_HIGH 32  /* >= 0x80 */
+static uint8_t scan_ascii_class[256];
+
+/* The pre-token starts at bits 1 .. 62 of the window w (64 readable bytes), whose byte
+ * 0 starts a pre-token; correct below the first byte >= 0x80 less one (see above). */
+static inline uint64_t
+window_starts(const ScanMasks *m, const uint8_t *w)
+{
+    uint64_t l = m->letter, d = m->digit, sp = m->space;
+    uint64_t b = (l ^ (l << 1)) | (d ^ (d << 1)) | (sp ^ (sp << 1)); /* class changes */
+    b |= sp & ~(sp >> 1) & ~(1ULL << 63); /* the last white space before a non-space */
+    b &= ~((m->blank << 1) & ~sp);        /* ' ' + non-space: one pre-token */
+    /* apostrophes that start a pre-token: after a letter, digit or white space but ' ' */
+    uint64_t q = m->quote & (((l | d | (sp & ~m->blank)) << 1) | 1);
+    while (q) {
+        unsigned a = scan_ctz64(q);
+        if (a > SCAN_WINDOW - 3) /* a contraction there decides starts from 63 on only */
+            break;
+        q &= q - 1;
+        uint8_t c = w[a + 1], e = w[a + 2];
+        if (c == 's' || c == 'd' || c == 'm' || c == 't')
+            b = (b & ~(2ULL << a)) | (4ULL << a);
+        else if ((c == 'l' && e == 'l') || (c == 'v' && e == 'e') || (c == 'r' && e == 'e'))
+            b = (b & ~(6ULL << a)) | (8ULL << a);
+    }
+    return b;
+}
+
+/* The masks of the window w, one byte at a time through scan_ascii_class (every CPU). */
+static inline void
+masks_portable(const uint8_t *w, ScanMasks *m)
+{
+    uint64_t l = 0, d = 0, sp = 0, bl = 0, qu = 0, hi = 0;
+    for (unsigned k = 0; k < SCAN_WINDOW; k++) {
+        uint64_t c = scan_ascii_class[w[k]];
+        l |= (c & 1) << k;
+        d |= (c >> 1 & 1) << k;
+        sp |= (c >> 2 & 1) << k;
+        bl |= (c >> 3 & 1) << k;
+        qu |= (c >> 4 & 1) << k;
+        hi |= (c >> 5 & 1) << k;
+    }
+    m->letter = l;
+    m->digit = d;
+    m->space = sp;
+    m->blank = bl;
+    m->quote = qu;
+    m->high = hi;
+}
+
 /* The first p >= j (p <= n) where s[p] is not an ASCII byte of `kind`, one byte at a time. */
 static inline Py_ssize_t
 run_portable(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
@@ -120,6 +218,27 @@ run_sse2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
         j += 16;
     }
     return run_portable(s, j, n, kind);
+}
+
+/* The masks of the window w, 16 bytes at a time. */
+static inline void
+masks_sse2(const uint8_t *w, ScanMasks *m)
+{
+    ScanMasks r = {0, 0, 0, 0, 0, 0};
+    for (unsigned k = 0; k < SCAN_WINDOW; k += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(w + k));
+        __m128i blank = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+        r.letter |= (uint64_t)(uint32_t)_mm_movemask_epi8(letters_sse2(v)) << k;
+        r.digit |= (uint64_t)(uint32_t)_mm_movemask_epi8(in_range_sse2(v, '0', 10)) << k;
+        r.space |= (uint64_t)(uint32_t)_mm_movemask_epi8(
+                       _mm_or_si128(in_range_sse2(v, '\t', 5), blank))
+                   << k;
+        r.blank |= (uint64_t)(uint32_t)_mm_movemask_epi8(blank) << k;
+        r.quote |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\'')))
+                   << k;
+        r.high |= (uint64_t)(uint32_t)_mm_movemask_epi8(v) << k;
+    }
+    *m = r;
 }
 #endif
 
@@ -190,18 +309,49 @@ run_avx2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
     }
     return run_portable(s, j, n, kind);
 }
+
+/* The masks of 32 bytes at w, as bits 0..31. */
+LM_AVX2 static inline void
+masks32_avx2(const uint8_t *w, uint32_t out[6])
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)w);
+    __m256i blank = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(' '));
+    out[0] = (uint32_t)_mm256_movemask_epi8(letters_avx2(v));
+    out[1] = (uint32_t)_mm256_movemask_epi8(in_range_avx2(v, '0', 10));
+    out[2] = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(in_range_avx2(v, '\t', 5), blank));
+    out[3] = (uint32_t)_mm256_movemask_epi8(blank);
+    out[4] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('\'')));
+    out[5] = (uint32_t)_mm256_movemask_epi8(v);
+}
+
+/* The masks of the window w, 32 bytes at a time. */
+LM_AVX2 static inline void
+masks_avx2(const uint8_t *w, ScanMasks *m)
+{
+    uint32_t lo[6], hi[6];
+    masks32_avx2(w, lo);
+    masks32_avx2(w + 32, hi);
+    m->letter = lo[0] | (uint64_t)hi[0] << 32;
+    m->digit = lo[1] | (uint64_t)hi[1] << 32;
+    m->space = lo[2] | (uint64_t)hi[2] << 32;
+    m->blank = lo[3] | (uint64_t)hi[3] << 32;
+    m->quote = lo[4] | (uint64_t)hi[4] << 32;
+    m->high = lo[5] | (uint64_t)hi[5] << 32;
+}
 #endif
 
 /* One instantiation of the scanner per path. */
 #define SCAN_NAME(f) f##_portable
 #define SCAN_ATTR
 #define SCAN_RUN run_portable
+#define SCAN_MASKS masks_portable
 #include "_scan_path.h"
 
 #ifdef LM_SCAN_SSE2
 #define SCAN_NAME(f) f##_sse2
 #define SCAN_ATTR
 #define SCAN_RUN run_sse2
+#define SCAN_MASKS masks_sse2
 #include "_scan_path.h"
 #endif
 
@@ -209,6 +359,7 @@ run_avx2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
 #define SCAN_NAME(f) f##_avx2
 #define SCAN_ATTR LM_AVX2
 #define SCAN_RUN run_avx2
+#define SCAN_MASKS masks_avx2
 #include "_scan_path.h"
 #endif
 
@@ -237,8 +388,12 @@ scan_supported(int path)
 static void
 scan_init(void)
 {
-    for (int b = 0; b < 256; b++)
+    for (int b = 0; b < 256; b++) {
         scan_ascii_kind[b] = b < 0x80 ? (uint8_t)kind_of(lm_uc_blocks[0][b]) : 0xFF;
+        scan_ascii_class[b] = b < 0x80 ? scan_ascii_kind[b] : SB_HIGH;
+    }
+    scan_ascii_class[' '] |= SB_BLANK;
+    scan_ascii_class['\''] |= SB_QUOTE;
     scan_path = SCAN_PORTABLE;
     for (int p = SCAN_NPATHS - 1; p > SCAN_PORTABLE; p--)
         if (scan_supported(p)) {

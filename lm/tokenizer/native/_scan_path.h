@@ -2,6 +2,7 @@
  *   SCAN_NAME(f)  the name of function f for this path (f##_avx2, ...)
  *   SCAN_ATTR     the attributes of its functions (the target instruction set)
  *   SCAN_RUN      its run finder: the first p >= j where s[p] is not an ASCII byte of kind
+ *   SCAN_MASKS    its window classifier: the ScanMasks of 64 bytes (see window_starts)
  * defined; it undefines them. No include guard: that is the point. */
 
 /* End of the pre-token that starts at s[i] (i < n), in the valid UTF-8 text s[0:n). */
@@ -65,13 +66,41 @@ SCAN_NAME(next_pretoken)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n)
     return SCAN_NAME(pretoken_end)(s, i, n);
 }
 
+/* The ends of up to `max` pre-tokens from s[i] on, a window of 64 bytes at a time (see
+ * window_starts); pretoken_end reads those no window decides. */
 SCAN_ATTR static Py_ssize_t
 SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *ends, Py_ssize_t max)
 {
     Py_ssize_t k = 0;
+    uint8_t pad[SCAN_WINDOW];
     while (i < n && k < max) {
-        i = SCAN_NAME(pretoken_end)(s, i, n);
-        ends[k++] = i;
+        const uint8_t *w = s + i;
+        Py_ssize_t left = n - i;
+        if (left < SCAN_WINDOW) { /* the last bytes, padded with ' ' */
+            memcpy(pad, w, (size_t)left);
+            memset(pad + left, ' ', (size_t)(SCAN_WINDOW - left));
+            w = pad;
+        }
+        ScanMasks m;
+        SCAN_MASKS(w, &m);
+        uint64_t starts = window_starts(&m, w);
+        int high = m.high ? (int)scan_ctz64(m.high) : SCAN_WINDOW;
+        /* to the end: all bytes before it ASCII, every start and the end are decided */
+        int to_end = left < SCAN_WINDOW && high == SCAN_WINDOW;
+        int lim = to_end ? (int)left : (high - 1 < SCAN_WINDOW - 1 ? high - 1 : SCAN_WINDOW - 1);
+        starts = lim > 1 ? starts & (((uint64_t)1 << lim) - 2) : 0; /* bits 1 .. lim-1 */
+        if (!starts && !to_end) {
+            i = SCAN_NAME(pretoken_end)(s, i, n);
+            ends[k++] = i;
+            continue;
+        }
+        for (; starts && k < max; starts &= starts - 1)
+            ends[k++] = i + scan_ctz64(starts);
+        if (k == max)
+            break;
+        if (to_end)
+            ends[k++] = n;
+        i = ends[k - 1];
     }
     return k;
 }
@@ -79,3 +108,4 @@ SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
 #undef SCAN_NAME
 #undef SCAN_ATTR
 #undef SCAN_RUN
+#undef SCAN_MASKS

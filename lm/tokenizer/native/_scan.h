@@ -71,6 +71,28 @@ scan_ctz64(uint64_t x) /* x != 0 */
 #endif
 }
 
+/* The number of set bits of x, without the popcnt instruction (the paths other than avx2
+ * run on CPUs that may lack it). */
+static inline unsigned
+scan_popcount_swar(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+}
+
+/* Write the offsets (from i) of the next four set bits of `bits` to e[0..3], and clear
+ * them; once none is left it writes i + 63 (bit 63 is never a start), which the caller
+ * overwrites or leaves beyond the count. */
+#define SCAN_EMIT4(e, i, bits)                                                               \
+    do {                                                                                   \
+        for (int e4_ = 0; e4_ < 4; e4_++) {                                                \
+            (e)[e4_] = (i) + (Py_ssize_t)scan_ctz64((bits) | (1ULL << 63));                \
+            (bits) &= (bits) - 1;                                                          \
+        }                                                                                  \
+    } while (0)
+
 /* ---- the window: the boundaries of many pre-tokens from one classification ----
  *
  * scan_batch classifies the SCAN_WINDOW (64) bytes that follow a known pre-token start
@@ -132,26 +154,33 @@ window_starts(const ScanMasks *m, const uint8_t *w)
     return b;
 }
 
-/* The masks of the window w, one byte at a time through scan_ascii_class (every CPU). */
+/* The low bits of the 8 bytes of x (each 0 or 1) as 8 bits: byte k's bit lands at bit
+ * 56 + k of the product, and no two partial products meet or carry. */
+static inline uint64_t
+scan_gather8(uint64_t x)
+{
+    return (x * 0x0102040810204080ULL) >> 56;
+}
+
+/* The masks of the window w through scan_ascii_class (every CPU): the classes of 8 bytes
+ * side by side in a uint64_t, then each class's bit of the 8 gathered at once. */
 static inline void
 masks_portable(const uint8_t *w, ScanMasks *m)
 {
-    uint64_t l = 0, d = 0, sp = 0, bl = 0, qu = 0, hi = 0;
-    for (unsigned k = 0; k < SCAN_WINDOW; k++) {
-        uint64_t c = scan_ascii_class[w[k]];
-        l |= (c & 1) << k;
-        d |= (c >> 1 & 1) << k;
-        sp |= (c >> 2 & 1) << k;
-        bl |= (c >> 3 & 1) << k;
-        qu |= (c >> 4 & 1) << k;
-        hi |= (c >> 5 & 1) << k;
+    const uint64_t ones = 0x0101010101010101ULL;
+    ScanMasks r = {0, 0, 0, 0, 0, 0};
+    for (unsigned k = 0; k < SCAN_WINDOW; k += 8) {
+        uint64_t c = 0;
+        for (unsigned j = 0; j < 8; j++)
+            c |= (uint64_t)scan_ascii_class[w[k + j]] << (8 * j);
+        r.letter |= scan_gather8(c & ones) << k;
+        r.digit |= scan_gather8(c >> 1 & ones) << k;
+        r.space |= scan_gather8(c >> 2 & ones) << k;
+        r.blank |= scan_gather8(c >> 3 & ones) << k;
+        r.quote |= scan_gather8(c >> 4 & ones) << k;
+        r.high |= scan_gather8(c >> 5 & ones) << k;
     }
-    m->letter = l;
-    m->digit = d;
-    m->space = sp;
-    m->blank = bl;
-    m->quote = qu;
-    m->high = hi;
+    *m = r;
 }
 
 /* The first p >= j (p <= n) where s[p] is not an ASCII byte of `kind`, one byte at a time. */
@@ -243,7 +272,7 @@ masks_sse2(const uint8_t *w, ScanMasks *m)
 #endif
 
 #ifdef LM_SCAN_AVX2
-#define LM_AVX2 __attribute__((target("avx2")))
+#define LM_AVX2 __attribute__((target("avx2,popcnt,bmi")))
 
 LM_AVX2 static inline __m256i
 in_range_avx2(__m256i v, uint8_t lo, int k)
@@ -345,6 +374,7 @@ masks_avx2(const uint8_t *w, ScanMasks *m)
 #define SCAN_ATTR
 #define SCAN_RUN run_portable
 #define SCAN_MASKS masks_portable
+#define SCAN_POPCOUNT scan_popcount_swar
 #include "_scan_path.h"
 
 #ifdef LM_SCAN_SSE2
@@ -352,6 +382,7 @@ masks_avx2(const uint8_t *w, ScanMasks *m)
 #define SCAN_ATTR
 #define SCAN_RUN run_sse2
 #define SCAN_MASKS masks_sse2
+#define SCAN_POPCOUNT scan_popcount_swar
 #include "_scan_path.h"
 #endif
 
@@ -360,6 +391,7 @@ masks_avx2(const uint8_t *w, ScanMasks *m)
 #define SCAN_ATTR LM_AVX2
 #define SCAN_RUN run_avx2
 #define SCAN_MASKS masks_avx2
+#define SCAN_POPCOUNT __builtin_popcountll
 #include "_scan_path.h"
 #endif
 
@@ -377,7 +409,8 @@ scan_supported(int path)
 #ifdef LM_SCAN_AVX2
     case SCAN_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+               __builtin_cpu_supports("bmi");
 #endif
     default:
         return 0;

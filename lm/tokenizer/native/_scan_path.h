@@ -3,6 +3,7 @@
  *   SCAN_ATTR     the attributes of its functions (the target instruction set)
  *   SCAN_RUN      its run finder: the first p >= j where s[p] is not an ASCII byte of kind
  *   SCAN_MASKS    its window classifier: the ScanMasks of 64 bytes (see window_starts)
+ *   SCAN_POPCOUNT its count of the set bits of a uint64_t
  * defined; it undefines them. No include guard: that is the point. */
 
 /* End of the pre-token that starts at s[i] (i < n), in the valid UTF-8 text s[0:n). */
@@ -94,10 +95,29 @@ SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
             ends[k++] = i;
             continue;
         }
-        for (; starts && k < max; starts &= starts - 1)
-            ends[k++] = i + scan_ctz64(starts);
-        if (k == max)
-            break;
+        Py_ssize_t count = (Py_ssize_t)SCAN_POPCOUNT(starts);
+        if (max - k >= count + 8) { /* room for them rounded up to 8: written 8 at a time */
+            Py_ssize_t *e = ends + k;
+            k += count;
+            SCAN_EMIT4(e, i, starts);
+            SCAN_EMIT4(e + 4, i, starts);
+            if (starts) {
+                e += 8;
+                SCAN_EMIT4(e, i, starts);
+                SCAN_EMIT4(e + 4, i, starts);
+                while (starts) {
+                    e += 8;
+                    SCAN_EMIT4(e, i, starts);
+                    SCAN_EMIT4(e + 4, i, starts);
+                }
+            }
+        }
+        else {
+            for (; starts && k < max; starts &= starts - 1)
+                ends[k++] = i + scan_ctz64(starts);
+            if (k == max)
+                break;
+        }
         if (to_end)
             ends[k++] = n;
         i = ends[k - 1];
@@ -109,3 +129,4 @@ SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
 #undef SCAN_ATTR
 #undef SCAN_RUN
 #undef SCAN_MASKS
+#undef SCAN_POPCOUNT

@@ -32,19 +32,20 @@ utf8_first_error(const uint8_t *s, Py_ssize_t n)
 {
     Py_ssize_t i = 0;
     while (i < n) {
-        if (i + 32 <= n) { /* ASCII 32 bytes at a time: what most text is */
-            uint64_t w[4];
-            memcpy(w, s + i, 32);
-            if (!((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL)) {
-                i += 32;
-                continue;
-            }
-        }
         if (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, s + i, 8);
             if (!(w & 0x8080808080808080ULL)) {
                 i += 8;
+                /* a run of ASCII (most text): 32 bytes an iteration; tried only after 8
+                 * ASCII bytes, as text in other scripts rarely has 32 */
+                uint64_t b[4];
+                while (i + 32 <= n) {
+                    memcpy(b, s + i, 32);
+                    if ((b[0] | b[1] | b[2] | b[3]) & 0x8080808080808080ULL)
+                        break;
+                    i += 32;
+                }
                 continue;
             }
         }

@@ -118,6 +118,7 @@ scan_popcount_swar(uint64_t x)
  * its start) leaves one pre-token to pretoken_end. Each path builds the masks with its
  * own instructions; the rules are this one function, so all paths give the same starts. */
 #define SCAN_WINDOW 64
+#define SCAN_AHEAD 16 /* bytes that must be ASCII for a window to be worth classifying */
 
 typedef struct {
     uint64_t letter, digit, space, blank, quote, high; /* \p{L} \p{N} \s ' ' ' >=0x80 */

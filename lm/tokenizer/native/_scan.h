@@ -3,25 +3,34 @@
  * next_pretoken(s, i, n) is the end of the pre-token that starts at s[i]: the match of
  *     '(?:[sdmt]|ll|ve|re) | ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
  * at i, the alternatives tried in that order as the regex engine does. scan_batch finds
- * the ends of up to `max` consecutive pre-tokens in one call (what counting uses).
+ * the ends of up to `max` consecutive pre-tokens in one call (what counting and the scan
+ * benchmark use).
  *
- * Most of the time goes into runs of one class (the letters of a word, the spaces of an
- * indentation). Over ASCII these are found 16 or 32 bytes at a time: a block is loaded,
- * each byte is tested for the run's class with a few vector compares, and the run ends at
- * the first byte that fails. A byte >= 0x80 always fails the test; the scanner then reads
- * that character with the Unicode tables (char_class) and carries on. Three paths compute
- * the same thing:
+ * scan_batch works a window at a time: the 64 bytes from a pre-token start are classified
+ * once, as six 64-bit masks (letters, digits, white space, ' ', apostrophes, bytes >= 0x80),
+ * and window_starts turns them into the mask of the pre-token starts in the window with a
+ * few shifts and logic operations (the rules are at window_starts); the set bits, read with
+ * count-trailing-zeros, are the ends of that many pre-tokens, and the last start found
+ * begins the next window. In English text a window gives a dozen pre-tokens. What a window
+ * cannot decide is read one pre-token at a time by pretoken_end: a pre-token of 62 bytes
+ * or more, and any near a byte >= 0x80, whose character it reads with the Unicode tables
+ * (char_class); where the next 16 bytes hold such a byte no window is built at all, so text
+ * in other scripts is read as before. pretoken_end finds runs of one class (a long word, an
+ * indentation) 16 or 32 bytes at a time over ASCII. Three paths compute the same thing:
  *
- *   avx2      16 bytes, then 32 at a time (x86-64 with AVX2, detected at run time;
- *             compiled with a target attribute, so the build needs no -mavx2)
- *   sse2      16 bytes at a time (every x86-64 CPU)
- *   portable  one byte at a time through a 256-entry table (every CPU)
+ *   avx2      masks from two 32-byte vectors, runs 16 then 32 bytes at a time (x86-64
+ *             with AVX2, POPCNT and BMI1, detected at run time; compiled with a target
+ *             attribute, so the build needs no -mavx2)
+ *   sse2      masks from four 16-byte vectors, runs 16 bytes at a time (every x86-64 CPU)
+ *   portable  masks from a 256-entry class table, 8 bytes side by side; runs one byte at
+ *             a time (every CPU)
  *
- * The fastest the CPU has is used unless set_simd chooses another (the tests run every
- * path; LM_NATIVE_SIMD in lm.tokenizer.native sets it). Each path is one instantiation of
- * _scan_path.h, so the whole scanning loop is compiled for its instruction set. Compiled
- * with -DLM_NATIVE_PORTABLE_ONLY, the build has the portable path alone, as it does for
- * CPUs other than x86-64 (a test builds it so).
+ * The rules on the masks are one function for all paths. The fastest path the CPU has is
+ * used unless set_simd chooses another (the tests run every path; LM_NATIVE_SIMD in
+ * lm.tokenizer.native sets it). Each path is one instantiation of _scan_path.h, so the
+ * whole scanning loop is compiled for its instruction set. Compiled with
+ * -DLM_NATIVE_PORTABLE_ONLY, the build has the portable path alone, as it does for CPUs
+ * other than x86-64 (a test builds it so).
  */
 
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(LM_NATIVE_PORTABLE_ONLY)
@@ -109,14 +118,14 @@ scan_popcount_swar(uint64_t x)
  *     window's start, or after a letter, a digit or white space other than ' ' (after
  *     anything else, or ' ', the apostrophe belongs to ` ?[^\s\p{L}\p{N}]+`).
  *
- * So the starts at 1 .. 62 are decided (63 needs byte 64), and those before the first
- * byte >= 0x80 less one (that character needs the Unicode tables: pretoken_end reads the
- * pre-token that touches it). The last start found is the next window's start. Fewer
- * than 64 bytes left: they are copied into a window padded with ' ' (a space at the end
- * is what the end is to every rule above) and the last pre-token ends at the end. A
- * window that decides no start (a pre-token of 62 bytes or more, a character >= 0x80 at
- * its start) leaves one pre-token to pretoken_end. Each path builds the masks with its
- * own instructions; the rules are this one function, so all paths give the same starts. */
+ * So the starts at 1 .. 62 are decided (63 needs byte 64), up to the first byte >= 0x80
+ * less one (that character needs the Unicode tables). The last start found is the next
+ * window's start. Fewer than 64 bytes left: they are copied into a window padded with ' '
+ * (a space after the end is what the end is to every rule above), and the last pre-token
+ * ends at the end. After a window that met a byte >= 0x80 or decided no start (a pre-token
+ * of 62 bytes or more), pretoken_end reads the next pre-token. Each path builds the masks
+ * with its own instructions; the rules are this one function, so all paths give the same
+ * starts. */
 #define SCAN_WINDOW 64
 #define SCAN_AHEAD 16 /* bytes that must be ASCII for a window to be worth classifying */
 

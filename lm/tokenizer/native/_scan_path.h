@@ -69,9 +69,9 @@ SCAN_NAME(next_pretoken)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n)
 
 /* The ends of up to `max` pre-tokens from s[i] on, a window of 64 bytes at a time (see
  * window_starts). pretoken_end reads the pre-token after a window that decided none or
- * met a byte >= 0x80, and each that starts with a byte >= 0x80 among its next 8: in text
+ * met a byte >= 0x80, and each whose next SCAN_AHEAD bytes hold a byte >= 0x80: in text
  * of other scripts a window would decide little, so the scanner goes a pre-token at a
- * time there, and back to windows where 8 bytes of ASCII follow. */
+ * time there, and back to windows where SCAN_AHEAD bytes of ASCII follow. */
 SCAN_ATTR static Py_ssize_t
 SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *ends, Py_ssize_t max)
 {
@@ -109,15 +109,10 @@ SCAN_NAME(scan_batch)(const uint8_t *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *
                 k += count;
                 SCAN_EMIT4(e, i, starts);
                 SCAN_EMIT4(e + 4, i, starts);
-                if (starts) {
+                while (starts) {
                     e += 8;
                     SCAN_EMIT4(e, i, starts);
                     SCAN_EMIT4(e + 4, i, starts);
-                    while (starts) {
-                        e += 8;
-                        SCAN_EMIT4(e, i, starts);
-                        SCAN_EMIT4(e + 4, i, starts);
-                    }
                 }
             }
             else {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -70,9 +71,11 @@ run_text = st.builds(
 mixed_text = st.lists(st.one_of(pattern_text, any_text, run_text), max_size=4).map("".join)
 
 
-def native_pretokens(text: str) -> list[str]:
+def native_pretokens(text: str, batch: int = 256) -> list[str]:
+    """The pre-tokens the native scanner finds, `batch` at a time (0: one at a time, the
+    single pre-token reader)."""
     data = text.encode("utf-8")
-    spans = _native.pretokenize(data)
+    spans = _native.pretokenize(data, batch)
     return [data[a:b].decode("utf-8") for a, b in spans]
 
 
@@ -83,7 +86,57 @@ def native_pretokens(text: str) -> list[str]:
 )
 @given(mixed_text)
 def test_native_pretokens_equal_regex(scan_path, text):
-    assert native_pretokens(text) == PRETOKEN_RE.findall(text)
+    want = PRETOKEN_RE.findall(text)
+    assert native_pretokens(text) == want
+    assert native_pretokens(text, batch=0) == want
+
+
+# The batched scanner decides the pre-token starts of a 64-byte ASCII window from bit masks:
+# class changes, the last white space before a non-space, ' ' joining what follows, and
+# contractions only at an apostrophe that starts a pre-token. Text of these pieces, 60 to
+# 200 bytes long, crosses windows and their edges in every arrangement; a few non-ASCII
+# letters, spaces and apostrophes cut windows short.
+_RULE_PIECES = (
+    *" \n\t'sdmtlvre", *"sdmtlvre", "'s", "'t", "'ll", "'ve", "'re", "'l", "'v", "'r",
+    "ab", "Qx", "S", "D", "LL", "x", "y", "0", "42", ".", ",", "!", "-", '"', "(", "  ", "   ",
+    "\r\n", " '", "''", "\u00e9", "\u00a0", "\u2019", "\u3000", "\U0001f600",
+)  # fmt: skip
+_RULE_ENDS = ("", " ", "\n", "  ", " \t", "'", "'l", "'s", "x'", " '", "\u00a0")
+
+
+def test_batched_scanner_equals_regex_on_rule_stressing_text(scan_path):
+    """Many thousands of strings (fixed seed) whose pieces exercise each rule of the window,
+    at every offset in and across windows, ending in white space, an apostrophe or else;
+    found in batches of 256, 1 and 7 (stops anywhere in a window) and one at a time."""
+    rng = random.Random(27)
+    for case in range(6000):
+        ascii_only = case % 3 == 0  # whole windows of ASCII, no early cut
+        pieces = _RULE_PIECES[:-5] if ascii_only else _RULE_PIECES
+        text = ""
+        target = rng.randint(60, 200)
+        while len(text.encode("utf-8")) < target:
+            text += rng.choice(pieces)
+        text += rng.choice(_RULE_ENDS)
+        want = PRETOKEN_RE.findall(text)
+        for batch in (256, 1, 7, 0) if case % 10 == 0 else (256, 7):
+            assert native_pretokens(text, batch) == want, (batch, text)
+
+
+def test_batched_scanner_at_window_edges(scan_path):
+    """Each rule's pattern placed at every offset around the window's end (64) and the
+    last decided start (62), after letters and after spaces, then more text or the end."""
+    patterns = (
+        " x", "  x", "\n x", "\t\nx", "a's", "a'st", "a'll", "a'llx", "a've", "a'lx", ". 'd",
+        "\n'm", "  'm", "x''s", "1'd", "ab  ", " \u00e9", "a\u00a0b", "a'\u00e9", "'", " ", "\n",
+    )  # fmt: skip
+    for pattern in patterns:
+        for offset in range(50, 72):
+            for fill in ("b" * offset, "a " * (offset // 2) + "a" * (offset % 2)):
+                for tail in ("", "zz", " q", "\n\n", "'re" + "w" * 70):
+                    text = fill + pattern + tail
+                    want = PRETOKEN_RE.findall(text)
+                    assert native_pretokens(text) == want, text
+                    assert native_pretokens(text, 3) == want, text
 
 
 @pytest.mark.slow  # every code point of Unicode, in six contexts: 15 s a scanner path

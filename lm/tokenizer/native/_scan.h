@@ -3,25 +3,34 @@
  * next_pretoken(s, i, n) is the end of the pre-token that starts at s[i]: the match of
  *     '(?:[sdmt]|ll|ve|re) | ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
  * at i, the alternatives tried in that order as the regex engine does. scan_batch finds
- * the ends of up to `max` consecutive pre-tokens in one call (what counting uses).
+ * the ends of up to `max` consecutive pre-tokens in one call (what counting and the scan
+ * benchmark use).
  *
- * Most of the time goes into runs of one class (the letters of a word, the spaces of an
- * indentation). Over ASCII these are found 16 or 32 bytes at a time: a block is loaded,
- * each byte is tested for the run's class with a few vector compares, and the run ends at
- * the first byte that fails. A byte >= 0x80 always fails the test; the scanner then reads
- * that character with the Unicode tables (char_class) and carries on. Three paths compute
- * the same thing:
+ * scan_batch works a window at a time: the 64 bytes from a pre-token start are classified
+ * once, as six 64-bit masks (letters, digits, white space, ' ', apostrophes, bytes >= 0x80),
+ * and window_starts turns them into the mask of the pre-token starts in the window with a
+ * few shifts and logic operations (the rules are at window_starts); the set bits, read with
+ * count-trailing-zeros, are the ends of that many pre-tokens, and the last start found
+ * begins the next window. In English text a window gives a dozen pre-tokens. What a window
+ * cannot decide is read one pre-token at a time by pretoken_end: a pre-token of 62 bytes
+ * or more, and any near a byte >= 0x80, whose character it reads with the Unicode tables
+ * (char_class); where the next 16 bytes hold such a byte no window is built at all, so text
+ * in other scripts is read as before. pretoken_end finds runs of one class (a long word, an
+ * indentation) 16 or 32 bytes at a time over ASCII. Three paths compute the same thing:
  *
- *   avx2      16 bytes, then 32 at a time (x86-64 with AVX2, detected at run time;
- *             compiled with a target attribute, so the build needs no -mavx2)
- *   sse2      16 bytes at a time (every x86-64 CPU)
- *   portable  one byte at a time through a 256-entry table (every CPU)
+ *   avx2      masks from two 32-byte vectors, runs 16 then 32 bytes at a time (x86-64
+ *             with AVX2, POPCNT and BMI1, detected at run time; compiled with a target
+ *             attribute, so the build needs no -mavx2)
+ *   sse2      masks from four 16-byte vectors, runs 16 bytes at a time (every x86-64 CPU)
+ *   portable  masks from a 256-entry class table, 8 bytes side by side; runs one byte at
+ *             a time (every CPU)
  *
- * The fastest the CPU has is used unless set_simd chooses another (the tests run every
- * path; LM_NATIVE_SIMD in lm.tokenizer.native sets it). Each path is one instantiation of
- * _scan_path.h, so the whole scanning loop is compiled for its instruction set. Compiled
- * with -DLM_NATIVE_PORTABLE_ONLY, the build has the portable path alone, as it does for
- * CPUs other than x86-64 (a test builds it so).
+ * The rules on the masks are one function for all paths. The fastest path the CPU has is
+ * used unless set_simd chooses another (the tests run every path; LM_NATIVE_SIMD in
+ * lm.tokenizer.native sets it). Each path is one instantiation of _scan_path.h, so the
+ * whole scanning loop is compiled for its instruction set. Compiled with
+ * -DLM_NATIVE_PORTABLE_ONLY, the build has the portable path alone, as it does for CPUs
+ * other than x86-64 (a test builds it so).
  */
 
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(LM_NATIVE_PORTABLE_ONLY)
@@ -54,6 +63,134 @@ scan_ctz(uint32_t x) /* x != 0 */
     }
     return k;
 #endif
+}
+
+static inline unsigned
+scan_ctz64(uint64_t x) /* x != 0 */
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return (unsigned)__builtin_ctzll(x);
+#else
+    unsigned k = 0;
+    while (!(x & 1)) {
+        x >>= 1;
+        k++;
+    }
+    return k;
+#endif
+}
+
+/* The number of set bits of x, without the popcnt instruction (the paths other than avx2
+ * run on CPUs that may lack it). */
+static inline unsigned
+scan_popcount_swar(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ULL;
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (unsigned)((x * 0x0101010101010101ULL) >> 56);
+}
+
+/* Write the offsets (from i) of the next four set bits of `bits` to e[0..3], and clear
+ * them; once none is left it writes i + 63 (bit 63 is never a start), which the caller
+ * overwrites or leaves beyond the count. */
+#define SCAN_EMIT4(e, i, bits)                                                               \
+    do {                                                                                   \
+        for (int e4_ = 0; e4_ < 4; e4_++) {                                                \
+            (e)[e4_] = (i) + (Py_ssize_t)scan_ctz64((bits) | (1ULL << 63));                \
+            (bits) &= (bits) - 1;                                                          \
+        }                                                                                  \
+    } while (0)
+
+/* ---- the window: the boundaries of many pre-tokens from one classification ----
+ *
+ * scan_batch classifies the SCAN_WINDOW (64) bytes that follow a known pre-token start
+ * once, as bit masks (bit k: byte k of the window), and finds every pre-token start the
+ * window decides with a few operations on the masks. Over ASCII, whether a pre-token
+ * starts at p depends on the bytes p-4 .. p+1 alone (p after the window's start):
+ *
+ *   - a change of class starts one: letters, digits, white space, other (ASCII);
+ *   - the last white space before a non-space starts one (`\s+(?!\S)` gives the others
+ *     to the run before it, which is one pre-token), and a ' ' before a non-space
+ *     joins it (` ?X+`), so no start after it; white space up to the end is one run;
+ *   - a contraction '(?:[sdmt]|ll|ve|re) is one pre-token, ended even when a letter
+ *     follows ("'st" is "'s", "t"); only at an apostrophe that starts a pre-token: at the
+ *     window's start, or after a letter, a digit or white space other than ' ' (after
+ *     anything else, or ' ', the apostrophe belongs to ` ?[^\s\p{L}\p{N}]+`).
+ *
+ * So the starts at 1 .. 62 are decided (63 needs byte 64), up to the first byte >= 0x80
+ * less one (that character needs the Unicode tables). The last start found is the next
+ * window's start. Fewer than 64 bytes left: they are copied into a window padded with ' '
+ * (a space after the end is what the end is to every rule above), and the last pre-token
+ * ends at the end. After a window that met a byte >= 0x80 or decided no start (a pre-token
+ * of 62 bytes or more), pretoken_end reads the next pre-token. Each path builds the masks
+ * with its own instructions; the rules are this one function, so all paths give the same
+ * starts. */
+#define SCAN_WINDOW 64
+#define SCAN_AHEAD 16 /* bytes that must be ASCII for a window to be worth classifying */
+
+typedef struct {
+    uint64_t letter, digit, space, blank, quote, high; /* \p{L} \p{N} \s ' ' ' >=0x80 */
+} ScanMasks;
+
+/* The bits of scan_ascii_class: ASCII letter, digit, white space (C_L, C_N, C_S), and: */
+#define SB_BLANK 8  /* ' ' */
+#define SB_QUOTE 16 /* '\'' */
+#define SB_HIGH 32  /* >= 0x80 */
+static uint8_t scan_ascii_class[256];
+
+/* The pre-token starts at bits 1 .. 62 of the window w (64 readable bytes), whose byte
+ * 0 starts a pre-token; correct below the first byte >= 0x80 less one (see above). */
+static inline uint64_t
+window_starts(const ScanMasks *m, const uint8_t *w)
+{
+    uint64_t l = m->letter, d = m->digit, sp = m->space;
+    uint64_t b = (l ^ (l << 1)) | (d ^ (d << 1)) | (sp ^ (sp << 1)); /* class changes */
+    b |= sp & ~(sp >> 1) & ~(1ULL << 63); /* the last white space before a non-space */
+    b &= ~((m->blank << 1) & ~sp);        /* ' ' + non-space: one pre-token */
+    /* apostrophes that start a pre-token: after a letter, digit or white space but ' ' */
+    uint64_t q = m->quote & (((l | d | (sp & ~m->blank)) << 1) | 1);
+    while (q) {
+        unsigned a = scan_ctz64(q);
+        if (a > SCAN_WINDOW - 3) /* a contraction there decides starts from 63 on only */
+            break;
+        q &= q - 1;
+        uint8_t c = w[a + 1], e = w[a + 2];
+        if (c == 's' || c == 'd' || c == 'm' || c == 't')
+            b = (b & ~(2ULL << a)) | (4ULL << a);
+        else if ((c == 'l' && e == 'l') || (c == 'v' && e == 'e') || (c == 'r' && e == 'e'))
+            b = (b & ~(6ULL << a)) | (8ULL << a);
+    }
+    return b;
+}
+
+/* The low bits of the 8 bytes of x (each 0 or 1) as 8 bits: byte k's bit lands at bit
+ * 56 + k of the product, and no two partial products meet or carry. */
+static inline uint64_t
+scan_gather8(uint64_t x)
+{
+    return (x * 0x0102040810204080ULL) >> 56;
+}
+
+/* The masks of the window w through scan_ascii_class (every CPU): the classes of 8 bytes
+ * side by side in a uint64_t, then each class's bit of the 8 gathered at once. */
+static inline void
+masks_portable(const uint8_t *w, ScanMasks *m)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    ScanMasks r = {0, 0, 0, 0, 0, 0};
+    for (unsigned k = 0; k < SCAN_WINDOW; k += 8) {
+        uint64_t c = 0;
+        for (unsigned j = 0; j < 8; j++)
+            c |= (uint64_t)scan_ascii_class[w[k + j]] << (8 * j);
+        r.letter |= scan_gather8(c & ones) << k;
+        r.digit |= scan_gather8(c >> 1 & ones) << k;
+        r.space |= scan_gather8(c >> 2 & ones) << k;
+        r.blank |= scan_gather8(c >> 3 & ones) << k;
+        r.quote |= scan_gather8(c >> 4 & ones) << k;
+        r.high |= scan_gather8(c >> 5 & ones) << k;
+    }
+    *m = r;
 }
 
 /* The first p >= j (p <= n) where s[p] is not an ASCII byte of `kind`, one byte at a time. */
@@ -121,10 +258,31 @@ run_sse2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
     }
     return run_portable(s, j, n, kind);
 }
+
+/* The masks of the window w, 16 bytes at a time. */
+static inline void
+masks_sse2(const uint8_t *w, ScanMasks *m)
+{
+    ScanMasks r = {0, 0, 0, 0, 0, 0};
+    for (unsigned k = 0; k < SCAN_WINDOW; k += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(w + k));
+        __m128i blank = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+        r.letter |= (uint64_t)(uint32_t)_mm_movemask_epi8(letters_sse2(v)) << k;
+        r.digit |= (uint64_t)(uint32_t)_mm_movemask_epi8(in_range_sse2(v, '0', 10)) << k;
+        r.space |= (uint64_t)(uint32_t)_mm_movemask_epi8(
+                       _mm_or_si128(in_range_sse2(v, '\t', 5), blank))
+                   << k;
+        r.blank |= (uint64_t)(uint32_t)_mm_movemask_epi8(blank) << k;
+        r.quote |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\'')))
+                   << k;
+        r.high |= (uint64_t)(uint32_t)_mm_movemask_epi8(v) << k;
+    }
+    *m = r;
+}
 #endif
 
 #ifdef LM_SCAN_AVX2
-#define LM_AVX2 __attribute__((target("avx2")))
+#define LM_AVX2 __attribute__((target("avx2,popcnt,bmi")))
 
 LM_AVX2 static inline __m256i
 in_range_avx2(__m256i v, uint8_t lo, int k)
@@ -190,18 +348,51 @@ run_avx2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
     }
     return run_portable(s, j, n, kind);
 }
+
+/* The masks of 32 bytes at w, as bits 0..31. */
+LM_AVX2 static inline void
+masks32_avx2(const uint8_t *w, uint32_t out[6])
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)w);
+    __m256i blank = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(' '));
+    out[0] = (uint32_t)_mm256_movemask_epi8(letters_avx2(v));
+    out[1] = (uint32_t)_mm256_movemask_epi8(in_range_avx2(v, '0', 10));
+    out[2] = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(in_range_avx2(v, '\t', 5), blank));
+    out[3] = (uint32_t)_mm256_movemask_epi8(blank);
+    out[4] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('\'')));
+    out[5] = (uint32_t)_mm256_movemask_epi8(v);
+}
+
+/* The masks of the window w, 32 bytes at a time. */
+LM_AVX2 static inline void
+masks_avx2(const uint8_t *w, ScanMasks *m)
+{
+    uint32_t lo[6], hi[6];
+    masks32_avx2(w, lo);
+    masks32_avx2(w + 32, hi);
+    m->letter = lo[0] | (uint64_t)hi[0] << 32;
+    m->digit = lo[1] | (uint64_t)hi[1] << 32;
+    m->space = lo[2] | (uint64_t)hi[2] << 32;
+    m->blank = lo[3] | (uint64_t)hi[3] << 32;
+    m->quote = lo[4] | (uint64_t)hi[4] << 32;
+    m->high = lo[5] | (uint64_t)hi[5] << 32;
+}
 #endif
 
 /* One instantiation of the scanner per path. */
 #define SCAN_NAME(f) f##_portable
 #define SCAN_ATTR
 #define SCAN_RUN run_portable
+#define SCAN_MASKS masks_portable
+#define SCAN_POPCOUNT scan_popcount_swar
 #include "_scan_path.h"
 
 #ifdef LM_SCAN_SSE2
 #define SCAN_NAME(f) f##_sse2
 #define SCAN_ATTR
 #define SCAN_RUN run_sse2
+#define SCAN_MASKS masks_sse2
+#define SCAN_POPCOUNT scan_popcount_swar
 #include "_scan_path.h"
 #endif
 
@@ -209,6 +400,8 @@ run_avx2(const uint8_t *s, Py_ssize_t j, Py_ssize_t n, int kind)
 #define SCAN_NAME(f) f##_avx2
 #define SCAN_ATTR LM_AVX2
 #define SCAN_RUN run_avx2
+#define SCAN_MASKS masks_avx2
+#define SCAN_POPCOUNT __builtin_popcountll
 #include "_scan_path.h"
 #endif
 
@@ -226,7 +419,8 @@ scan_supported(int path)
 #ifdef LM_SCAN_AVX2
     case SCAN_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") &&
+               __builtin_cpu_supports("bmi");
 #endif
     default:
         return 0;
@@ -237,8 +431,12 @@ scan_supported(int path)
 static void
 scan_init(void)
 {
-    for (int b = 0; b < 256; b++)
+    for (int b = 0; b < 256; b++) {
         scan_ascii_kind[b] = b < 0x80 ? (uint8_t)kind_of(lm_uc_blocks[0][b]) : 0xFF;
+        scan_ascii_class[b] = b < 0x80 ? scan_ascii_kind[b] : SB_HIGH;
+    }
+    scan_ascii_class[' '] |= SB_BLANK;
+    scan_ascii_class['\''] |= SB_QUOTE;
     scan_path = SCAN_PORTABLE;
     for (int p = SCAN_NPATHS - 1; p > SCAN_PORTABLE; p--)
         if (scan_supported(p)) {

@@ -986,10 +986,10 @@ typedef struct {
 
 typedef struct {
     uint64_t k0, k1; /* the pre-token's bytes, zero padded */
-    uint8_t len;     /* 0 = empty */
+    uint32_t ids[SHORT_IDS];
+    uint8_t len; /* 0 = empty */
     uint8_t nids;
     uint16_t spilled; /* (in way 0) whether an entry of this set went to the map */
-    uint32_t ids[SHORT_IDS];
 } ShortSlot;
 
 typedef struct {
@@ -1422,8 +1422,16 @@ idbuf_append(IdBuf *o, const uint32_t *ids, size_t m)
     return 0;
 }
 
+/* Masks keeping the first n bytes of 16 read as two little-endian words (0 <= n <= 16). */
+#define KEEP_LO(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
+#define KEEP_HI(n) ((n) <= 8 ? 0ULL : (n) >= 16 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
+#define KEEP_ROW(f) {f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), f(10), f(11), \
+                     f(12), f(13), f(14), f(15), f(16)}
+static const uint64_t short_keep[2][SHORT_MAX + 1] = {KEEP_ROW(KEEP_LO), KEEP_ROW(KEEP_HI)};
+
 /* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded.
- * `wide`: 16 bytes can be read at s (then two loads and a mask, on little-endian CPUs). */
+ * `wide`: 16 bytes can be read at s (then two loads and two masks, no branch, on
+ * little-endian CPUs). */
 static inline void
 short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
 {
@@ -1432,14 +1440,8 @@ short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
         uint64_t a, b;
         memcpy(&a, s, 8);
         memcpy(&b, s + 8, 8);
-        if (n < 8) {
-            a &= (1ULL << (8 * n)) - 1;
-            b = 0;
-        }
-        else if (n < 16)
-            b &= (1ULL << (8 * (n - 8))) - 1; /* n == 8: 0 */
-        *k0 = a;
-        *k1 = b;
+        *k0 = a & short_keep[0][n];
+        *k1 = b & short_keep[1][n];
         return;
     }
 #else
@@ -1482,35 +1484,17 @@ merge_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n)
     return (Py_ssize_t)merge_simple(self, w, (size_t)n, w + n);
 }
 
-/* A pre-token found by the scanner, waiting for its ids: its set in the short cache (NULL
- * when it is not a short one) has been asked for (prefetched) already. */
-typedef struct {
-    const uint8_t *s;
-    Py_ssize_t n;
-    uint64_t k0, k1, h; /* h: the short-cache hash (the set is found again at the lookup, */
-    int is_short;       /* since the table may have grown since) */
-} Pending;
-
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define NOINLINE static __attribute__((noinline))
 #else
 #define PREFETCH(p) ((void)(p))
+#define LIKELY(x) (x)
+#define ALWAYS_INLINE static inline
+#define NOINLINE static
 #endif
-
-/* The pre-token s[0:n) (n > 0) as a Pending, its short-cache set prefetched; `wide`: 16
- * bytes can be read at s. */
-static inline void
-pending_init(const EncoderObject *self, Pending *p, const uint8_t *s, Py_ssize_t n, int wide)
-{
-    p->s = s;
-    p->n = n;
-    p->is_short = n > 1 && n <= SHORT_MAX;
-    if (p->is_short) {
-        short_key(s, n, wide, &p->k0, &p->k1);
-        p->h = short_hash(p->k0, p->k1, n);
-        PREFETCH(short_set(self, p->h));
-    }
-}
 
 /* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full. */
 static int
@@ -1582,30 +1566,17 @@ short_grow(EncoderObject *self)
     return rc;
 }
 
-/* Append the ids of a pending pre-token: from the short cache, else the other cache, else
- * merged (and cached). */
-static int
-encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
+/* Append the ids of the pre-token s[0:n) (n >= 2) that the short cache does not hold
+ * (both ways of its set were compared already): from the other cache, else merged (and
+ * cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its short key and hash. */
+NOINLINE int
+encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, uint64_t k1,
+            uint64_t h, IdBuf *out)
 {
-    const uint8_t *s = p->s;
-    Py_ssize_t n = p->n;
-    if (n == 1) {
-        if (idbuf_reserve(out, 1) < 0)
-            return -1;
-        idbuf_put(out, &self->byte_ids[s[0]], 1);
-        return 0;
-    }
-    ShortSlot *set = p->is_short ? short_set(self, p->h) : NULL;
-    if (set) {
-        for (int way = 0; way < 2; way++) {
-            ShortSlot *e = &set[way];
-            if (e->k0 == p->k0 && e->k1 == p->k1 && e->len == (uint8_t)n)
-                return idbuf_append(out, e->ids, e->nids);
-        }
-    }
-    uint64_t h = hash_bytes(s, n);
+    ShortSlot *set = n <= SHORT_MAX ? short_set(self, h) : NULL;
+    uint64_t hm = hash_bytes(s, n);
     if (!set || set[0].spilled) { /* a short pre-token is in the map only if its set spilled */
-        Slot *e = map_find(&self->cache, s, n, h);
+        Slot *e = map_find(&self->cache, s, n, hm);
         if (e)
             return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
     }
@@ -1620,8 +1591,8 @@ encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
         uint16_t spilled = set[0].spilled | (old.len != 0);
         set[1] = set[0];
         ShortSlot *f = &set[0];
-        f->k0 = p->k0;
-        f->k1 = p->k1;
+        f->k0 = k0;
+        f->k1 = k1;
         f->len = (uint8_t)n;
         f->nids = (uint8_t)m;
         memcpy(f->ids, w, (size_t)m * sizeof(uint32_t));
@@ -1636,7 +1607,7 @@ encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
     }
     if (set)
         set[0].spilled = 1; /* a short pre-token of more than SHORT_IDS ids */
-    return map_cache_put(self, s, n, h, w, (size_t)m);
+    return map_cache_put(self, s, n, hm, w, (size_t)m);
 }
 
 /* specials_find for the encoder: when every special token starts with the same byte (as
@@ -1666,55 +1637,155 @@ next_special(const EncoderObject *self, const uint8_t *s, Py_ssize_t from, Py_ss
     return n;
 }
 
-/* Pre-tokens in flight: the scanner runs AHEAD pre-tokens ahead of the cache lookups, so
- * that the cache line of each is on its way (prefetched) before it is needed. */
-#define AHEAD 8
+/* Pre-tokens are scanned, then looked up, ENC_BATCH at a time: first the short-cache key
+ * and hash of each, its set prefetched, then the lookups, whose cache lines are on their
+ * way by then. */
+#ifndef ENC_BATCH
+#define ENC_BATCH 128
+#endif
 
-/* Append the ids of the valid UTF-8 text s[0:n), special tokens included; add one to
- * counts[k] for each occurrence of special token k (counts may be NULL). */
-static int
-encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+/* Id k of out (of `width` bytes: a constant where this is inlined) set to v. */
+ALWAYS_INLINE void
+id_set(void *ids, size_t k, uint32_t v, const int width)
 {
-    Pending q[AHEAD];
+    if (width == 2)
+        ((uint16_t *)ids)[k] = (uint16_t)v;
+    else
+        ((uint32_t *)ids)[k] = v;
+}
+
+/* Append the ids of s[i:at), text without special tokens, ids of `width` bytes (out's).
+ * n: the length of the whole text (the key loads may read up to there). */
+ALWAYS_INLINE int
+encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at, Py_ssize_t n,
+             IdBuf *out, const int width)
+{
+    Py_ssize_t ends[ENC_BATCH];
+    uint64_t keys[ENC_BATCH][3]; /* k0, k1, hash of the short pre-tokens */
+    while (i < at) {
+        Py_ssize_t cnt = scan_batch(s, i, at, ends, ENC_BATCH);
+        /* room for the batch: a pre-token of m bytes has at most m ids (a caller's buffer
+         * of one id per byte of the text always has it) */
+        if (idbuf_reserve(out, (size_t)(ends[cnt - 1] - i)) < 0)
+            return -1;
+        const ShortSlot *slots = self->short_slots;
+        size_t mask = self->short_sets_mask;
+        Py_ssize_t st = i;
+        for (Py_ssize_t k = 0; k < cnt; k++) {
+            Py_ssize_t len = ends[k] - st;
+            if (len >= 2 && len <= SHORT_MAX) {
+                uint64_t *key = keys[k];
+                short_key(s + st, len, st + 16 <= n, &key[0], &key[1]);
+                key[2] = short_hash(key[0], key[1], len);
+                PREFETCH(&slots[2 * (key[2] & mask)]);
+            }
+            st = ends[k];
+        }
+        const uint32_t *byte_ids = self->byte_ids;
+        void *ids = out->ids;
+        size_t o = out->len;
+        st = i;
+        for (Py_ssize_t k = 0; k < cnt; k++) {
+            Py_ssize_t len = ends[k] - st;
+            if (len == 1)
+                id_set(ids, o++, byte_ids[s[st]], width);
+            else {
+                const ShortSlot *hit = NULL;
+                const uint64_t *key = keys[k];
+                if (len <= SHORT_MAX) {
+                    const ShortSlot *set = &slots[2 * (key[2] & mask)];
+                    if (set[0].k0 == key[0] && set[0].k1 == key[1] && set[0].len == len)
+                        hit = &set[0];
+                    else if (set[1].k0 == key[0] && set[1].k1 == key[1] && set[1].len == len)
+                        hit = &set[1];
+                }
+                if (LIKELY(hit != NULL)) {
+                    /* all three, no branch on the count, when at least two more pre-tokens
+                     * follow: their ids (one at least each) replace the extra ones */
+                    if (LIKELY(k + SHORT_IDS - 1 < cnt)) {
+                        id_set(ids, o, hit->ids[0], width);
+                        id_set(ids, o + 1, hit->ids[1], width);
+                        id_set(ids, o + 2, hit->ids[2], width);
+                    }
+                    else
+                        for (int j = 0; j < hit->nids; j++)
+                            id_set(ids, o + j, hit->ids[j], width);
+                    o += hit->nids;
+                }
+                else {
+                    out->len = o;
+                    if (encode_miss(self, s + st, len, key[0], key[1], key[2], out) < 0)
+                        return -1;
+                    o = out->len; /* the short table may have grown: */
+                    slots = self->short_slots;
+                    mask = self->short_sets_mask;
+                }
+            }
+            st = ends[k];
+        }
+        out->len = o;
+        i = st;
+    }
+    return 0;
+}
+
+/* Append the ids of the valid UTF-8 text s[0:n), special tokens included, as ids of
+ * `width` bytes; add one to counts[k] for each occurrence of special token k (counts may be
+ * NULL). */
+ALWAYS_INLINE int
+encode_text_width(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts,
+                  const int width)
+{
     Py_ssize_t piece = 0;
     for (;;) {
         Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
-        unsigned head = 0, count = 0;
-        for (Py_ssize_t i = piece; i < at;) {
-            Py_ssize_t j = next_pretoken(s, i, at);
-            pending_init(self, &q[(head + count) % AHEAD], s + i, j - i, i + SHORT_MAX <= n);
-            if (++count == AHEAD) {
-                if (encode_pretoken(self, &q[head], out) < 0)
-                    return -1;
-                head = (head + 1) % AHEAD;
-                count--;
-            }
-            i = j;
-        }
-        for (; count; count--, head = (head + 1) % AHEAD)
-            if (encode_pretoken(self, &q[head], out) < 0)
-                return -1;
+        if (encode_piece(self, s, piece, at, n, out, width) < 0)
+            return -1;
         if (at == n)
             return 0;
         if (idbuf_reserve(out, 1) < 0)
             return -1;
-        idbuf_put(out, &self->specials.id[which], 1);
+        id_set(out->ids, out->len++, self->specials.id[which], width);
         if (counts)
             counts[which]++;
         piece = at + self->specials.len[which];
     }
 }
 
+NOINLINE int
+encode_text_u16(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    return encode_text_width(self, s, n, out, counts, 2);
+}
+
+NOINLINE int
+encode_text_u32(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    return encode_text_width(self, s, n, out, counts, 4);
+}
+
+/* encode_text_width for out's width: the hot loop is compiled once per width. */
+static int
+encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    if (out->width == 2)
+        return encode_text_u16(self, s, n, out, counts);
+    return encode_text_u32(self, s, n, out, counts);
+}
+
 /* The number of pre-tokens and special tokens of the valid UTF-8 text s[0:n): the scan
- * alone, for measuring its share of encoding. */
+ * alone (as encode_text does it), for measuring its share of encoding. */
 static Py_ssize_t
 scan_text(const EncoderObject *self, const uint8_t *s, Py_ssize_t n)
 {
-    Py_ssize_t piece = 0, count = 0;
+    Py_ssize_t piece = 0, count = 0, ends[ENC_BATCH];
     for (;;) {
         Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
-        for (Py_ssize_t i = piece; i < at; count++)
-            i = next_pretoken(s, i, at);
+        for (Py_ssize_t i = piece; i < at;) {
+            Py_ssize_t k = scan_batch(s, i, at, ends, ENC_BATCH);
+            count += k;
+            i = ends[k - 1];
+        }
         if (at == n)
             return count;
         count++;

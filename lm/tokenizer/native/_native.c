@@ -1011,6 +1011,7 @@ typedef struct {
     uint8_t *ids_arena;
     size_t ids_len, ids_cap;
     size_t cache_limit;
+    size_t map_limit; /* the map is emptied when it holds this many */
     /* scratch for merging */
     uint32_t *work;
     size_t work_cap;
@@ -1162,12 +1163,15 @@ encoder_finish(EncoderObject *self)
     for (Py_ssize_t k = 1; k < self->specials.n; k++)
         if (self->specials.tok[k][0] != self->special_first)
             self->special_first = -1;
-    /* cache_limit bounds the entries of both caches together: half for each. The short
-     * table starts small (memory follows the distinct pre-tokens seen) and doubles. */
+    /* cache_limit bounds the entries of both caches together: the short table holds up to
+     * the largest power of two of slots within 3/4 of it, the map (pre-tokens of more than
+     * SHORT_MAX bytes or SHORT_IDS ids: few) up to a quarter. The short table starts small
+     * (memory follows the distinct pre-tokens seen) and doubles. */
     size_t sets = 1;
-    while (sets * 4 <= self->cache_limit / 2 && sets < ((size_t)1 << 24))
+    while (sets * 4 <= self->cache_limit * 3 / 4 && sets < ((size_t)1 << 24))
         sets *= 2;
     self->short_sets_max = sets;
+    self->map_limit = self->cache_limit / 4 > 1 ? self->cache_limit / 4 : 1;
     if (short_alloc(self, sets < 1024 ? sets : 1024) < 0 || map_init(&self->cache, 1 << 12) < 0) {
         PyErr_NoMemory();
         return -1;
@@ -1496,12 +1500,13 @@ merge_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n)
 #define NOINLINE static
 #endif
 
-/* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full. */
+/* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full (it
+ * holds the pre-tokens of more than SHORT_MAX bytes or SHORT_IDS ids alone: few). */
 static int
 map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, const uint32_t *ids,
               size_t m)
 {
-    if (self->cache.used >= (self->cache_limit + 1) / 2) {
+    if (self->cache.used >= self->map_limit) {
         map_clear(&self->cache);
         self->ids_len = 0;
     }
@@ -1517,44 +1522,36 @@ map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, c
     return 0;
 }
 
-/* An entry leaving the short table goes to the map. */
-static int
-short_to_map(EncoderObject *self, const ShortSlot *e)
-{
-    uint8_t key[16];
-    memcpy(key, &e->k0, 8);
-    memcpy(key + 8, &e->k1, 8);
-    return map_cache_put(self, key, e->len, hash_bytes(key, e->len), e->ids, e->nids);
-}
-
 /* Double the short table, its entries rehashed (the older way first, so that each keeps its
- * age; one that finds its new set full goes to the map). */
-static int
+ * age; one that finds its new set full is dropped). A set that spilled marks both sets its
+ * entries can go to. */
+static void
 short_grow(EncoderObject *self)
 {
     void *old_mem = self->short_mem;
     ShortSlot *old = self->short_slots;
-    size_t old_slots = (self->short_sets_mask + 1) * 2;
-    if (short_alloc(self, (self->short_sets_mask + 1) * 2) < 0) {
+    size_t old_sets = self->short_sets_mask + 1;
+    if (short_alloc(self, old_sets * 2) < 0) {
         self->short_mem = old_mem; /* keep the old table */
         self->short_slots = old;
-        self->short_sets_mask = old_slots / 2 - 1;
-        self->short_sets_max = old_slots / 2; /* it stays this size: no retry per insert */
-        return 0;
+        self->short_sets_mask = old_sets - 1;
+        self->short_sets_max = old_sets; /* it stays this size: no retry per insert */
+        return;
     }
-    int rc = 0;
-    for (size_t k = 0; k < old_slots; k += 2) {
+    for (size_t k = 0; k < old_sets; k++) {
+        if (old[2 * k].spilled) {
+            self->short_slots[2 * k].spilled = 1;
+            self->short_slots[2 * (k + old_sets)].spilled = 1;
+        }
+    }
+    for (size_t k = 0; k < old_sets; k++) {
         for (int way = 1; way >= 0; way--) {
-            const ShortSlot *e = &old[k + way];
+            const ShortSlot *e = &old[2 * k + way];
             if (!e->len)
                 continue;
             ShortSlot *set = short_set(self, short_hash(e->k0, e->k1, e->len));
-            if (set[1].len) {
-                set[0].spilled = 1;
-                if (short_to_map(self, e) < 0)
-                    rc = -1;
+            if (set[1].len)
                 continue;
-            }
             uint16_t spilled = set[0].spilled;
             set[1] = set[0];
             set[0] = *e;
@@ -1563,7 +1560,30 @@ short_grow(EncoderObject *self)
         }
     }
     PyMem_RawFree(old_mem);
-    return rc;
+}
+
+/* Put the short pre-token (k0, k1, n) with ids[0:m) (m <= SHORT_IDS) in way 0 (the newer)
+ * of its set; the older way's entry is dropped. */
+static void
+short_insert(EncoderObject *self, ShortSlot *set, uint64_t k0, uint64_t k1, Py_ssize_t n,
+             const uint32_t *ids, Py_ssize_t m)
+{
+    int evicts = set[1].len != 0;
+    uint16_t spilled = set[0].spilled;
+    set[1] = set[0];
+    ShortSlot *f = &set[0];
+    f->k0 = k0;
+    f->k1 = k1;
+    f->len = (uint8_t)n;
+    f->nids = (uint8_t)m;
+    memcpy(f->ids, ids, (size_t)m * sizeof(uint32_t));
+    f->spilled = spilled;
+    if (evicts)
+        return;
+    /* grown at a quarter full: sets of two ways overflow rarely then */
+    if (++self->short_used * 4 > (self->short_sets_mask + 1) * 2 &&
+        self->short_sets_mask + 1 < self->short_sets_max)
+        short_grow(self);
 }
 
 /* Append the ids of the pre-token s[0:n) (n >= 2) that the short cache does not hold
@@ -1577,8 +1597,13 @@ encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, ui
     uint64_t hm = hash_bytes(s, n);
     if (!set || set[0].spilled) { /* a short pre-token is in the map only if its set spilled */
         Slot *e = map_find(&self->cache, s, n, hm);
-        if (e)
-            return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
+        if (e) {
+            const uint32_t *ids = (const uint32_t *)(self->ids_arena + e->value);
+            size_t m = e->aux;
+            if (idbuf_append(out, ids, m) < 0)
+                return -1;
+            return 0;
+        }
     }
     Py_ssize_t m = merge_pretoken(self, s, n);
     if (m < 0)
@@ -1586,23 +1611,8 @@ encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, ui
     const uint32_t *w = self->work;
     if (idbuf_append(out, w, (size_t)m) < 0)
         return -1;
-    if (set && m <= SHORT_IDS) { /* way 0 is the newer; the older way's entry moves to the map */
-        ShortSlot old = set[1];
-        uint16_t spilled = set[0].spilled | (old.len != 0);
-        set[1] = set[0];
-        ShortSlot *f = &set[0];
-        f->k0 = k0;
-        f->k1 = k1;
-        f->len = (uint8_t)n;
-        f->nids = (uint8_t)m;
-        memcpy(f->ids, w, (size_t)m * sizeof(uint32_t));
-        f->spilled = spilled;
-        if (old.len)
-            return short_to_map(self, &old);
-        /* grown at a quarter full: sets of two ways overflow rarely then */
-        if (++self->short_used * 4 > (self->short_sets_mask + 1) * 2 &&
-            self->short_sets_mask + 1 < self->short_sets_max)
-            return short_grow(self);
+    if (set && m <= SHORT_IDS) {
+        short_insert(self, set, k0, k1, n, w, m);
         return 0;
     }
     if (set)

@@ -977,20 +977,46 @@ typedef struct {
     uint32_t rank, merged;
 } PairSlot;
 
-/* The short-pre-token cache: pre-tokens of at most SHORT_MAX bytes whose BPE gives at most
- * SHORT_IDS ids (nearly every pre-token of real text), key and ids inline in one 32-byte
- * slot, two slots (ways) per 64-byte set: a lookup touches one cache line. A miss evicts
- * the older way of its set, so the cache has a fixed size and is never emptied. */
+/* The short-pre-token caches: pre-tokens of 2 to SHORT_MAX bytes (nearly every pre-token of
+ * real text; one byte is a table lookup), key and ids inline, in sets of SET_WAYS slots: a
+ * lookup touches one set, whose cache lines were prefetched a batch ahead.
+ *   tiny   pre-tokens of at most TINY_MAX bytes, when every id fits in 16 bits: 16-byte
+ *          slots, a set in one 64-byte line (most pre-tokens, in half the memory); the
+ *          key is one word (short_key puts the length in its last byte)
+ *   wide   the others: 32-byte slots, a set in two lines
+ * A pre-token of more than SHORT_IDS ids has a slot marked MAP_MARK: its ids are in the map.
+ * A miss inserts in way 0 and moves the others down: a full set drops its oldest entry, so
+ * the tables have a bounded size and are never emptied. */
 #define SHORT_MAX 16
+#define TINY_MAX 7
 #define SHORT_IDS 3
+#define SET_WAYS 4
+#define MAP_MARK 0xFF
+
+typedef struct {
+    uint64_t k0;  /* the pre-token's bytes, zero padded */
+    uint16_t ids[SHORT_IDS];
+    uint8_t len;  /* 0 = empty */
+    uint8_t nids; /* or MAP_MARK */
+} TinySlot;
 
 typedef struct {
     uint64_t k0, k1; /* the pre-token's bytes, zero padded */
     uint32_t ids[SHORT_IDS];
     uint8_t len; /* 0 = empty */
-    uint8_t nids;
-    uint16_t spilled; /* (in way 0) whether an entry of this set went to the map */
+    uint8_t nids; /* or MAP_MARK */
+    uint16_t unused;
 } ShortSlot;
+
+/* One of the two tables: sets of SET_WAYS slots of slot_size bytes, set-aligned. */
+typedef struct {
+    uint8_t *slots; /* inside mem */
+    void *mem;
+    size_t slot_size;
+    size_t mask;     /* sets - 1 */
+    size_t sets_max; /* the table doubles (from a small one) up to this many sets */
+    size_t used;     /* slots holding an entry */
+} SetTable;
 
 typedef struct {
     PyObject_HEAD
@@ -1002,11 +1028,8 @@ typedef struct {
     int well_ordered;
     Specials specials;
     int special_first; /* the first byte of every special token when they share it, else -1 */
-    ShortSlot *short_slots; /* 64-byte aligned, inside short_mem */
-    void *short_mem;
-    size_t short_sets_mask; /* sets - 1 */
-    size_t short_sets_max;  /* the table doubles (from a small one) up to this many sets */
-    size_t short_used;      /* slots holding an entry */
+    int tiny_on;            /* every id fits in 16 bits: the tiny table is used */
+    SetTable tiny, wide;    /* the short-pre-token caches */
     BytesMap cache; /* other pre-tokens -> ids: value = offset into ids_arena, aux = count */
     uint8_t *ids_arena;
     size_t ids_len, ids_cap;
@@ -1049,7 +1072,8 @@ Encoder_dealloc(EncoderObject *self)
     else
         PyMem_RawFree(self->pairs);
     specials_free(&self->specials);
-    PyMem_RawFree(self->short_mem);
+    PyMem_RawFree(self->tiny.mem);
+    PyMem_RawFree(self->wide.mem);
     map_free(&self->cache);
     PyMem_RawFree(self->ids_arena);
     PyMem_RawFree(self->work);
@@ -1141,18 +1165,29 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
     return encoder_finish(self);
 }
 
-/* An empty short-pre-token table of `sets` sets (64-byte aligned), replacing none. */
+/* An empty table of `sets` sets (set-aligned) in t, replacing none. */
 static int
-short_alloc(EncoderObject *self, size_t sets)
+table_alloc(SetTable *t, size_t sets)
 {
-    void *mem = PyMem_RawCalloc(sets * 2 * sizeof(ShortSlot) + 64, 1);
+    size_t set_size = t->slot_size * SET_WAYS;
+    void *mem = PyMem_RawCalloc(sets * set_size + set_size, 1);
     if (!mem)
         return -1;
-    self->short_mem = mem;
-    self->short_slots = (ShortSlot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
-    self->short_sets_mask = sets - 1;
-    self->short_used = 0;
+    t->mem = mem;
+    t->slots = (uint8_t *)(((uintptr_t)mem + set_size - 1) & ~(uintptr_t)(set_size - 1));
+    t->mask = sets - 1;
+    t->used = 0;
     return 0;
+}
+
+/* The largest power of two <= x (x >= 1). */
+static size_t
+pow2_floor(size_t x)
+{
+    size_t p = 1;
+    while (p <= x / 2)
+        p *= 2;
+    return p;
 }
 
 /* The parts every encoder needs besides its tables: empty caches and the lock. */
@@ -1163,16 +1198,32 @@ encoder_finish(EncoderObject *self)
     for (Py_ssize_t k = 1; k < self->specials.n; k++)
         if (self->specials.tok[k][0] != self->special_first)
             self->special_first = -1;
-    /* cache_limit bounds the entries of both caches together: the short table holds up to
-     * the largest power of two of slots within 3/4 of it, the map (pre-tokens of more than
-     * SHORT_MAX bytes or SHORT_IDS ids: few) up to a quarter. The short table starts small
-     * (memory follows the distinct pre-tokens seen) and doubles. */
-    size_t sets = 1;
-    while (sets * 4 <= self->cache_limit * 3 / 4 && sets < ((size_t)1 << 24))
-        sets *= 2;
-    self->short_sets_max = sets;
-    self->map_limit = self->cache_limit / 4 > 1 ? self->cache_limit / 4 : 1;
-    if (short_alloc(self, sets < 1024 ? sets : 1024) < 0 || map_init(&self->cache, 1 << 12) < 0) {
+    /* cache_limit (at least 9) bounds the entries of the caches together: the tiny table
+     * holds up to a power of two of slots within half of it, the wide one within half of
+     * the rest (all of it without a tiny table), the map (pre-tokens of more than SHORT_MAX
+     * bytes or SHORT_IDS ids: few) what is left. The tables start small (memory follows the
+     * distinct pre-tokens seen) and double. */
+    size_t limit = self->cache_limit < 9 ? 9 : self->cache_limit, left = limit;
+    self->tiny_on = self->max_id <= UINT16_MAX;
+    self->tiny.slot_size = sizeof(TinySlot);
+    self->wide.slot_size = sizeof(ShortSlot);
+    self->tiny.sets_max = 1;
+    if (self->tiny_on) {
+        self->tiny.sets_max = pow2_floor(limit / 2 / SET_WAYS ? limit / 2 / SET_WAYS : 1);
+        left -= self->tiny.sets_max * SET_WAYS;
+    }
+    size_t wide = self->tiny_on ? left / 2 : left - 1;
+    self->wide.sets_max = pow2_floor(wide / SET_WAYS ? wide / SET_WAYS : 1);
+    left -= self->wide.sets_max * SET_WAYS;
+    self->map_limit = left > 1 ? left : 1;
+    if (self->tiny.sets_max > ((size_t)1 << 24))
+        self->tiny.sets_max = (size_t)1 << 24;
+    if (self->wide.sets_max > ((size_t)1 << 24))
+        self->wide.sets_max = (size_t)1 << 24;
+    size_t t0 = self->tiny.sets_max < 1024 ? self->tiny.sets_max : 1024;
+    size_t w0 = self->wide.sets_max < 256 ? self->wide.sets_max : 256;
+    if (table_alloc(&self->tiny, t0) < 0 || table_alloc(&self->wide, w0) < 0 ||
+        map_init(&self->cache, 1 << 12) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1431,10 +1482,13 @@ idbuf_append(IdBuf *o, const uint32_t *ids, size_t m)
 #define KEEP_HI(n) ((n) <= 8 ? 0ULL : (n) >= 16 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
 #define KEEP_ROW(f) {f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), f(10), f(11), \
                      f(12), f(13), f(14), f(15), f(16)}
+#define LEN_TAG(n) ((n) <= TINY_MAX ? (uint64_t)(n) << 56 : 0ULL)
 static const uint64_t short_keep[2][SHORT_MAX + 1] = {KEEP_ROW(KEEP_LO), KEEP_ROW(KEEP_HI)};
+static const uint64_t short_tag[SHORT_MAX + 1] = KEEP_ROW(LEN_TAG);
 
-/* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded.
- * `wide`: 16 bytes can be read at s (then two loads and two masks, no branch, on
+/* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded, and
+ * for n <= TINY_MAX, n in byte 7 (padding otherwise), so that k0 alone tells such keys
+ * apart. `wide`: 16 bytes can be read at s (then two loads and masks, no branch, on
  * little-endian CPUs). */
 static inline void
 short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
@@ -1444,7 +1498,7 @@ short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
         uint64_t a, b;
         memcpy(&a, s, 8);
         memcpy(&b, s + 8, 8);
-        *k0 = a & short_keep[0][n];
+        *k0 = (a & short_keep[0][n]) | short_tag[n];
         *k1 = b & short_keep[1][n];
         return;
     }
@@ -1453,6 +1507,8 @@ short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
 #endif
     uint8_t t[16] = {0};
     memcpy(t, s, (size_t)n);
+    if (n <= TINY_MAX)
+        t[7] = (uint8_t)n;
     memcpy(k0, t, 8);
     memcpy(k1, t + 8, 8);
 }
@@ -1467,10 +1523,17 @@ short_hash(uint64_t k0, uint64_t k1, Py_ssize_t n)
     return h ^ (h >> 32);
 }
 
-static inline ShortSlot *
-short_set(const EncoderObject *self, uint64_t h)
+/* The table of the short pre-token of n bytes (2 <= n <= SHORT_MAX). */
+static inline SetTable *
+table_of(EncoderObject *self, Py_ssize_t n)
 {
-    return &self->short_slots[2 * (h & self->short_sets_mask)];
+    return self->tiny_on && n <= TINY_MAX ? &self->tiny : &self->wide;
+}
+
+static inline uint8_t *
+set_of(const SetTable *t, uint64_t h)
+{
+    return t->slots + (h & t->mask) * t->slot_size * SET_WAYS;
 }
 
 /* BPE of the pre-token s[0:n) into self->work; returns the number of ids, or -1 (no
@@ -1522,88 +1585,117 @@ map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, c
     return 0;
 }
 
-/* Double the short table, its entries rehashed (the older way first, so that each keeps its
- * age; one that finds its new set full is dropped). A set that spilled marks both sets its
- * entries can go to. */
-static void
-short_grow(EncoderObject *self)
+/* Way w of a set: its key, length and ids (tiny sets widen the ids). */
+static inline void
+slot_read(const SetTable *t, const uint8_t *set, int w, uint64_t *k0, uint64_t *k1, uint8_t *len)
 {
-    void *old_mem = self->short_mem;
-    ShortSlot *old = self->short_slots;
-    size_t old_sets = self->short_sets_mask + 1;
-    if (short_alloc(self, old_sets * 2) < 0) {
-        self->short_mem = old_mem; /* keep the old table */
-        self->short_slots = old;
-        self->short_sets_mask = old_sets - 1;
-        self->short_sets_max = old_sets; /* it stays this size: no retry per insert */
-        return;
+    if (t->slot_size == sizeof(TinySlot)) {
+        const TinySlot *e = (const TinySlot *)set + w;
+        *k0 = e->k0;
+        *k1 = 0;
+        *len = e->len;
     }
-    for (size_t k = 0; k < old_sets; k++) {
-        if (old[2 * k].spilled) {
-            self->short_slots[2 * k].spilled = 1;
-            self->short_slots[2 * (k + old_sets)].spilled = 1;
-        }
+    else {
+        const ShortSlot *e = (const ShortSlot *)set + w;
+        *k0 = e->k0;
+        *k1 = e->k1;
+        *len = e->len;
     }
-    for (size_t k = 0; k < old_sets; k++) {
-        for (int way = 1; way >= 0; way--) {
-            const ShortSlot *e = &old[2 * k + way];
-            if (!e->len)
-                continue;
-            ShortSlot *set = short_set(self, short_hash(e->k0, e->k1, e->len));
-            if (set[1].len)
-                continue;
-            uint16_t spilled = set[0].spilled;
-            set[1] = set[0];
-            set[0] = *e;
-            set[0].spilled = spilled;
-            self->short_used++;
-        }
-    }
-    PyMem_RawFree(old_mem);
 }
 
-/* Put the short pre-token (k0, k1, n) with ids[0:m) (m <= SHORT_IDS) in way 0 (the newer)
- * of its set; the older way's entry is dropped. */
-static void
-short_insert(EncoderObject *self, ShortSlot *set, uint64_t k0, uint64_t k1, Py_ssize_t n,
-             const uint32_t *ids, Py_ssize_t m)
+/* Put the entry (k0, k1, n) -> ids[0:m) (m <= SHORT_IDS; nids = m, or MAP_MARK with m = 0)
+ * in way 0 of `set`, moving the others down (the oldest drops out of a full set). Returns
+ * whether it took an empty slot. */
+static int
+set_put(const SetTable *t, uint8_t *set, uint64_t k0, uint64_t k1, Py_ssize_t n,
+        const uint32_t *ids, Py_ssize_t m, uint8_t nids)
 {
-    int evicts = set[1].len != 0;
-    uint16_t spilled = set[0].spilled;
-    set[1] = set[0];
-    ShortSlot *f = &set[0];
-    f->k0 = k0;
-    f->k1 = k1;
-    f->len = (uint8_t)n;
-    f->nids = (uint8_t)m;
-    memcpy(f->ids, ids, (size_t)m * sizeof(uint32_t));
-    f->spilled = spilled;
-    if (evicts)
-        return;
-    /* grown at a quarter full: sets of two ways overflow rarely then */
-    if (++self->short_used * 4 > (self->short_sets_mask + 1) * 2 &&
-        self->short_sets_mask + 1 < self->short_sets_max)
-        short_grow(self);
+    size_t z = t->slot_size;
+    uint64_t a, b;
+    uint8_t last_len;
+    slot_read(t, set, SET_WAYS - 1, &a, &b, &last_len);
+    memmove(set + z, set, (SET_WAYS - 1) * z);
+    memset(set, 0, z);
+    if (z == sizeof(TinySlot)) {
+        TinySlot *f = (TinySlot *)set;
+        f->k0 = k0;
+        f->len = (uint8_t)n;
+        f->nids = nids;
+        for (Py_ssize_t j = 0; j < m; j++)
+            f->ids[j] = (uint16_t)ids[j];
+    }
+    else {
+        ShortSlot *f = (ShortSlot *)set;
+        f->k0 = k0;
+        f->k1 = k1;
+        f->len = (uint8_t)n;
+        f->nids = nids;
+        for (Py_ssize_t j = 0; j < m; j++)
+            f->ids[j] = ids[j];
+    }
+    return last_len == 0;
 }
 
-/* Append the ids of the pre-token s[0:n) (n >= 2) that the short cache does not hold
- * (both ways of its set were compared already): from the other cache, else merged (and
- * cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its short key and hash. */
+/* Double a table, its entries rehashed (each set's oldest first, so that each keeps its
+ * age; one that finds its new set full is dropped). */
+static void
+table_grow(SetTable *t)
+{
+    SetTable old = *t;
+    size_t z = t->slot_size;
+    if (table_alloc(t, (old.mask + 1) * 2) < 0) {
+        *t = old; /* keep the old table */
+        t->sets_max = old.mask + 1; /* it stays this size: no retry per insert */
+        return;
+    }
+    for (size_t k = 0; k <= old.mask; k++) {
+        uint8_t *oset = old.slots + k * z * SET_WAYS;
+        for (int w = SET_WAYS - 1; w >= 0; w--) {
+            uint64_t k0, k1;
+            uint8_t len;
+            slot_read(&old, oset, w, &k0, &k1, &len);
+            if (!len)
+                continue;
+            uint8_t *set = set_of(t, short_hash(k0, k1, len));
+            uint8_t last_len;
+            uint64_t a, b;
+            slot_read(t, set, SET_WAYS - 1, &a, &b, &last_len);
+            if (last_len)
+                continue;
+            memmove(set + z, set, (SET_WAYS - 1) * z);
+            memcpy(set, oset + w * z, z);
+            t->used++;
+        }
+    }
+    PyMem_RawFree(old.mem);
+}
+
+/* Cache the short pre-token (k0, k1, n) (hash h) -> ids[0:m) (nids = m, or MAP_MARK). */
+static void
+short_insert(EncoderObject *self, uint64_t k0, uint64_t k1, uint64_t h, Py_ssize_t n,
+             const uint32_t *ids, Py_ssize_t m, uint8_t nids)
+{
+    SetTable *t = table_of(self, n);
+    if (!set_put(t, set_of(t, h), k0, k1, n, ids, m, nids))
+        return;
+    /* grown at a quarter full: sets of four ways overflow rarely then (an entry a full set
+     * drops is merged again when next seen; at half full that cost a fifth more time) */
+    if (++t->used * 4 > (t->mask + 1) * SET_WAYS && t->mask + 1 < t->sets_max)
+        table_grow(t);
+}
+
+/* Append the ids of the pre-token s[0:n) (n >= 2) that the short caches do not hold (every
+ * way of its set was compared already), or hold with MAP_MARK: from the map, else merged
+ * (and cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its key and hash. */
 NOINLINE int
 encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, uint64_t k1,
-            uint64_t h, IdBuf *out)
+            uint64_t h, int marked, IdBuf *out)
 {
-    ShortSlot *set = n <= SHORT_MAX ? short_set(self, h) : NULL;
     uint64_t hm = hash_bytes(s, n);
-    if (!set || set[0].spilled) { /* a short pre-token is in the map only if its set spilled */
+    if (n > SHORT_MAX || marked) {
         Slot *e = map_find(&self->cache, s, n, hm);
-        if (e) {
-            const uint32_t *ids = (const uint32_t *)(self->ids_arena + e->value);
-            size_t m = e->aux;
-            if (idbuf_append(out, ids, m) < 0)
-                return -1;
-            return 0;
-        }
+        if (e)
+            return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
     }
     Py_ssize_t m = merge_pretoken(self, s, n);
     if (m < 0)
@@ -1611,12 +1703,12 @@ encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, ui
     const uint32_t *w = self->work;
     if (idbuf_append(out, w, (size_t)m) < 0)
         return -1;
-    if (set && m <= SHORT_IDS) {
-        short_insert(self, set, k0, k1, n, w, m);
+    if (n <= SHORT_MAX && m <= SHORT_IDS) {
+        short_insert(self, k0, k1, h, n, w, m, (uint8_t)m);
         return 0;
     }
-    if (set)
-        set[0].spilled = 1; /* a short pre-token of more than SHORT_IDS ids */
+    if (n <= SHORT_MAX && !marked)
+        short_insert(self, k0, k1, h, n, NULL, 0, MAP_MARK);
     return map_cache_put(self, s, n, hm, w, (size_t)m);
 }
 
@@ -1672,23 +1764,33 @@ encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at,
 {
     Py_ssize_t ends[ENC_BATCH];
     uint64_t keys[ENC_BATCH][3]; /* k0, k1, hash of the short pre-tokens */
+    const size_t tiny_max = self->tiny_on ? TINY_MAX : 1;
     while (i < at) {
         Py_ssize_t cnt = scan_batch(s, i, at, ends, ENC_BATCH);
         /* room for the batch: a pre-token of m bytes has at most m ids (a caller's buffer
          * of one id per byte of the text always has it) */
         if (idbuf_reserve(out, (size_t)(ends[cnt - 1] - i)) < 0)
             return -1;
-        const ShortSlot *slots = self->short_slots;
-        size_t mask = self->short_sets_mask;
+        const uint8_t *tiny = self->tiny.slots, *wide = self->wide.slots;
+        size_t tmask = self->tiny.mask, wmask = self->wide.mask;
         Py_ssize_t st = i;
         for (Py_ssize_t k = 0; k < cnt; k++) {
             Py_ssize_t len = ends[k] - st;
             if (len >= 2 && len <= SHORT_MAX) {
                 uint64_t *key = keys[k];
                 short_key(s + st, len, st + 16 <= n, &key[0], &key[1]);
-                key[2] = short_hash(key[0], key[1], len);
-                PREFETCH(&slots[2 * (key[2] & mask)]);
+                uint64_t h = short_hash(key[0], key[1], len);
+                key[2] = h;
+                if ((size_t)len <= tiny_max)
+                    PREFETCH(tiny + (h & tmask) * sizeof(TinySlot) * SET_WAYS);
+                else {
+                    const uint8_t *set = wide + (h & wmask) * sizeof(ShortSlot) * SET_WAYS;
+                    PREFETCH(set);
+                    PREFETCH(set + 64);
+                }
             }
+            else if (len > SHORT_MAX) /* (no key: encode_miss reads none) */
+                keys[k][0] = keys[k][1] = keys[k][2] = 0;
             st = ends[k];
         }
         const uint32_t *byte_ids = self->byte_ids;
@@ -1697,39 +1799,62 @@ encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at,
         st = i;
         for (Py_ssize_t k = 0; k < cnt; k++) {
             Py_ssize_t len = ends[k] - st;
-            if (len == 1)
+            if (len == 1) {
                 id_set(ids, o++, byte_ids[s[st]], width);
-            else {
-                const ShortSlot *hit = NULL;
-                const uint64_t *key = keys[k];
-                if (len <= SHORT_MAX) {
-                    const ShortSlot *set = &slots[2 * (key[2] & mask)];
-                    if (set[0].k0 == key[0] && set[0].k1 == key[1] && set[0].len == len)
-                        hit = &set[0];
-                    else if (set[1].k0 == key[0] && set[1].k1 == key[1] && set[1].len == len)
-                        hit = &set[1];
-                }
-                if (LIKELY(hit != NULL)) {
-                    /* all three, no branch on the count, when at least two more pre-tokens
-                     * follow: their ids (one at least each) replace the extra ones */
-                    if (LIKELY(k + SHORT_IDS - 1 < cnt)) {
-                        id_set(ids, o, hit->ids[0], width);
-                        id_set(ids, o + 1, hit->ids[1], width);
-                        id_set(ids, o + 2, hit->ids[2], width);
+                st = ends[k];
+                continue;
+            }
+            const uint64_t *key = keys[k];
+            /* all three ids, no branch on the count, when at least two more pre-tokens
+             * follow: their ids (one at least each) replace the extra ones */
+            int three = k + SHORT_IDS - 1 < cnt;
+            int nids = -1;
+            if ((size_t)len <= tiny_max) {
+                const TinySlot *set = (const TinySlot *)(tiny + (key[2] & tmask) * sizeof(TinySlot) * SET_WAYS);
+                unsigned m = (unsigned)(set[0].k0 == key[0]) | (unsigned)(set[1].k0 == key[0]) << 1 |
+                             (unsigned)(set[2].k0 == key[0]) << 2 | (unsigned)(set[3].k0 == key[0]) << 3;
+                if (m) {
+                    const TinySlot *e = &set[scan_ctz(m)];
+                    nids = e->nids;
+                    if (LIKELY(three)) {
+                        id_set(ids, o, e->ids[0], width);
+                        id_set(ids, o + 1, e->ids[1], width);
+                        id_set(ids, o + 2, e->ids[2], width);
                     }
-                    else
-                        for (int j = 0; j < hit->nids; j++)
-                            id_set(ids, o + j, hit->ids[j], width);
-                    o += hit->nids;
+                    else if (nids != MAP_MARK)
+                        for (int j = 0; j < nids; j++)
+                            id_set(ids, o + j, e->ids[j], width);
                 }
-                else {
-                    out->len = o;
-                    if (encode_miss(self, s + st, len, key[0], key[1], key[2], out) < 0)
-                        return -1;
-                    o = out->len; /* the short table may have grown: */
-                    slots = self->short_slots;
-                    mask = self->short_sets_mask;
+            }
+            else if (len <= SHORT_MAX) {
+                const ShortSlot *set = (const ShortSlot *)(wide + (key[2] & wmask) * sizeof(ShortSlot) * SET_WAYS);
+                unsigned m = 0;
+                for (int w = 0; w < SET_WAYS; w++)
+                    m |= (unsigned)((set[w].k0 == key[0]) & (set[w].k1 == key[1]) & (set[w].len == len)) << w;
+                if (m) {
+                    const ShortSlot *e = &set[scan_ctz(m)];
+                    nids = e->nids;
+                    if (LIKELY(three)) {
+                        id_set(ids, o, e->ids[0], width);
+                        id_set(ids, o + 1, e->ids[1], width);
+                        id_set(ids, o + 2, e->ids[2], width);
+                    }
+                    else if (nids != MAP_MARK)
+                        for (int j = 0; j < nids; j++)
+                            id_set(ids, o + j, e->ids[j], width);
                 }
+            }
+            if (LIKELY(nids >= 0 && nids != MAP_MARK))
+                o += (size_t)nids;
+            else {
+                out->len = o;
+                if (encode_miss(self, s + st, len, key[0], key[1], key[2], nids == MAP_MARK, out) < 0)
+                    return -1;
+                o = out->len; /* the tables may have grown: */
+                tiny = self->tiny.slots;
+                wide = self->wide.slots;
+                tmask = self->tiny.mask;
+                wmask = self->wide.mask;
             }
             st = ends[k];
         }
@@ -1997,8 +2122,9 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     map_clear(&self->cache);
     self->ids_len = 0;
-    memset(self->short_slots, 0, (self->short_sets_mask + 1) * 2 * sizeof(ShortSlot));
-    self->short_used = 0;
+    memset(self->tiny.slots, 0, (self->tiny.mask + 1) * SET_WAYS * self->tiny.slot_size);
+    memset(self->wide.slots, 0, (self->wide.mask + 1) * SET_WAYS * self->wide.slot_size);
+    self->tiny.used = self->wide.used = 0;
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
@@ -2007,7 +2133,7 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Encoder_cache_size(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSize_t(self->cache.used + self->short_used);
+    return PyLong_FromSize_t(self->cache.used + self->tiny.used + self->wide.used);
 }
 
 static PyMethodDef Encoder_methods[] = {

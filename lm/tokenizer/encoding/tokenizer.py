@@ -49,6 +49,7 @@ readable reference they equal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -310,9 +311,10 @@ class Tokenizer(CachedEncoding):
             raise AssertionError(f"native UTF-8 check rejected valid text at byte {ids}")
         return np.frombuffer(ids, dtype=np.uint32)
 
-    @property
+    @functools.cached_property
     def vocab_size(self) -> int:
-        """Number of ids (largest id + 1), special tokens included."""
+        """Number of ids (largest id + 1), special tokens included. (Computed once: like the
+        tables encoding uses, it follows the vocabulary the tokenizer was made with.)"""
         return max(self.vocab) + 1
 
     # ------------------------------------------------------------------ encoding

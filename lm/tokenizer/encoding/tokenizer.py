@@ -68,10 +68,10 @@ from lm.tokenizer.encoding.fast import _WORD_SPLIT, CachedEncoding, PairTable
 from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, GPT2_PATTERN
 
-#: Pre-tokens cached by each native encoder (so per thread): the short ones in a table of
-#: up to 2**19 slots (16 MB; a full set evicts its older entry), the rest in a map emptied
-#: when it holds a quarter of this. Large enough for the frequent pre-tokens of a large web
-#: corpus, whose misses (a BPE merge each) would otherwise dominate encoding.
+#: Pre-tokens cached by each native encoder (so per thread): those of up to 16 bytes in two
+#: tables of at most 20 MB together (a full set drops its oldest entry), the rest in a map
+#: emptied when it holds a quarter of this. Large enough for the frequent pre-tokens of a
+#: large web corpus, whose misses (a BPE merge each) would otherwise dominate encoding.
 NATIVE_CACHE_SIZE = 1 << 20
 # The native encoder a thread of Tokenizer._encode_threaded uses (owner: its tokenizer).
 _THREAD = threading.local()

@@ -1198,23 +1198,24 @@ encoder_finish(EncoderObject *self)
     for (Py_ssize_t k = 1; k < self->specials.n; k++)
         if (self->specials.tok[k][0] != self->special_first)
             self->special_first = -1;
-    /* cache_limit (at least 9) bounds the entries of the caches together: the tiny table
-     * holds up to a power of two of slots within half of it, the wide one within half of
-     * the rest (all of it without a tiny table), the map (pre-tokens of more than SHORT_MAX
-     * bytes or SHORT_IDS ids: few) what is left. The tables start small (memory follows the
-     * distinct pre-tokens seen) and double. */
+    /* cache_limit (at least 9) bounds the entries of the caches together: the wide table
+     * holds up to a power of two of slots within half of it (all of it but one without a
+     * tiny table), the tiny one within half of the rest, the map (pre-tokens of more than
+     * SHORT_MAX bytes or SHORT_IDS ids: few) what is left. (The wide table gets the most:
+     * the words that keep coming new in a large corpus are long ones.) The tables start
+     * small (memory follows the distinct pre-tokens seen) and double. */
     size_t limit = self->cache_limit < 9 ? 9 : self->cache_limit, left = limit;
     self->tiny_on = self->max_id <= UINT16_MAX;
     self->tiny.slot_size = sizeof(TinySlot);
     self->wide.slot_size = sizeof(ShortSlot);
-    self->tiny.sets_max = 1;
-    if (self->tiny_on) {
-        self->tiny.sets_max = pow2_floor(limit / 2 / SET_WAYS ? limit / 2 / SET_WAYS : 1);
-        left -= self->tiny.sets_max * SET_WAYS;
-    }
-    size_t wide = self->tiny_on ? left / 2 : left - 1;
+    size_t wide = self->tiny_on ? limit / 2 : limit - 1;
     self->wide.sets_max = pow2_floor(wide / SET_WAYS ? wide / SET_WAYS : 1);
     left -= self->wide.sets_max * SET_WAYS;
+    self->tiny.sets_max = 1;
+    if (self->tiny_on) {
+        self->tiny.sets_max = pow2_floor(left / 2 / SET_WAYS ? left / 2 / SET_WAYS : 1);
+        left -= self->tiny.sets_max * SET_WAYS;
+    }
     self->map_limit = left > 1 ? left : 1;
     if (self->tiny.sets_max > ((size_t)1 << 24))
         self->tiny.sets_max = (size_t)1 << 24;

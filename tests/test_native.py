@@ -560,6 +560,59 @@ def test_encode_into_reports_bad_input_and_too_small_buffers(gpt2_pair):
     assert wide[: big.encode_into(b"hi", wide)].tolist() == [70000]
 
 
+def cache_paths_text(seed: int, pretokens: int) -> str:
+    """Text whose pre-tokens take every path of the native encoder's caches: 1 byte, 2 to 7
+    (the tiny table; NUL bytes next to shorter keys), 8 to 16 (the wide one), over 16 (the
+    map), letter jumbles of more than 3 ids (a map entry behind a marked slot), non-ASCII,
+    and special tokens, in runs longer than a batch of 128."""
+    import random
+
+    rng = random.Random(seed)
+    pool = [" a", "ab", "ab\0", " \0\0", "the", " the", " people", " however", "!!", "\n\n"]
+    pool += [" informat", " information", " internationally", " internationalization"]
+    pool += [" zqxjkvw", " qzxv", " xkcdqz", " \u65e5\u672c\u8a9e", " na\u00efve", "  "]
+    letters = "abcdefghijklmnopqrstuvwxyz\0"
+    parts = []
+    for _ in range(pretokens):
+        r = rng.random()
+        if r < 0.5:
+            parts.append(rng.choice(pool))
+        elif r < 0.97:  # a fresh word of 1 to 24 letters: most of them new to the cache
+            parts.append(" " + "".join(rng.choice(letters) for _ in range(rng.randint(1, 24))))
+        else:
+            parts.append(EOT)
+    return "".join(parts)
+
+
+@needs_native
+@pytest.mark.parametrize("special_id", [50256, 70000])
+@pytest.mark.parametrize("cache_limit", [9, 64, 1 << 20])
+def test_encoder_caches_give_tiktokens_ids_on_every_path(gpt2_pair, special_id, cache_limit):
+    """Every cache path (above), with a cache so small that full sets drop entries all the
+    time (limit 9) or not, with ids that fit 16 bits (the tiny table on) or not (an id of
+    70000: off), gives tiktoken's ids, pass after pass, into uint16 and uint32 buffers, and
+    the caches hold at most cache_limit entries."""
+    tok, tik = gpt2_pair
+    enc = _native.Encoder(
+        tok._byte_ids, tok._merge_ids, [(EOT.encode(), special_id)], cache_limit=cache_limit
+    )
+    dtypes = (np.uint16, np.uint32) if special_id < 1 << 16 else (np.uint32,)
+    for seed in range(3):
+        text = cache_paths_text(seed, 1500)
+        ref = [special_id if i == 50256 else i for i in tik.encode(text, allowed_special={EOT})]
+        data = text.encode()
+        for _ in range(2):  # cold, then warm
+            for dtype in dtypes:
+                out = np.full(len(data), 0xABCD, dtype=dtype)
+                counts = np.zeros(1, dtype=np.int64)
+                n = enc.encode_into(data, out, counts)
+                assert out[:n].tolist() == ref
+                assert (out[n:] == 0xABCD).all()  # nothing written past the ids
+                assert counts.tolist() == [text.count(EOT)]
+            assert np.frombuffer(enc.encode(data), dtype=np.uint32).tolist() == ref
+            assert enc.cache_size() <= cache_limit
+
+
 @needs_native
 def test_encoder_copies_share_tables_and_outlive_the_original(gpt2_pair):
     """A copy shares the merge table of its original (read-only), and keeps it alive."""

@@ -49,6 +49,7 @@ readable reference they equal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -67,8 +68,11 @@ from lm.tokenizer.encoding.fast import _WORD_SPLIT, CachedEncoding, PairTable
 from lm.tokenizer.native import module as native_module
 from lm.tokenizer.pretokenize import DEFAULT_SPECIAL_TOKENS, GPT2_PATTERN
 
-#: Pre-tokens cached by the native engine's encoder (emptied when full).
-NATIVE_CACHE_SIZE = 1 << 18
+#: Pre-tokens cached by each native encoder (so per thread): those of up to 16 bytes in two
+#: tables of at most 20 MB together (a full set drops its oldest entry), the rest in a map
+#: emptied when it holds a quarter of this. Large enough for the frequent pre-tokens of a
+#: large web corpus, whose misses (a BPE merge each) would otherwise dominate encoding.
+NATIVE_CACHE_SIZE = 1 << 20
 # The native encoder a thread of Tokenizer._encode_threaded uses (owner: its tokenizer).
 _THREAD = threading.local()
 
@@ -307,9 +311,10 @@ class Tokenizer(CachedEncoding):
             raise AssertionError(f"native UTF-8 check rejected valid text at byte {ids}")
         return np.frombuffer(ids, dtype=np.uint32)
 
-    @property
+    @functools.cached_property
     def vocab_size(self) -> int:
-        """Number of ids (largest id + 1), special tokens included."""
+        """Number of ids (largest id + 1), special tokens included. (Computed once: like the
+        tables encoding uses, it follows the vocabulary the tokenizer was made with.)"""
         return max(self.vocab) + 1
 
     # ------------------------------------------------------------------ encoding

@@ -1000,20 +1000,46 @@ typedef struct {
     uint32_t rank, merged;
 } PairSlot;
 
-/* The short-pre-token cache: pre-tokens of at most SHORT_MAX bytes whose BPE gives at most
- * SHORT_IDS ids (nearly every pre-token of real text), key and ids inline in one 32-byte
- * slot, two slots (ways) per 64-byte set: a lookup touches one cache line. A miss evicts
- * the older way of its set, so the cache has a fixed size and is never emptied. */
+/* The short-pre-token caches: pre-tokens of 2 to SHORT_MAX bytes (nearly every pre-token of
+ * real text; one byte is a table lookup), key and ids inline, in sets of SET_WAYS slots: a
+ * lookup touches one set, whose cache lines were prefetched a batch ahead.
+ *   tiny   pre-tokens of at most TINY_MAX bytes, when every id fits in 16 bits: 16-byte
+ *          slots, a set in one 64-byte line (most pre-tokens, in half the memory); the
+ *          key is one word (short_key puts the length in its last byte)
+ *   wide   the others: 32-byte slots, a set in two lines
+ * A pre-token of more than SHORT_IDS ids has a slot marked MAP_MARK: its ids are in the map.
+ * A miss inserts in way 0 and moves the others down: a full set drops its oldest entry, so
+ * the tables have a bounded size and are never emptied. */
 #define SHORT_MAX 16
+#define TINY_MAX 7
 #define SHORT_IDS 3
+#define SET_WAYS 4
+#define MAP_MARK 0xFF
+
+typedef struct {
+    uint64_t k0;  /* the pre-token's bytes, zero padded */
+    uint16_t ids[SHORT_IDS];
+    uint8_t len;  /* 0 = empty */
+    uint8_t nids; /* or MAP_MARK */
+} TinySlot;
 
 typedef struct {
     uint64_t k0, k1; /* the pre-token's bytes, zero padded */
-    uint8_t len;     /* 0 = empty */
-    uint8_t nids;
-    uint16_t spilled; /* (in way 0) whether an entry of this set went to the map */
     uint32_t ids[SHORT_IDS];
+    uint8_t len; /* 0 = empty */
+    uint8_t nids; /* or MAP_MARK */
+    uint16_t unused;
 } ShortSlot;
+
+/* One of the two tables: sets of SET_WAYS slots of slot_size bytes, set-aligned. */
+typedef struct {
+    uint8_t *slots; /* inside mem */
+    void *mem;
+    size_t slot_size;
+    size_t mask;     /* sets - 1 */
+    size_t sets_max; /* the table doubles (from a small one) up to this many sets */
+    size_t used;     /* slots holding an entry */
+} SetTable;
 
 typedef struct {
     PyObject_HEAD
@@ -1025,15 +1051,13 @@ typedef struct {
     int well_ordered;
     Specials specials;
     int special_first; /* the first byte of every special token when they share it, else -1 */
-    ShortSlot *short_slots; /* 64-byte aligned, inside short_mem */
-    void *short_mem;
-    size_t short_sets_mask; /* sets - 1 */
-    size_t short_sets_max;  /* the table doubles (from a small one) up to this many sets */
-    size_t short_used;      /* slots holding an entry */
+    int tiny_on;            /* every id fits in 16 bits: the tiny table is used */
+    SetTable tiny, wide;    /* the short-pre-token caches */
     BytesMap cache; /* other pre-tokens -> ids: value = offset into ids_arena, aux = count */
     uint8_t *ids_arena;
     size_t ids_len, ids_cap;
     size_t cache_limit;
+    size_t map_limit; /* the map is emptied when it holds this many */
     /* scratch for merging */
     uint32_t *work;
     size_t work_cap;
@@ -1071,7 +1095,8 @@ Encoder_dealloc(EncoderObject *self)
     else
         PyMem_RawFree(self->pairs);
     specials_free(&self->specials);
-    PyMem_RawFree(self->short_mem);
+    PyMem_RawFree(self->tiny.mem);
+    PyMem_RawFree(self->wide.mem);
     map_free(&self->cache);
     PyMem_RawFree(self->ids_arena);
     PyMem_RawFree(self->work);
@@ -1163,18 +1188,29 @@ Encoder_init(EncoderObject *self, PyObject *args, PyObject *kwds)
     return encoder_finish(self);
 }
 
-/* An empty short-pre-token table of `sets` sets (64-byte aligned), replacing none. */
+/* An empty table of `sets` sets (set-aligned) in t, replacing none. */
 static int
-short_alloc(EncoderObject *self, size_t sets)
+table_alloc(SetTable *t, size_t sets)
 {
-    void *mem = PyMem_RawCalloc(sets * 2 * sizeof(ShortSlot) + 64, 1);
+    size_t set_size = t->slot_size * SET_WAYS;
+    void *mem = PyMem_RawCalloc(sets * set_size + set_size, 1);
     if (!mem)
         return -1;
-    self->short_mem = mem;
-    self->short_slots = (ShortSlot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
-    self->short_sets_mask = sets - 1;
-    self->short_used = 0;
+    t->mem = mem;
+    t->slots = (uint8_t *)(((uintptr_t)mem + set_size - 1) & ~(uintptr_t)(set_size - 1));
+    t->mask = sets - 1;
+    t->used = 0;
     return 0;
+}
+
+/* The largest power of two <= x (x >= 1). */
+static size_t
+pow2_floor(size_t x)
+{
+    size_t p = 1;
+    while (p <= x / 2)
+        p *= 2;
+    return p;
 }
 
 /* The parts every encoder needs besides its tables: empty caches and the lock. */
@@ -1185,13 +1221,33 @@ encoder_finish(EncoderObject *self)
     for (Py_ssize_t k = 1; k < self->specials.n; k++)
         if (self->specials.tok[k][0] != self->special_first)
             self->special_first = -1;
-    /* cache_limit bounds the entries of both caches together: half for each. The short
-     * table starts small (memory follows the distinct pre-tokens seen) and doubles. */
-    size_t sets = 1;
-    while (sets * 4 <= self->cache_limit / 2 && sets < ((size_t)1 << 24))
-        sets *= 2;
-    self->short_sets_max = sets;
-    if (short_alloc(self, sets < 1024 ? sets : 1024) < 0 || map_init(&self->cache, 1 << 12) < 0) {
+    /* cache_limit (at least 9) bounds the entries of the caches together: the wide table
+     * holds up to a power of two of slots within half of it (all of it but one without a
+     * tiny table), the tiny one within half of the rest, the map (pre-tokens of more than
+     * SHORT_MAX bytes or SHORT_IDS ids: few) what is left. (The wide table gets the most:
+     * the words that keep coming new in a large corpus are long ones.) The tables start
+     * small (memory follows the distinct pre-tokens seen) and double. */
+    size_t limit = self->cache_limit < 9 ? 9 : self->cache_limit, left = limit;
+    self->tiny_on = self->max_id <= UINT16_MAX;
+    self->tiny.slot_size = sizeof(TinySlot);
+    self->wide.slot_size = sizeof(ShortSlot);
+    size_t wide = self->tiny_on ? limit / 2 : limit - 1;
+    self->wide.sets_max = pow2_floor(wide / SET_WAYS ? wide / SET_WAYS : 1);
+    left -= self->wide.sets_max * SET_WAYS;
+    self->tiny.sets_max = 1;
+    if (self->tiny_on) {
+        self->tiny.sets_max = pow2_floor(left / 2 / SET_WAYS ? left / 2 / SET_WAYS : 1);
+        left -= self->tiny.sets_max * SET_WAYS;
+    }
+    self->map_limit = left > 1 ? left : 1;
+    if (self->tiny.sets_max > ((size_t)1 << 24))
+        self->tiny.sets_max = (size_t)1 << 24;
+    if (self->wide.sets_max > ((size_t)1 << 24))
+        self->wide.sets_max = (size_t)1 << 24;
+    size_t t0 = self->tiny.sets_max < 1024 ? self->tiny.sets_max : 1024;
+    size_t w0 = self->wide.sets_max < 256 ? self->wide.sets_max : 256;
+    if (table_alloc(&self->tiny, t0) < 0 || table_alloc(&self->wide, w0) < 0 ||
+        map_init(&self->cache, 1 << 12) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1445,8 +1501,19 @@ idbuf_append(IdBuf *o, const uint32_t *ids, size_t m)
     return 0;
 }
 
-/* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded.
- * `wide`: 16 bytes can be read at s (then two loads and a mask, on little-endian CPUs). */
+/* Masks keeping the first n bytes of 16 read as two little-endian words (0 <= n <= 16). */
+#define KEEP_LO(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
+#define KEEP_HI(n) ((n) <= 8 ? 0ULL : (n) >= 16 ? ~0ULL : (1ULL << (8 * ((n) & 7))) - 1)
+#define KEEP_ROW(f) {f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9), f(10), f(11), \
+                     f(12), f(13), f(14), f(15), f(16)}
+#define LEN_TAG(n) ((n) <= TINY_MAX ? (uint64_t)(n) << 56 : 0ULL)
+static const uint64_t short_keep[2][SHORT_MAX + 1] = {KEEP_ROW(KEEP_LO), KEEP_ROW(KEEP_HI)};
+static const uint64_t short_tag[SHORT_MAX + 1] = KEEP_ROW(LEN_TAG);
+
+/* The key of a short pre-token s[0:n) (1 <= n <= SHORT_MAX): its bytes, zero padded, and
+ * for n <= TINY_MAX, n in byte 7 (padding otherwise), so that k0 alone tells such keys
+ * apart. `wide`: 16 bytes can be read at s (then two loads and masks, no branch, on
+ * little-endian CPUs). */
 static inline void
 short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
 {
@@ -1455,14 +1522,8 @@ short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
         uint64_t a, b;
         memcpy(&a, s, 8);
         memcpy(&b, s + 8, 8);
-        if (n < 8) {
-            a &= (1ULL << (8 * n)) - 1;
-            b = 0;
-        }
-        else if (n < 16)
-            b &= (1ULL << (8 * (n - 8))) - 1; /* n == 8: 0 */
-        *k0 = a;
-        *k1 = b;
+        *k0 = (a & short_keep[0][n]) | short_tag[n];
+        *k1 = b & short_keep[1][n];
         return;
     }
 #else
@@ -1470,6 +1531,8 @@ short_key(const uint8_t *s, Py_ssize_t n, int wide, uint64_t *k0, uint64_t *k1)
 #endif
     uint8_t t[16] = {0};
     memcpy(t, s, (size_t)n);
+    if (n <= TINY_MAX)
+        t[7] = (uint8_t)n;
     memcpy(k0, t, 8);
     memcpy(k1, t + 8, 8);
 }
@@ -1484,10 +1547,17 @@ short_hash(uint64_t k0, uint64_t k1, Py_ssize_t n)
     return h ^ (h >> 32);
 }
 
-static inline ShortSlot *
-short_set(const EncoderObject *self, uint64_t h)
+/* The table of the short pre-token of n bytes (2 <= n <= SHORT_MAX). */
+static inline SetTable *
+table_of(EncoderObject *self, Py_ssize_t n)
 {
-    return &self->short_slots[2 * (h & self->short_sets_mask)];
+    return self->tiny_on && n <= TINY_MAX ? &self->tiny : &self->wide;
+}
+
+static inline uint8_t *
+set_of(const SetTable *t, uint64_t h)
+{
+    return t->slots + (h & t->mask) * t->slot_size * SET_WAYS;
 }
 
 /* BPE of the pre-token s[0:n) into self->work; returns the number of ids, or -1 (no
@@ -1505,42 +1575,25 @@ merge_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n)
     return (Py_ssize_t)merge_simple(self, w, (size_t)n, w + n);
 }
 
-/* A pre-token found by the scanner, waiting for its ids: its set in the short cache (NULL
- * when it is not a short one) has been asked for (prefetched) already. */
-typedef struct {
-    const uint8_t *s;
-    Py_ssize_t n;
-    uint64_t k0, k1, h; /* h: the short-cache hash (the set is found again at the lookup, */
-    int is_short;       /* since the table may have grown since) */
-} Pending;
-
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define NOINLINE static __attribute__((noinline))
 #else
 #define PREFETCH(p) ((void)(p))
+#define LIKELY(x) (x)
+#define ALWAYS_INLINE static inline
+#define NOINLINE static
 #endif
 
-/* The pre-token s[0:n) (n > 0) as a Pending, its short-cache set prefetched; `wide`: 16
- * bytes can be read at s. */
-static inline void
-pending_init(const EncoderObject *self, Pending *p, const uint8_t *s, Py_ssize_t n, int wide)
-{
-    p->s = s;
-    p->n = n;
-    p->is_short = n > 1 && n <= SHORT_MAX;
-    if (p->is_short) {
-        short_key(s, n, wide, &p->k0, &p->k1);
-        p->h = short_hash(p->k0, p->k1, n);
-        PREFETCH(short_set(self, p->h));
-    }
-}
-
-/* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full. */
+/* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full (it
+ * holds the pre-tokens of more than SHORT_MAX bytes or SHORT_IDS ids alone: few). */
 static int
 map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, const uint32_t *ids,
               size_t m)
 {
-    if (self->cache.used >= (self->cache_limit + 1) / 2) {
+    if (self->cache.used >= self->map_limit) {
         map_clear(&self->cache);
         self->ids_len = 0;
     }
@@ -1556,79 +1609,115 @@ map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, c
     return 0;
 }
 
-/* An entry leaving the short table goes to the map. */
-static int
-short_to_map(EncoderObject *self, const ShortSlot *e)
+/* Way w of a set: its key, length and ids (tiny sets widen the ids). */
+static inline void
+slot_read(const SetTable *t, const uint8_t *set, int w, uint64_t *k0, uint64_t *k1, uint8_t *len)
 {
-    uint8_t key[16];
-    memcpy(key, &e->k0, 8);
-    memcpy(key + 8, &e->k1, 8);
-    return map_cache_put(self, key, e->len, hash_bytes(key, e->len), e->ids, e->nids);
+    if (t->slot_size == sizeof(TinySlot)) {
+        const TinySlot *e = (const TinySlot *)set + w;
+        *k0 = e->k0;
+        *k1 = 0;
+        *len = e->len;
+    }
+    else {
+        const ShortSlot *e = (const ShortSlot *)set + w;
+        *k0 = e->k0;
+        *k1 = e->k1;
+        *len = e->len;
+    }
 }
 
-/* Double the short table, its entries rehashed (the older way first, so that each keeps its
- * age; one that finds its new set full goes to the map). */
+/* Put the entry (k0, k1, n) -> ids[0:m) (m <= SHORT_IDS; nids = m, or MAP_MARK with m = 0)
+ * in way 0 of `set`, moving the others down (the oldest drops out of a full set). Returns
+ * whether it took an empty slot. */
 static int
-short_grow(EncoderObject *self)
+set_put(const SetTable *t, uint8_t *set, uint64_t k0, uint64_t k1, Py_ssize_t n,
+        const uint32_t *ids, Py_ssize_t m, uint8_t nids)
 {
-    void *old_mem = self->short_mem;
-    ShortSlot *old = self->short_slots;
-    size_t old_slots = (self->short_sets_mask + 1) * 2;
-    if (short_alloc(self, (self->short_sets_mask + 1) * 2) < 0) {
-        self->short_mem = old_mem; /* keep the old table */
-        self->short_slots = old;
-        self->short_sets_mask = old_slots / 2 - 1;
-        self->short_sets_max = old_slots / 2; /* it stays this size: no retry per insert */
-        return 0;
+    size_t z = t->slot_size;
+    uint64_t a, b;
+    uint8_t last_len;
+    slot_read(t, set, SET_WAYS - 1, &a, &b, &last_len);
+    memmove(set + z, set, (SET_WAYS - 1) * z);
+    memset(set, 0, z);
+    if (z == sizeof(TinySlot)) {
+        TinySlot *f = (TinySlot *)set;
+        f->k0 = k0;
+        f->len = (uint8_t)n;
+        f->nids = nids;
+        for (Py_ssize_t j = 0; j < m; j++)
+            f->ids[j] = (uint16_t)ids[j];
     }
-    int rc = 0;
-    for (size_t k = 0; k < old_slots; k += 2) {
-        for (int way = 1; way >= 0; way--) {
-            const ShortSlot *e = &old[k + way];
-            if (!e->len)
-                continue;
-            ShortSlot *set = short_set(self, short_hash(e->k0, e->k1, e->len));
-            if (set[1].len) {
-                set[0].spilled = 1;
-                if (short_to_map(self, e) < 0)
-                    rc = -1;
-                continue;
-            }
-            uint16_t spilled = set[0].spilled;
-            set[1] = set[0];
-            set[0] = *e;
-            set[0].spilled = spilled;
-            self->short_used++;
-        }
+    else {
+        ShortSlot *f = (ShortSlot *)set;
+        f->k0 = k0;
+        f->k1 = k1;
+        f->len = (uint8_t)n;
+        f->nids = nids;
+        for (Py_ssize_t j = 0; j < m; j++)
+            f->ids[j] = ids[j];
     }
-    PyMem_RawFree(old_mem);
-    return rc;
+    return last_len == 0;
 }
 
-/* Append the ids of a pending pre-token: from the short cache, else the other cache, else
- * merged (and cached). */
-static int
-encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
+/* Double a table, its entries rehashed (each set's oldest first, so that each keeps its
+ * age; one that finds its new set full is dropped). */
+static void
+table_grow(SetTable *t)
 {
-    const uint8_t *s = p->s;
-    Py_ssize_t n = p->n;
-    if (n == 1) {
-        if (idbuf_reserve(out, 1) < 0)
-            return -1;
-        idbuf_put(out, &self->byte_ids[s[0]], 1);
-        return 0;
+    SetTable old = *t;
+    size_t z = t->slot_size;
+    if (table_alloc(t, (old.mask + 1) * 2) < 0) {
+        *t = old; /* keep the old table */
+        t->sets_max = old.mask + 1; /* it stays this size: no retry per insert */
+        return;
     }
-    ShortSlot *set = p->is_short ? short_set(self, p->h) : NULL;
-    if (set) {
-        for (int way = 0; way < 2; way++) {
-            ShortSlot *e = &set[way];
-            if (e->k0 == p->k0 && e->k1 == p->k1 && e->len == (uint8_t)n)
-                return idbuf_append(out, e->ids, e->nids);
+    for (size_t k = 0; k <= old.mask; k++) {
+        uint8_t *oset = old.slots + k * z * SET_WAYS;
+        for (int w = SET_WAYS - 1; w >= 0; w--) {
+            uint64_t k0, k1;
+            uint8_t len;
+            slot_read(&old, oset, w, &k0, &k1, &len);
+            if (!len)
+                continue;
+            uint8_t *set = set_of(t, short_hash(k0, k1, len));
+            uint8_t last_len;
+            uint64_t a, b;
+            slot_read(t, set, SET_WAYS - 1, &a, &b, &last_len);
+            if (last_len)
+                continue;
+            memmove(set + z, set, (SET_WAYS - 1) * z);
+            memcpy(set, oset + w * z, z);
+            t->used++;
         }
     }
-    uint64_t h = hash_bytes(s, n);
-    if (!set || set[0].spilled) { /* a short pre-token is in the map only if its set spilled */
-        Slot *e = map_find(&self->cache, s, n, h);
+    PyMem_RawFree(old.mem);
+}
+
+/* Cache the short pre-token (k0, k1, n) (hash h) -> ids[0:m) (nids = m, or MAP_MARK). */
+static void
+short_insert(EncoderObject *self, uint64_t k0, uint64_t k1, uint64_t h, Py_ssize_t n,
+             const uint32_t *ids, Py_ssize_t m, uint8_t nids)
+{
+    SetTable *t = table_of(self, n);
+    if (!set_put(t, set_of(t, h), k0, k1, n, ids, m, nids))
+        return;
+    /* grown at a quarter full: sets of four ways overflow rarely then (an entry a full set
+     * drops is merged again when next seen; at half full that cost a fifth more time) */
+    if (++t->used * 4 > (t->mask + 1) * SET_WAYS && t->mask + 1 < t->sets_max)
+        table_grow(t);
+}
+
+/* Append the ids of the pre-token s[0:n) (n >= 2) that the short caches do not hold (every
+ * way of its set was compared already), or hold with MAP_MARK: from the map, else merged
+ * (and cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its key and hash. */
+NOINLINE int
+encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, uint64_t k1,
+            uint64_t h, int marked, IdBuf *out)
+{
+    uint64_t hm = hash_bytes(s, n);
+    if (n > SHORT_MAX || marked) {
+        Slot *e = map_find(&self->cache, s, n, hm);
         if (e)
             return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
     }
@@ -1638,28 +1727,13 @@ encode_pretoken(EncoderObject *self, const Pending *p, IdBuf *out)
     const uint32_t *w = self->work;
     if (idbuf_append(out, w, (size_t)m) < 0)
         return -1;
-    if (set && m <= SHORT_IDS) { /* way 0 is the newer; the older way's entry moves to the map */
-        ShortSlot old = set[1];
-        uint16_t spilled = set[0].spilled | (old.len != 0);
-        set[1] = set[0];
-        ShortSlot *f = &set[0];
-        f->k0 = p->k0;
-        f->k1 = p->k1;
-        f->len = (uint8_t)n;
-        f->nids = (uint8_t)m;
-        memcpy(f->ids, w, (size_t)m * sizeof(uint32_t));
-        f->spilled = spilled;
-        if (old.len)
-            return short_to_map(self, &old);
-        /* grown at a quarter full: sets of two ways overflow rarely then */
-        if (++self->short_used * 4 > (self->short_sets_mask + 1) * 2 &&
-            self->short_sets_mask + 1 < self->short_sets_max)
-            return short_grow(self);
+    if (n <= SHORT_MAX && m <= SHORT_IDS) {
+        short_insert(self, k0, k1, h, n, w, m, (uint8_t)m);
         return 0;
     }
-    if (set)
-        set[0].spilled = 1; /* a short pre-token of more than SHORT_IDS ids */
-    return map_cache_put(self, s, n, h, w, (size_t)m);
+    if (n <= SHORT_MAX && !marked)
+        short_insert(self, k0, k1, h, n, NULL, 0, MAP_MARK);
+    return map_cache_put(self, s, n, hm, w, (size_t)m);
 }
 
 /* specials_find for the encoder: when every special token starts with the same byte (as
@@ -1689,55 +1763,188 @@ next_special(const EncoderObject *self, const uint8_t *s, Py_ssize_t from, Py_ss
     return n;
 }
 
-/* Pre-tokens in flight: the scanner runs AHEAD pre-tokens ahead of the cache lookups, so
- * that the cache line of each is on its way (prefetched) before it is needed. */
-#define AHEAD 8
+/* Pre-tokens are scanned, then looked up, ENC_BATCH at a time: first the short-cache key
+ * and hash of each, its set prefetched, then the lookups, whose cache lines are on their
+ * way by then. */
+#ifndef ENC_BATCH
+#define ENC_BATCH 128
+#endif
 
-/* Append the ids of the valid UTF-8 text s[0:n), special tokens included; add one to
- * counts[k] for each occurrence of special token k (counts may be NULL). */
-static int
-encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+/* Id k of out (of `width` bytes: a constant where this is inlined) set to v. */
+ALWAYS_INLINE void
+id_set(void *ids, size_t k, uint32_t v, const int width)
 {
-    Pending q[AHEAD];
+    if (width == 2)
+        ((uint16_t *)ids)[k] = (uint16_t)v;
+    else
+        ((uint32_t *)ids)[k] = v;
+}
+
+/* Append the ids of s[i:at), text without special tokens, ids of `width` bytes (out's).
+ * n: the length of the whole text (the key loads may read up to there). */
+ALWAYS_INLINE int
+encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at, Py_ssize_t n,
+             IdBuf *out, const int width)
+{
+    Py_ssize_t ends[ENC_BATCH];
+    uint64_t keys[ENC_BATCH][3]; /* k0, k1, hash of the short pre-tokens */
+    const size_t tiny_max = self->tiny_on ? TINY_MAX : 1;
+    while (i < at) {
+        Py_ssize_t cnt = scan_batch(s, i, at, ends, ENC_BATCH);
+        /* room for the batch: a pre-token of m bytes has at most m ids (a caller's buffer
+         * of one id per byte of the text always has it) */
+        if (idbuf_reserve(out, (size_t)(ends[cnt - 1] - i)) < 0)
+            return -1;
+        const uint8_t *tiny = self->tiny.slots, *wide = self->wide.slots;
+        size_t tmask = self->tiny.mask, wmask = self->wide.mask;
+        Py_ssize_t st = i;
+        for (Py_ssize_t k = 0; k < cnt; k++) {
+            Py_ssize_t len = ends[k] - st;
+            if (len >= 2 && len <= SHORT_MAX) {
+                uint64_t *key = keys[k];
+                short_key(s + st, len, st + 16 <= n, &key[0], &key[1]);
+                uint64_t h = short_hash(key[0], key[1], len);
+                key[2] = h;
+                if ((size_t)len <= tiny_max)
+                    PREFETCH(tiny + (h & tmask) * sizeof(TinySlot) * SET_WAYS);
+                else {
+                    const uint8_t *set = wide + (h & wmask) * sizeof(ShortSlot) * SET_WAYS;
+                    PREFETCH(set);
+                    PREFETCH(set + 64);
+                }
+            }
+            else if (len > SHORT_MAX) /* (no key: encode_miss reads none) */
+                keys[k][0] = keys[k][1] = keys[k][2] = 0;
+            st = ends[k];
+        }
+        const uint32_t *byte_ids = self->byte_ids;
+        void *ids = out->ids;
+        size_t o = out->len;
+        st = i;
+        for (Py_ssize_t k = 0; k < cnt; k++) {
+            Py_ssize_t len = ends[k] - st;
+            if (len == 1) {
+                id_set(ids, o++, byte_ids[s[st]], width);
+                st = ends[k];
+                continue;
+            }
+            const uint64_t *key = keys[k];
+            /* all three ids, no branch on the count, when at least two more pre-tokens
+             * follow: their ids (one at least each) replace the extra ones */
+            int three = k + SHORT_IDS - 1 < cnt;
+            int nids = -1;
+            if ((size_t)len <= tiny_max) {
+                const TinySlot *set = (const TinySlot *)(tiny + (key[2] & tmask) * sizeof(TinySlot) * SET_WAYS);
+                unsigned m = (unsigned)(set[0].k0 == key[0]) | (unsigned)(set[1].k0 == key[0]) << 1 |
+                             (unsigned)(set[2].k0 == key[0]) << 2 | (unsigned)(set[3].k0 == key[0]) << 3;
+                if (m) {
+                    const TinySlot *e = &set[scan_ctz(m)];
+                    nids = e->nids;
+                    if (LIKELY(three)) {
+                        id_set(ids, o, e->ids[0], width);
+                        id_set(ids, o + 1, e->ids[1], width);
+                        id_set(ids, o + 2, e->ids[2], width);
+                    }
+                    else if (nids != MAP_MARK)
+                        for (int j = 0; j < nids; j++)
+                            id_set(ids, o + j, e->ids[j], width);
+                }
+            }
+            else if (len <= SHORT_MAX) {
+                const ShortSlot *set = (const ShortSlot *)(wide + (key[2] & wmask) * sizeof(ShortSlot) * SET_WAYS);
+                unsigned m = 0;
+                for (int w = 0; w < SET_WAYS; w++)
+                    m |= (unsigned)((set[w].k0 == key[0]) & (set[w].k1 == key[1]) & (set[w].len == len)) << w;
+                if (m) {
+                    const ShortSlot *e = &set[scan_ctz(m)];
+                    nids = e->nids;
+                    if (LIKELY(three)) {
+                        id_set(ids, o, e->ids[0], width);
+                        id_set(ids, o + 1, e->ids[1], width);
+                        id_set(ids, o + 2, e->ids[2], width);
+                    }
+                    else if (nids != MAP_MARK)
+                        for (int j = 0; j < nids; j++)
+                            id_set(ids, o + j, e->ids[j], width);
+                }
+            }
+            if (LIKELY(nids >= 0 && nids != MAP_MARK))
+                o += (size_t)nids;
+            else {
+                out->len = o;
+                if (encode_miss(self, s + st, len, key[0], key[1], key[2], nids == MAP_MARK, out) < 0)
+                    return -1;
+                o = out->len; /* the tables may have grown: */
+                tiny = self->tiny.slots;
+                wide = self->wide.slots;
+                tmask = self->tiny.mask;
+                wmask = self->wide.mask;
+            }
+            st = ends[k];
+        }
+        out->len = o;
+        i = st;
+    }
+    return 0;
+}
+
+/* Append the ids of the valid UTF-8 text s[0:n), special tokens included, as ids of
+ * `width` bytes; add one to counts[k] for each occurrence of special token k (counts may be
+ * NULL). */
+ALWAYS_INLINE int
+encode_text_width(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts,
+                  const int width)
+{
     Py_ssize_t piece = 0;
     for (;;) {
         Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
-        unsigned head = 0, count = 0;
-        for (Py_ssize_t i = piece; i < at;) {
-            Py_ssize_t j = next_pretoken(s, i, at);
-            pending_init(self, &q[(head + count) % AHEAD], s + i, j - i, i + SHORT_MAX <= n);
-            if (++count == AHEAD) {
-                if (encode_pretoken(self, &q[head], out) < 0)
-                    return -1;
-                head = (head + 1) % AHEAD;
-                count--;
-            }
-            i = j;
-        }
-        for (; count; count--, head = (head + 1) % AHEAD)
-            if (encode_pretoken(self, &q[head], out) < 0)
-                return -1;
+        if (encode_piece(self, s, piece, at, n, out, width) < 0)
+            return -1;
         if (at == n)
             return 0;
         if (idbuf_reserve(out, 1) < 0)
             return -1;
-        idbuf_put(out, &self->specials.id[which], 1);
+        id_set(out->ids, out->len++, self->specials.id[which], width);
         if (counts)
             counts[which]++;
         piece = at + self->specials.len[which];
     }
 }
 
+NOINLINE int
+encode_text_u16(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    return encode_text_width(self, s, n, out, counts, 2);
+}
+
+NOINLINE int
+encode_text_u32(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    return encode_text_width(self, s, n, out, counts, 4);
+}
+
+/* encode_text_width for out's width: the hot loop is compiled once per width. */
+static int
+encode_text(EncoderObject *self, const uint8_t *s, Py_ssize_t n, IdBuf *out, int64_t *counts)
+{
+    if (out->width == 2)
+        return encode_text_u16(self, s, n, out, counts);
+    return encode_text_u32(self, s, n, out, counts);
+}
+
 /* The number of pre-tokens and special tokens of the valid UTF-8 text s[0:n): the scan
- * alone, for measuring its share of encoding. */
+ * alone (as encode_text does it), for measuring its share of encoding. */
 static Py_ssize_t
 scan_text(const EncoderObject *self, const uint8_t *s, Py_ssize_t n)
 {
-    Py_ssize_t piece = 0, count = 0;
+    Py_ssize_t piece = 0, count = 0, ends[ENC_BATCH];
     for (;;) {
         Py_ssize_t which = 0, at = next_special(self, s, piece, n, &which);
-        for (Py_ssize_t i = piece; i < at; count++)
-            i = next_pretoken(s, i, at);
+        for (Py_ssize_t i = piece; i < at;) {
+            Py_ssize_t k = scan_batch(s, i, at, ends, ENC_BATCH);
+            count += k;
+            i = ends[k - 1];
+        }
         if (at == n)
             return count;
         count++;
@@ -1939,8 +2146,9 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     map_clear(&self->cache);
     self->ids_len = 0;
-    memset(self->short_slots, 0, (self->short_sets_mask + 1) * 2 * sizeof(ShortSlot));
-    self->short_used = 0;
+    memset(self->tiny.slots, 0, (self->tiny.mask + 1) * SET_WAYS * self->tiny.slot_size);
+    memset(self->wide.slots, 0, (self->wide.mask + 1) * SET_WAYS * self->wide.slot_size);
+    self->tiny.used = self->wide.used = 0;
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
@@ -1949,7 +2157,7 @@ Encoder_clear_cache(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Encoder_cache_size(EncoderObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSize_t(self->cache.used + self->short_used);
+    return PyLong_FromSize_t(self->cache.used + self->tiny.used + self->wide.used);
 }
 
 static PyMethodDef Encoder_methods[] = {

@@ -2002,12 +2002,18 @@ typedef struct {
     uint32_t pair;
 } TrainHeapItem;
 
+/* A word: the distinct pre-token's ids at sym[off : off + len], and its count. One struct,
+ * so that visiting a word costs one cache miss here, and one in sym. */
+typedef struct {
+    uint64_t off;
+    int64_t freq;
+    uint32_t len;
+} Word;
+
 typedef struct {
     /* words */
-    uint32_t *sym;     /* all words' ids, word w at sym[off[w] : off[w] + len[w]] */
-    uint64_t *off;
-    uint32_t *len;
-    int64_t *freq;
+    uint32_t *sym; /* all words' ids */
+    Word *words;
     size_t nwords;
     /* tokens: bytes of each id */
     uint8_t *tok;
@@ -2032,9 +2038,7 @@ trainer_free(Trainer *t)
     for (size_t k = 0; k < t->npairs; k++)
         free(t->pairs[k].where);
     free(t->sym);
-    free(t->off);
-    free(t->len);
-    free(t->freq);
+    free(t->words);
     free(t->tok);
     free(t->tok_off);
     free(t->tok_size);
@@ -2244,6 +2248,9 @@ add_token(Trainer *t, uint32_t a, uint32_t b, uint8_t byte)
     return 0;
 }
 
+/* How many words ahead apply_merge prefetches a word's ids (and twice that, its Word). */
+#define MERGE_AHEAD 8
+
 /* Apply one merge (pair index `best`, new token id nid) to every word that holds it. New
  * pairs (holding nid) are collected in *fresh_list. Returns -1 on no memory. */
 static int
@@ -2258,10 +2265,16 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     t->pairs[best].count = 0;
     int rc = 0;
     for (uint32_t k = 0; k < nwhere && rc == 0; k++) {
+        /* the words are far apart in memory: fetch each ahead, its Word then its ids */
+        if (k + 2 * MERGE_AHEAD < nwhere)
+            PREFETCH(&t->words[where[k + 2 * MERGE_AHEAD]]);
+        if (k + MERGE_AHEAD < nwhere)
+            PREFETCH(t->sym + t->words[where[k + MERGE_AHEAD]].off);
         uint32_t w = where[k];
-        uint32_t *s = t->sym + t->off[w];
-        uint32_t n = t->len[w];
-        int64_t f = t->freq[w];
+        Word *word = &t->words[w];
+        uint32_t *s = t->sym + word->off;
+        uint32_t n = word->len;
+        int64_t f = word->freq;
         /* does the word still hold the pair? */
         uint32_t i = 0;
         while (i + 1 < n && !(s[i] == A && s[i + 1] == B))
@@ -2297,7 +2310,7 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
                 s[wr++] = s[j++];
         }
         n = wr;
-        t->len[w] = n;
+        word->len = n;
         /* the new pairs (holding nid) gain f */
         for (uint32_t x = 0; x + 1 < n; x++) {
             if (s[x] != nid && s[x + 1] != nid)
@@ -2333,7 +2346,30 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     return rc;
 }
 
-/* train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]
+/* Word w of the trainer: the bytes b[0:n), counted f times; its ids go to sym[*at:]. Its
+ * byte pairs are counted, and w noted as holding each. -1: no memory. */
+static int
+trainer_add_word(Trainer *t, size_t w, size_t *at, const uint8_t *b, Py_ssize_t n, int64_t f)
+{
+    t->words[w] = (Word){*at, f, (uint32_t)n};
+    for (Py_ssize_t i = 0; i < n; i++)
+        t->sym[*at + i] = b[i];
+    *at += (size_t)n;
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        int fr;
+        int64_t pi = pair_index(t, b[i], b[i + 1], &fr);
+        if (pi < 0)
+            return -1;
+        t->pairs[pi].count += f;
+        if (pair_add_word(&t->pairs[pi], (uint32_t)w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* train_merges(word_counts, num_merges, on_merge=None, consume=False) -> [(a, b)]
+ * word_counts: a dict {bytes: int}, or a Counter (read in place, no Python objects made;
+ * with consume, emptied once read, so that its memory serves the merges).
  * The merged id pairs in order (token 256 + k is merge k); stops early when no pair is
  * left. on_merge(n) is called now and then with the merges done since the last call. */
 static PyObject *
@@ -2341,58 +2377,75 @@ native_train_merges(PyObject *module, PyObject *args)
 {
     PyObject *counts, *on_merge = Py_None;
     Py_ssize_t num_merges;
-    if (!PyArg_ParseTuple(args, "O!n|O", &PyDict_Type, &counts, &num_merges, &on_merge))
+    int consume = 0;
+    if (!PyArg_ParseTuple(args, "On|Op", &counts, &num_merges, &on_merge, &consume))
         return NULL;
+    const CountMap *cm = NULL;
+    if (PyObject_TypeCheck(counts, &CounterType))
+        cm = &((CounterObject *)counts)->map;
+    else if (!PyDict_Check(counts)) {
+        PyErr_SetString(PyExc_TypeError, "word_counts must be a dict or a Counter");
+        return NULL;
+    }
     Trainer t;
     memset(&t, 0, sizeof(t));
     uint32_t *fresh = NULL;
     size_t nfresh = 0, capfresh = 0;
     PyObject *out = NULL;
-    Py_ssize_t nw = PyDict_GET_SIZE(counts), total = 0, pos = 0;
+    Py_ssize_t nw = 0, total = 0, pos = 0;
+    size_t cpos = 0;
     PyObject *key, *val;
-    while (PyDict_Next(counts, &pos, &key, &val)) {
-        if (!PyBytes_Check(key)) {
-            PyErr_SetString(PyExc_TypeError, "word_counts keys must be bytes");
-            goto done;
+    if (cm) {
+        for (const CountSlot *e; (e = counts_next(cm, &cpos));) {
+            total += e->len;
+            nw++;
         }
-        total += PyBytes_GET_SIZE(key);
+    }
+    else {
+        nw = PyDict_GET_SIZE(counts);
+        while (PyDict_Next(counts, &pos, &key, &val)) {
+            if (!PyBytes_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "word_counts keys must be bytes");
+                goto done;
+            }
+            total += PyBytes_GET_SIZE(key);
+        }
     }
     t.sym = malloc((total ? total : 1) * sizeof(uint32_t));
-    t.off = malloc((nw ? nw : 1) * sizeof(uint64_t));
-    t.len = malloc((nw ? nw : 1) * sizeof(uint32_t));
-    t.freq = malloc((nw ? nw : 1) * sizeof(int64_t));
-    if (!t.sym || !t.off || !t.len || !t.freq || pairmap_grow(&t) < 0)
+    t.words = malloc((nw ? nw : 1) * sizeof(Word));
+    if (!t.sym || !t.words || pairmap_grow(&t) < 0)
         goto nomem;
     for (int b = 0; b < 256; b++) {
         if (add_token(&t, UINT32_MAX, 0, (uint8_t)b) < 0)
             goto nomem;
     }
-    pos = 0;
     size_t w = 0, at = 0;
-    while (PyDict_Next(counts, &pos, &key, &val)) {
-        int64_t f = PyLong_AsLongLong(val);
-        if (f == -1 && PyErr_Occurred())
-            goto done;
-        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(key);
-        Py_ssize_t n = PyBytes_GET_SIZE(key);
-        t.off[w] = at;
-        t.len[w] = (uint32_t)n;
-        t.freq[w] = f;
-        for (Py_ssize_t i = 0; i < n; i++)
-            t.sym[at + i] = b[i];
-        for (Py_ssize_t i = 0; i + 1 < n; i++) {
-            int fr;
-            int64_t pi = pair_index(&t, b[i], b[i + 1], &fr);
-            if (pi < 0)
+    if (cm) {
+        cpos = 0;
+        for (const CountSlot *e; (e = counts_next(cm, &cpos)); w++)
+            if (trainer_add_word(&t, w, &at, slot_key(cm, e), e->len, e->count) < 0)
                 goto nomem;
-            t.pairs[pi].count += f;
-            if (pair_add_word(&t.pairs[pi], (uint32_t)w) < 0)
+    }
+    else {
+        pos = 0;
+        while (PyDict_Next(counts, &pos, &key, &val)) {
+            int64_t f = PyLong_AsLongLong(val);
+            if (f == -1 && PyErr_Occurred())
+                goto done;
+            if (trainer_add_word(&t, w, &at, (const uint8_t *)PyBytes_AS_STRING(key),
+                                 PyBytes_GET_SIZE(key), f) < 0)
                 goto nomem;
+            w++;
         }
-        at += n;
-        w++;
     }
     t.nwords = w;
+    if (cm && consume) {
+        CounterObject *c = (CounterObject *)counts;
+        counts_free(&c->map);
+        c->total = 0;
+        if (counts_init(&c->map) < 0)
+            goto nomem;
+    }
     for (size_t k = 0; k < t.npairs; k++)
         if (t.pairs[k].count > 0 && train_push(&t, (TrainHeapItem){t.pairs[k].count, (uint32_t)k}) < 0)
             goto nomem;
@@ -2469,8 +2522,9 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"train_merges", native_train_merges, METH_VARARGS,
-     "train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]: "
-     "the BPE training merges (ids), exactly as bpe.merge_loop"},
+     "train_merges(word_counts, num_merges, on_merge=None, consume=False) -> [(a, b)]: the "
+     "BPE training merges (ids), exactly as bpe.merge_loop; word_counts a dict {bytes: int} "
+     "or a Counter (emptied once read, with consume)"},
     {"pretokenize", native_pretokenize, METH_VARARGS,
      "pretokenize(data, batch=256) -> [(start, end)] byte spans of the GPT-2 pre-tokens of "
      "UTF-8 data, or the int offset of the first invalid byte; found `batch` at a time by "

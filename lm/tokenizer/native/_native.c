@@ -1987,8 +1987,10 @@ static PyTypeObject EncoderType = {
  * with lazy invalidation (a pair's count only ever drops after the step that makes it).
  *
  * Words: the distinct pre-tokens as arrays of token ids (merged in place), with their
- * counts. Pairs: a hash map (a, b) -> index; per pair its count and the list of words
- * that held it when it appeared (stale entries are skipped: the word is checked). */
+ * counts, one record each in one array. Pairs: a hash map (a, b) -> index; per pair its
+ * count and the list of words that held it when it appeared (stale entries are skipped:
+ * the word is checked). Merging is bound by memory latency (the words that hold a pair
+ * are scattered), so the records are fetched ahead and each lookup is one cache line. */
 
 typedef struct {
     uint32_t a, b;
@@ -2002,18 +2004,29 @@ typedef struct {
     uint32_t pair;
 } TrainHeapItem;
 
-/* A word: the distinct pre-token's ids at sym[off : off + len], and its count. One struct,
- * so that visiting a word costs one cache miss here, and one in sym. */
+/* A slot of the pair map: key (a << 32 | b) + 1 (0: empty), and the pair's index, side by
+ * side so that a lookup is one cache miss. */
 typedef struct {
-    uint64_t off;
-    int64_t freq;
-    uint32_t len;
-} Word;
+    uint64_t key;
+    uint32_t val;
+} PairMapSlot;
+
+/* The words, one record each in `words`: its length n, its count (int64, in two slots),
+ * then its n ids, merged in place. A word is named by the offset of its record, so that
+ * visiting one is one cache miss (or two, for a long word), with nothing to look up first. */
+#define WORD_HEAD 3
+
+static inline int64_t
+word_freq(const uint32_t *rec)
+{
+    int64_t f;
+    memcpy(&f, rec + 1, 8);
+    return f;
+}
 
 typedef struct {
     /* words */
-    uint32_t *sym; /* all words' ids */
-    Word *words;
+    uint32_t *words;
     size_t nwords;
     /* tokens: bytes of each id */
     uint8_t *tok;
@@ -2024,8 +2037,7 @@ typedef struct {
     /* pairs */
     Pair *pairs;
     size_t npairs, cap_pairs;
-    uint64_t *map_key; /* (a << 32 | b) + 1, 0 = empty */
-    uint32_t *map_val;
+    PairMapSlot *map; /* (a, b) -> index, open addressing */
     size_t map_cap;
     /* heap */
     TrainHeapItem *heap;
@@ -2037,14 +2049,12 @@ trainer_free(Trainer *t)
 {
     for (size_t k = 0; k < t->npairs; k++)
         free(t->pairs[k].where);
-    free(t->sym);
     free(t->words);
     free(t->tok);
     free(t->tok_off);
     free(t->tok_size);
     free(t->pairs);
-    free(t->map_key);
-    free(t->map_val);
+    free(t->map);
     free(t->heap);
 }
 
@@ -2061,26 +2071,19 @@ static int
 pairmap_grow(Trainer *t)
 {
     size_t cap = t->map_cap ? t->map_cap * 2 : 1 << 16;
-    uint64_t *keys = calloc(cap, sizeof(uint64_t));
-    uint32_t *vals = malloc(cap * sizeof(uint32_t));
-    if (!keys || !vals) {
-        free(keys);
-        free(vals);
+    PairMapSlot *map = calloc(cap, sizeof(PairMapSlot));
+    if (!map)
         return -1;
-    }
     for (size_t k = 0; k < t->map_cap; k++) {
-        if (!t->map_key[k])
+        if (!t->map[k].key)
             continue;
-        size_t j = train_hash(t->map_key[k]) & (cap - 1);
-        while (keys[j])
+        size_t j = train_hash(t->map[k].key) & (cap - 1);
+        while (map[j].key)
             j = (j + 1) & (cap - 1);
-        keys[j] = t->map_key[k];
-        vals[j] = t->map_val[k];
+        map[j] = t->map[k];
     }
-    free(t->map_key);
-    free(t->map_val);
-    t->map_key = keys;
-    t->map_val = vals;
+    free(t->map);
+    t->map = map;
     t->map_cap = cap;
     return 0;
 }
@@ -2091,10 +2094,10 @@ pair_index(Trainer *t, uint32_t a, uint32_t b, int *fresh)
 {
     uint64_t key = (((uint64_t)a << 32) | b) + 1;
     size_t j = train_hash(key) & (t->map_cap - 1);
-    while (t->map_key[j]) {
-        if (t->map_key[j] == key) {
+    while (t->map[j].key) {
+        if (t->map[j].key == key) {
             *fresh = 0;
-            return t->map_val[j];
+            return t->map[j].val;
         }
         j = (j + 1) & (t->map_cap - 1);
     }
@@ -2115,8 +2118,8 @@ pair_index(Trainer *t, uint32_t a, uint32_t b, int *fresh)
     memset(p, 0, sizeof(*p));
     p->a = a;
     p->b = b;
-    t->map_key[j] = key;
-    t->map_val[j] = (uint32_t)t->npairs;
+    t->map[j].key = key;
+    t->map[j].val = (uint32_t)t->npairs;
     *fresh = 1;
     return (int64_t)t->npairs++;
 }
@@ -2248,7 +2251,7 @@ add_token(Trainer *t, uint32_t a, uint32_t b, uint8_t byte)
     return 0;
 }
 
-/* How many words ahead apply_merge prefetches a word's ids (and twice that, its Word). */
+/* How many words ahead apply_merge prefetches a word's record. */
 #define MERGE_AHEAD 8
 
 /* Apply one merge (pair index `best`, new token id nid) to every word that holds it. New
@@ -2265,16 +2268,13 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     t->pairs[best].count = 0;
     int rc = 0;
     for (uint32_t k = 0; k < nwhere && rc == 0; k++) {
-        /* the words are far apart in memory: fetch each ahead, its Word then its ids */
-        if (k + 2 * MERGE_AHEAD < nwhere)
-            PREFETCH(&t->words[where[k + 2 * MERGE_AHEAD]]);
+        /* the words are far apart in memory: fetch each ahead */
         if (k + MERGE_AHEAD < nwhere)
-            PREFETCH(t->sym + t->words[where[k + MERGE_AHEAD]].off);
+            PREFETCH(t->words + where[k + MERGE_AHEAD]);
         uint32_t w = where[k];
-        Word *word = &t->words[w];
-        uint32_t *s = t->sym + word->off;
-        uint32_t n = word->len;
-        int64_t f = word->freq;
+        uint32_t *word = t->words + w, *s = word + WORD_HEAD;
+        uint32_t n = word[0];
+        int64_t f = word_freq(word);
         /* does the word still hold the pair? */
         uint32_t i = 0;
         while (i + 1 < n && !(s[i] == A && s[i + 1] == B))
@@ -2310,7 +2310,7 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
                 s[wr++] = s[j++];
         }
         n = wr;
-        word->len = n;
+        word[0] = n;
         /* the new pairs (holding nid) gain f */
         for (uint32_t x = 0; x + 1 < n; x++) {
             if (s[x] != nid && s[x + 1] != nid)
@@ -2346,15 +2346,19 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     return rc;
 }
 
-/* Word w of the trainer: the bytes b[0:n), counted f times; its ids go to sym[*at:]. Its
- * byte pairs are counted, and w noted as holding each. -1: no memory. */
+/* A word of the trainer: the bytes b[0:n), counted f times, its record at words[*at:]
+ * (*at moves past it). Its byte pairs are counted, and the word noted as holding each.
+ * -1: no memory. */
 static int
-trainer_add_word(Trainer *t, size_t w, size_t *at, const uint8_t *b, Py_ssize_t n, int64_t f)
+trainer_add_word(Trainer *t, size_t *at, const uint8_t *b, Py_ssize_t n, int64_t f)
 {
-    t->words[w] = (Word){*at, f, (uint32_t)n};
+    uint32_t w = (uint32_t)*at, *rec = t->words + w;
+    rec[0] = (uint32_t)n;
+    memcpy(rec + 1, &f, 8);
     for (Py_ssize_t i = 0; i < n; i++)
-        t->sym[*at + i] = b[i];
-    *at += (size_t)n;
+        rec[WORD_HEAD + i] = b[i];
+    *at += WORD_HEAD + (size_t)n;
+    t->nwords++;
     for (Py_ssize_t i = 0; i + 1 < n; i++) {
         int fr;
         int64_t pi = pair_index(t, b[i], b[i + 1], &fr);
@@ -2411,19 +2415,26 @@ native_train_merges(PyObject *module, PyObject *args)
             total += PyBytes_GET_SIZE(key);
         }
     }
-    t.sym = malloc((total ? total : 1) * sizeof(uint32_t));
-    t.words = malloc((nw ? nw : 1) * sizeof(Word));
-    if (!t.sym || !t.words || pairmap_grow(&t) < 0)
+    size_t words_len = (size_t)total + WORD_HEAD * (size_t)nw;
+    if (words_len > UINT32_MAX) { /* words are named by 32-bit offsets */
+        PyErr_Format(PyExc_ValueError,
+                     "train_merges: %zd distinct pre-tokens of %zd bytes in all are more than "
+                     "it can hold (16 GB of records); count a smaller corpus",
+                     nw, total);
+        goto done;
+    }
+    t.words = malloc((words_len ? words_len : 1) * sizeof(uint32_t));
+    if (!t.words || pairmap_grow(&t) < 0)
         goto nomem;
     for (int b = 0; b < 256; b++) {
         if (add_token(&t, UINT32_MAX, 0, (uint8_t)b) < 0)
             goto nomem;
     }
-    size_t w = 0, at = 0;
+    size_t at = 0;
     if (cm) {
         cpos = 0;
-        for (const CountSlot *e; (e = counts_next(cm, &cpos)); w++)
-            if (trainer_add_word(&t, w, &at, slot_key(cm, e), e->len, e->count) < 0)
+        for (const CountSlot *e; (e = counts_next(cm, &cpos));)
+            if (trainer_add_word(&t, &at, slot_key(cm, e), e->len, e->count) < 0)
                 goto nomem;
     }
     else {
@@ -2432,13 +2443,11 @@ native_train_merges(PyObject *module, PyObject *args)
             int64_t f = PyLong_AsLongLong(val);
             if (f == -1 && PyErr_Occurred())
                 goto done;
-            if (trainer_add_word(&t, w, &at, (const uint8_t *)PyBytes_AS_STRING(key),
+            if (trainer_add_word(&t, &at, (const uint8_t *)PyBytes_AS_STRING(key),
                                  PyBytes_GET_SIZE(key), f) < 0)
                 goto nomem;
-            w++;
         }
     }
-    t.nwords = w;
     if (cm && consume) {
         CounterObject *c = (CounterObject *)counts;
         counts_free(&c->map);

@@ -18,6 +18,10 @@
 
 #include "_unicode_tables.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #define C_L 1
 #define C_N 2
 #define C_S 4
@@ -391,6 +395,42 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
 
 /* ------------------------------------------------------------------ Counter */
 
+/* Large tables probed at random (the counter's cold table, the trainer's words and pair
+ * map): zeroed memory, on Linux in huge pages where the system allows them on request
+ * (transparent huge pages, "madvise"). With 4 KB pages nearly every probe of a table of
+ * tens of MB also missed the TLB, and the page walks, not the cache misses, set the pace.
+ * Free with big_free and the same size. */
+#define BIG_ALLOC (2u << 20)
+
+static void *
+big_calloc(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= BIG_ALLOC) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        madvise(p, n, MADV_HUGEPAGE); /* a hint: without it, plain pages */
+        return p;
+    }
+#endif
+    return PyMem_RawCalloc(n ? n : 1, 1);
+}
+
+static void
+big_free(void *p, size_t n)
+{
+    if (!p)
+        return;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= BIG_ALLOC) {
+        munmap(p, n);
+        return;
+    }
+#endif
+    PyMem_RawFree(p);
+}
+
 /* The pre-token counts: hash tables laid out for counting, where a few thousand frequent
  * pre-tokens make most of the lookups and the rest are a long tail met a few times each.
  *
@@ -402,7 +442,10 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
  * up in `hot` first and prefetches the `cold` slots of the rest before it visits them, so
  * the cache misses of the long tail overlap instead of following one another. */
 #define COUNT_INLINE 16
-#define COUNT_HOT 4096
+#ifndef COUNT_HOT_BITS
+#define COUNT_HOT_BITS 13
+#endif
+#define COUNT_HOT ((size_t)1 << (COUNT_HOT_BITS - 1))
 
 typedef struct {
     uint64_t key[2]; /* the key's bytes, zero-padded; or key[0] = its arena offset */
@@ -427,13 +470,13 @@ static int
 counts_init(CountMap *m)
 {
     memset(m, 0, sizeof(*m));
-    m->hot.bits = 13; /* 2 * COUNT_HOT slots */
+    m->hot.bits = COUNT_HOT_BITS; /* 2 * COUNT_HOT slots */
     m->cold.bits = 12;
     m->hot.slots = PyMem_RawCalloc((size_t)1 << m->hot.bits, sizeof(CountSlot));
-    m->cold.slots = PyMem_RawCalloc((size_t)1 << m->cold.bits, sizeof(CountSlot));
+    m->cold.slots = big_calloc(((size_t)1 << m->cold.bits) * sizeof(CountSlot));
     if (!m->hot.slots || !m->cold.slots) {
         PyMem_RawFree(m->hot.slots);
-        PyMem_RawFree(m->cold.slots);
+        big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
         memset(m, 0, sizeof(*m));
         return -1;
     }
@@ -444,7 +487,7 @@ static void
 counts_free(CountMap *m)
 {
     PyMem_RawFree(m->hot.slots);
-    PyMem_RawFree(m->cold.slots);
+    big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
     PyMem_RawFree(m->arena);
     memset(m, 0, sizeof(*m));
 }
@@ -531,7 +574,7 @@ cold_reserve(CountMap *m, size_t extra)
 {
     while ((m->cold.used + extra) * 2 > ((size_t)1 << m->cold.bits)) {
         CountTable t = {NULL, m->cold.used, m->cold.bits + 1};
-        if (t.bits > 32 || !(t.slots = PyMem_RawCalloc((size_t)1 << t.bits, sizeof(CountSlot))))
+        if (t.bits > 32 || !(t.slots = big_calloc(((size_t)1 << t.bits) * sizeof(CountSlot))))
             return -1;
         size_t mask = ((size_t)1 << t.bits) - 1;
         for (size_t k = 0; k < ((size_t)1 << m->cold.bits); k++) {
@@ -543,7 +586,7 @@ cold_reserve(CountMap *m, size_t extra)
                 j = (j + 1) & mask;
             t.slots[j] = *o;
         }
-        PyMem_RawFree(m->cold.slots);
+        big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
         m->cold = t;
     }
     return 0;
@@ -2027,7 +2070,7 @@ word_freq(const uint32_t *rec)
 typedef struct {
     /* words */
     uint32_t *words;
-    size_t nwords;
+    size_t nwords, words_len;
     /* tokens: bytes of each id */
     uint8_t *tok;
     size_t tok_len, tok_cap;
@@ -2049,12 +2092,12 @@ trainer_free(Trainer *t)
 {
     for (size_t k = 0; k < t->npairs; k++)
         free(t->pairs[k].where);
-    free(t->words);
+    big_free(t->words, t->words_len * sizeof(uint32_t));
     free(t->tok);
     free(t->tok_off);
     free(t->tok_size);
     free(t->pairs);
-    free(t->map);
+    big_free(t->map, t->map_cap * sizeof(PairMapSlot));
     free(t->heap);
 }
 
@@ -2071,7 +2114,7 @@ static int
 pairmap_grow(Trainer *t)
 {
     size_t cap = t->map_cap ? t->map_cap * 2 : 1 << 16;
-    PairMapSlot *map = calloc(cap, sizeof(PairMapSlot));
+    PairMapSlot *map = big_calloc(cap * sizeof(PairMapSlot));
     if (!map)
         return -1;
     for (size_t k = 0; k < t->map_cap; k++) {
@@ -2082,7 +2125,7 @@ pairmap_grow(Trainer *t)
             j = (j + 1) & (cap - 1);
         map[j] = t->map[k];
     }
-    free(t->map);
+    big_free(t->map, t->map_cap * sizeof(PairMapSlot));
     t->map = map;
     t->map_cap = cap;
     return 0;
@@ -2423,7 +2466,8 @@ native_train_merges(PyObject *module, PyObject *args)
                      nw, total);
         goto done;
     }
-    t.words = malloc((words_len ? words_len : 1) * sizeof(uint32_t));
+    t.words = big_calloc(words_len * sizeof(uint32_t));
+    t.words_len = words_len;
     if (!t.words || pairmap_grow(&t) < 0)
         goto nomem;
     for (int b = 0; b < 256; b++) {

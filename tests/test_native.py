@@ -330,6 +330,37 @@ def test_native_merge_loop_equals_python(word_counts, num_merges):
 
 @needs_native
 @pytest.mark.parametrize("workers", [1, 2])
+def test_merges_from_the_native_counter_equal_python(tmp_path, monkeypatch, workers):
+    """Training reads the native counter in place (no dict of Python objects): its merges
+    are those of the Python engine from Python's counts, far more distinct pre-tokens than
+    the counter's first table holds (so both of its tables are read) and enough that the
+    trainer's word records pass the size from which they are mapped apart (2 MB, huge
+    pages), and ``consume`` empties the counter once read, only then."""
+    rng = np.random.default_rng(7)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzé"))
+    words = ["".join(rng.choice(letters, size=int(k))) for k in rng.integers(1, 30, 40_000)]
+    path = tmp_path / "c.txt"
+    path.write_text(" ".join(rng.choice(words, size=60_000)) + EOT + " x", encoding="utf-8")
+    monkeypatch.setenv("LM_NATIVE", "0")
+    ref_counts = count_pretokens(path, [EOT], workers=workers, chunk_size=50_000, as_bytes=True)
+    assert isinstance(ref_counts.counts, dict)  # the Python engine: "native" gives the dict
+    ref = merge_loop(ref_counts.counts, 600)
+    monkeypatch.setenv("LM_NATIVE", "1")
+    corpus = count_pretokens(path, [EOT], workers=workers, chunk_size=50_000, as_bytes="native")
+    counter = corpus.counts
+    assert isinstance(counter, _native.Counter) and len(counter) == len(ref_counts.counts) > 4096
+    assert sum(len(w) + 3 for w in ref_counts.counts) * 4 > 2 << 20
+    assert counter.total == sum(ref_counts.counts.values())
+    assert merge_loop(counter, 600) == ref  # read, left as it was
+    assert counter.to_dict() == ref_counts.counts
+    assert merge_loop(counter, 600, consume=True) == ref
+    assert len(counter) == 0 and counter.total == 0 and counter.to_dict() == {}
+    with pytest.raises(TypeError, match="dict or a Counter"):
+        _native.train_merges([(b"ab", 1)], 5)
+
+
+@needs_native
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
     "bad", [b"\xff", b"\xc3(", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
 )

@@ -92,7 +92,8 @@ def pretokenize(text: str, special_tokens: list[str] = ()) -> list[str]:
 class CorpusCounts:
     """Pre-token counts of a file, and what the report needs to know about the file."""
 
-    # pre-token -> occurrences: str keys, or UTF-8 bytes (count_pretokens(as_bytes=True))
+    # pre-token -> occurrences: str keys, or UTF-8 bytes (count_pretokens(as_bytes=True)),
+    # or the native engine's own counter (count_pretokens(as_bytes="native"))
     counts: dict = field(default_factory=Counter)
     n_bytes: int = 0
     n_special: int = 0  # special-token occurrences
@@ -168,14 +169,17 @@ def count_pretokens(
     workers: int = 1,
     chunk_size: int | None = None,
     progress: bool = False,
-    as_bytes: bool = False,
+    as_bytes: bool | str = False,
 ) -> CorpusCounts:
     """Count the pre-tokens of a UTF-8 file, streaming it in chunks over ``workers`` processes.
 
     The result is the same for every ``workers`` and ``chunk_size``, and for either engine
     (:mod:`lm.tokenizer.native`). Its ``counts`` map each pre-token to its occurrences: a
     ``Counter`` of str, or with ``as_bytes`` a dict of UTF-8 bytes (what BPE training wants,
-    and what the native engine makes without decoding). Raises ``LMError``
+    and what the native engine makes without decoding). With ``as_bytes="native"`` and the
+    native engine, ``counts`` is the engine's counter itself, keys never made into Python
+    objects (``len()`` and ``.total`` give its size; ``native.train_merges`` reads it); with
+    the Python engine it is the dict of bytes, as for ``as_bytes=True``. Raises ``LMError``
     for a missing or unreadable file, and for invalid UTF-8 (naming the byte offset and line
     of the first bad byte).
     """
@@ -214,7 +218,7 @@ def count_pretokens(
     if isinstance(counts, Counter):
         if as_bytes:
             counts = {t.encode("utf-8"): n for t, n in counts.items()}
-    else:  # the native engine's counter (bytes)
+    elif as_bytes != "native":  # the native engine's counter (bytes)
         raw = counts.to_dict()
         counts = raw if as_bytes else Counter({t.decode("utf-8"): n for t, n in raw.items()})
     out = CorpusCounts(counts=counts, n_bytes=size, n_chunks=len(results))

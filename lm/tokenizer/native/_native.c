@@ -18,6 +18,10 @@
 
 #include "_unicode_tables.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #define C_L 1
 #define C_N 2
 #define C_S 4
@@ -391,6 +395,42 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
 
 /* ------------------------------------------------------------------ Counter */
 
+/* Large tables probed at random (the counter's cold table, the trainer's words and pair
+ * map): zeroed memory, on Linux in huge pages where the system allows them on request
+ * (transparent huge pages, "madvise"). With 4 KB pages nearly every probe of a table of
+ * tens of MB also missed the TLB, and the page walks, not the cache misses, set the pace.
+ * Free with big_free and the same size. */
+#define BIG_ALLOC (2u << 20)
+
+static void *
+big_calloc(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= BIG_ALLOC) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        madvise(p, n, MADV_HUGEPAGE); /* a hint: without it, plain pages */
+        return p;
+    }
+#endif
+    return PyMem_RawCalloc(n ? n : 1, 1);
+}
+
+static void
+big_free(void *p, size_t n)
+{
+    if (!p)
+        return;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= BIG_ALLOC) {
+        munmap(p, n);
+        return;
+    }
+#endif
+    PyMem_RawFree(p);
+}
+
 /* The pre-token counts: hash tables laid out for counting, where a few thousand frequent
  * pre-tokens make most of the lookups and the rest are a long tail met a few times each.
  *
@@ -402,7 +442,10 @@ map_upsert(BytesMap *m, const uint8_t *s, Py_ssize_t n, uint64_t h, int *fresh)
  * up in `hot` first and prefetches the `cold` slots of the rest before it visits them, so
  * the cache misses of the long tail overlap instead of following one another. */
 #define COUNT_INLINE 16
-#define COUNT_HOT 4096
+#ifndef COUNT_HOT_BITS
+#define COUNT_HOT_BITS 13
+#endif
+#define COUNT_HOT ((size_t)1 << (COUNT_HOT_BITS - 1))
 
 typedef struct {
     uint64_t key[2]; /* the key's bytes, zero-padded; or key[0] = its arena offset */
@@ -427,13 +470,13 @@ static int
 counts_init(CountMap *m)
 {
     memset(m, 0, sizeof(*m));
-    m->hot.bits = 13; /* 2 * COUNT_HOT slots */
+    m->hot.bits = COUNT_HOT_BITS; /* 2 * COUNT_HOT slots */
     m->cold.bits = 12;
     m->hot.slots = PyMem_RawCalloc((size_t)1 << m->hot.bits, sizeof(CountSlot));
-    m->cold.slots = PyMem_RawCalloc((size_t)1 << m->cold.bits, sizeof(CountSlot));
+    m->cold.slots = big_calloc(((size_t)1 << m->cold.bits) * sizeof(CountSlot));
     if (!m->hot.slots || !m->cold.slots) {
         PyMem_RawFree(m->hot.slots);
-        PyMem_RawFree(m->cold.slots);
+        big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
         memset(m, 0, sizeof(*m));
         return -1;
     }
@@ -444,7 +487,7 @@ static void
 counts_free(CountMap *m)
 {
     PyMem_RawFree(m->hot.slots);
-    PyMem_RawFree(m->cold.slots);
+    big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
     PyMem_RawFree(m->arena);
     memset(m, 0, sizeof(*m));
 }
@@ -531,7 +574,7 @@ cold_reserve(CountMap *m, size_t extra)
 {
     while ((m->cold.used + extra) * 2 > ((size_t)1 << m->cold.bits)) {
         CountTable t = {NULL, m->cold.used, m->cold.bits + 1};
-        if (t.bits > 32 || !(t.slots = PyMem_RawCalloc((size_t)1 << t.bits, sizeof(CountSlot))))
+        if (t.bits > 32 || !(t.slots = big_calloc(((size_t)1 << t.bits) * sizeof(CountSlot))))
             return -1;
         size_t mask = ((size_t)1 << t.bits) - 1;
         for (size_t k = 0; k < ((size_t)1 << m->cold.bits); k++) {
@@ -543,7 +586,7 @@ cold_reserve(CountMap *m, size_t extra)
                 j = (j + 1) & mask;
             t.slots[j] = *o;
         }
-        PyMem_RawFree(m->cold.slots);
+        big_free(m->cold.slots, ((size_t)1 << m->cold.bits) * sizeof(CountSlot));
         m->cold = t;
     }
     return 0;
@@ -2195,8 +2238,10 @@ static PyTypeObject EncoderType = {
  * with lazy invalidation (a pair's count only ever drops after the step that makes it).
  *
  * Words: the distinct pre-tokens as arrays of token ids (merged in place), with their
- * counts. Pairs: a hash map (a, b) -> index; per pair its count and the list of words
- * that held it when it appeared (stale entries are skipped: the word is checked). */
+ * counts, one record each in one array. Pairs: a hash map (a, b) -> index; per pair its
+ * count and the list of words that held it when it appeared (stale entries are skipped:
+ * the word is checked). Merging is bound by memory latency (the words that hold a pair
+ * are scattered), so the records are fetched ahead and each lookup is one cache line. */
 
 typedef struct {
     uint32_t a, b;
@@ -2210,13 +2255,30 @@ typedef struct {
     uint32_t pair;
 } TrainHeapItem;
 
+/* A slot of the pair map: key (a << 32 | b) + 1 (0: empty), and the pair's index, side by
+ * side so that a lookup is one cache miss. */
+typedef struct {
+    uint64_t key;
+    uint32_t val;
+} PairMapSlot;
+
+/* The words, one record each in `words`: its length n, its count (int64, in two slots),
+ * then its n ids, merged in place. A word is named by the offset of its record, so that
+ * visiting one is one cache miss (or two, for a long word), with nothing to look up first. */
+#define WORD_HEAD 3
+
+static inline int64_t
+word_freq(const uint32_t *rec)
+{
+    int64_t f;
+    memcpy(&f, rec + 1, 8);
+    return f;
+}
+
 typedef struct {
     /* words */
-    uint32_t *sym;     /* all words' ids, word w at sym[off[w] : off[w] + len[w]] */
-    uint64_t *off;
-    uint32_t *len;
-    int64_t *freq;
-    size_t nwords;
+    uint32_t *words;
+    size_t nwords, words_len;
     /* tokens: bytes of each id */
     uint8_t *tok;
     size_t tok_len, tok_cap;
@@ -2226,8 +2288,7 @@ typedef struct {
     /* pairs */
     Pair *pairs;
     size_t npairs, cap_pairs;
-    uint64_t *map_key; /* (a << 32 | b) + 1, 0 = empty */
-    uint32_t *map_val;
+    PairMapSlot *map; /* (a, b) -> index, open addressing */
     size_t map_cap;
     /* heap */
     TrainHeapItem *heap;
@@ -2239,16 +2300,12 @@ trainer_free(Trainer *t)
 {
     for (size_t k = 0; k < t->npairs; k++)
         free(t->pairs[k].where);
-    free(t->sym);
-    free(t->off);
-    free(t->len);
-    free(t->freq);
+    big_free(t->words, t->words_len * sizeof(uint32_t));
     free(t->tok);
     free(t->tok_off);
     free(t->tok_size);
     free(t->pairs);
-    free(t->map_key);
-    free(t->map_val);
+    big_free(t->map, t->map_cap * sizeof(PairMapSlot));
     free(t->heap);
 }
 
@@ -2265,26 +2322,19 @@ static int
 pairmap_grow(Trainer *t)
 {
     size_t cap = t->map_cap ? t->map_cap * 2 : 1 << 16;
-    uint64_t *keys = calloc(cap, sizeof(uint64_t));
-    uint32_t *vals = malloc(cap * sizeof(uint32_t));
-    if (!keys || !vals) {
-        free(keys);
-        free(vals);
+    PairMapSlot *map = big_calloc(cap * sizeof(PairMapSlot));
+    if (!map)
         return -1;
-    }
     for (size_t k = 0; k < t->map_cap; k++) {
-        if (!t->map_key[k])
+        if (!t->map[k].key)
             continue;
-        size_t j = train_hash(t->map_key[k]) & (cap - 1);
-        while (keys[j])
+        size_t j = train_hash(t->map[k].key) & (cap - 1);
+        while (map[j].key)
             j = (j + 1) & (cap - 1);
-        keys[j] = t->map_key[k];
-        vals[j] = t->map_val[k];
+        map[j] = t->map[k];
     }
-    free(t->map_key);
-    free(t->map_val);
-    t->map_key = keys;
-    t->map_val = vals;
+    big_free(t->map, t->map_cap * sizeof(PairMapSlot));
+    t->map = map;
     t->map_cap = cap;
     return 0;
 }
@@ -2295,10 +2345,10 @@ pair_index(Trainer *t, uint32_t a, uint32_t b, int *fresh)
 {
     uint64_t key = (((uint64_t)a << 32) | b) + 1;
     size_t j = train_hash(key) & (t->map_cap - 1);
-    while (t->map_key[j]) {
-        if (t->map_key[j] == key) {
+    while (t->map[j].key) {
+        if (t->map[j].key == key) {
             *fresh = 0;
-            return t->map_val[j];
+            return t->map[j].val;
         }
         j = (j + 1) & (t->map_cap - 1);
     }
@@ -2319,8 +2369,8 @@ pair_index(Trainer *t, uint32_t a, uint32_t b, int *fresh)
     memset(p, 0, sizeof(*p));
     p->a = a;
     p->b = b;
-    t->map_key[j] = key;
-    t->map_val[j] = (uint32_t)t->npairs;
+    t->map[j].key = key;
+    t->map[j].val = (uint32_t)t->npairs;
     *fresh = 1;
     return (int64_t)t->npairs++;
 }
@@ -2452,6 +2502,9 @@ add_token(Trainer *t, uint32_t a, uint32_t b, uint8_t byte)
     return 0;
 }
 
+/* How many words ahead apply_merge prefetches a word's record. */
+#define MERGE_AHEAD 8
+
 /* Apply one merge (pair index `best`, new token id nid) to every word that holds it. New
  * pairs (holding nid) are collected in *fresh_list. Returns -1 on no memory. */
 static int
@@ -2466,10 +2519,13 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     t->pairs[best].count = 0;
     int rc = 0;
     for (uint32_t k = 0; k < nwhere && rc == 0; k++) {
+        /* the words are far apart in memory: fetch each ahead */
+        if (k + MERGE_AHEAD < nwhere)
+            PREFETCH(t->words + where[k + MERGE_AHEAD]);
         uint32_t w = where[k];
-        uint32_t *s = t->sym + t->off[w];
-        uint32_t n = t->len[w];
-        int64_t f = t->freq[w];
+        uint32_t *word = t->words + w, *s = word + WORD_HEAD;
+        uint32_t n = word[0];
+        int64_t f = word_freq(word);
         /* does the word still hold the pair? */
         uint32_t i = 0;
         while (i + 1 < n && !(s[i] == A && s[i + 1] == B))
@@ -2505,7 +2561,7 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
                 s[wr++] = s[j++];
         }
         n = wr;
-        t->len[w] = n;
+        word[0] = n;
         /* the new pairs (holding nid) gain f */
         for (uint32_t x = 0; x + 1 < n; x++) {
             if (s[x] != nid && s[x + 1] != nid)
@@ -2541,7 +2597,34 @@ apply_merge(Trainer *t, uint32_t best, uint32_t nid, uint32_t **fresh_list, size
     return rc;
 }
 
-/* train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]
+/* A word of the trainer: the bytes b[0:n), counted f times, its record at words[*at:]
+ * (*at moves past it). Its byte pairs are counted, and the word noted as holding each.
+ * -1: no memory. */
+static int
+trainer_add_word(Trainer *t, size_t *at, const uint8_t *b, Py_ssize_t n, int64_t f)
+{
+    uint32_t w = (uint32_t)*at, *rec = t->words + w;
+    rec[0] = (uint32_t)n;
+    memcpy(rec + 1, &f, 8);
+    for (Py_ssize_t i = 0; i < n; i++)
+        rec[WORD_HEAD + i] = b[i];
+    *at += WORD_HEAD + (size_t)n;
+    t->nwords++;
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        int fr;
+        int64_t pi = pair_index(t, b[i], b[i + 1], &fr);
+        if (pi < 0)
+            return -1;
+        t->pairs[pi].count += f;
+        if (pair_add_word(&t->pairs[pi], (uint32_t)w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* train_merges(word_counts, num_merges, on_merge=None, consume=False) -> [(a, b)]
+ * word_counts: a dict {bytes: int}, or a Counter (read in place, no Python objects made;
+ * with consume, emptied once read, so that its memory serves the merges).
  * The merged id pairs in order (token 256 + k is merge k); stops early when no pair is
  * left. on_merge(n) is called now and then with the merges done since the last call. */
 static PyObject *
@@ -2549,58 +2632,81 @@ native_train_merges(PyObject *module, PyObject *args)
 {
     PyObject *counts, *on_merge = Py_None;
     Py_ssize_t num_merges;
-    if (!PyArg_ParseTuple(args, "O!n|O", &PyDict_Type, &counts, &num_merges, &on_merge))
+    int consume = 0;
+    if (!PyArg_ParseTuple(args, "On|Op", &counts, &num_merges, &on_merge, &consume))
         return NULL;
+    const CountMap *cm = NULL;
+    if (PyObject_TypeCheck(counts, &CounterType))
+        cm = &((CounterObject *)counts)->map;
+    else if (!PyDict_Check(counts)) {
+        PyErr_SetString(PyExc_TypeError, "word_counts must be a dict or a Counter");
+        return NULL;
+    }
     Trainer t;
     memset(&t, 0, sizeof(t));
     uint32_t *fresh = NULL;
     size_t nfresh = 0, capfresh = 0;
     PyObject *out = NULL;
-    Py_ssize_t nw = PyDict_GET_SIZE(counts), total = 0, pos = 0;
+    Py_ssize_t nw = 0, total = 0, pos = 0;
+    size_t cpos = 0;
     PyObject *key, *val;
-    while (PyDict_Next(counts, &pos, &key, &val)) {
-        if (!PyBytes_Check(key)) {
-            PyErr_SetString(PyExc_TypeError, "word_counts keys must be bytes");
-            goto done;
+    if (cm) {
+        for (const CountSlot *e; (e = counts_next(cm, &cpos));) {
+            total += e->len;
+            nw++;
         }
-        total += PyBytes_GET_SIZE(key);
     }
-    t.sym = malloc((total ? total : 1) * sizeof(uint32_t));
-    t.off = malloc((nw ? nw : 1) * sizeof(uint64_t));
-    t.len = malloc((nw ? nw : 1) * sizeof(uint32_t));
-    t.freq = malloc((nw ? nw : 1) * sizeof(int64_t));
-    if (!t.sym || !t.off || !t.len || !t.freq || pairmap_grow(&t) < 0)
+    else {
+        nw = PyDict_GET_SIZE(counts);
+        while (PyDict_Next(counts, &pos, &key, &val)) {
+            if (!PyBytes_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "word_counts keys must be bytes");
+                goto done;
+            }
+            total += PyBytes_GET_SIZE(key);
+        }
+    }
+    size_t words_len = (size_t)total + WORD_HEAD * (size_t)nw;
+    if (words_len > UINT32_MAX) { /* words are named by 32-bit offsets */
+        PyErr_Format(PyExc_ValueError,
+                     "train_merges: %zd distinct pre-tokens of %zd bytes in all are more than "
+                     "it can hold (16 GB of records); count a smaller corpus",
+                     nw, total);
+        goto done;
+    }
+    t.words = big_calloc(words_len * sizeof(uint32_t));
+    t.words_len = words_len;
+    if (!t.words || pairmap_grow(&t) < 0)
         goto nomem;
     for (int b = 0; b < 256; b++) {
         if (add_token(&t, UINT32_MAX, 0, (uint8_t)b) < 0)
             goto nomem;
     }
-    pos = 0;
-    size_t w = 0, at = 0;
-    while (PyDict_Next(counts, &pos, &key, &val)) {
-        int64_t f = PyLong_AsLongLong(val);
-        if (f == -1 && PyErr_Occurred())
-            goto done;
-        const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(key);
-        Py_ssize_t n = PyBytes_GET_SIZE(key);
-        t.off[w] = at;
-        t.len[w] = (uint32_t)n;
-        t.freq[w] = f;
-        for (Py_ssize_t i = 0; i < n; i++)
-            t.sym[at + i] = b[i];
-        for (Py_ssize_t i = 0; i + 1 < n; i++) {
-            int fr;
-            int64_t pi = pair_index(&t, b[i], b[i + 1], &fr);
-            if (pi < 0)
+    size_t at = 0;
+    if (cm) {
+        cpos = 0;
+        for (const CountSlot *e; (e = counts_next(cm, &cpos));)
+            if (trainer_add_word(&t, &at, slot_key(cm, e), e->len, e->count) < 0)
                 goto nomem;
-            t.pairs[pi].count += f;
-            if (pair_add_word(&t.pairs[pi], (uint32_t)w) < 0)
+    }
+    else {
+        pos = 0;
+        while (PyDict_Next(counts, &pos, &key, &val)) {
+            int64_t f = PyLong_AsLongLong(val);
+            if (f == -1 && PyErr_Occurred())
+                goto done;
+            if (trainer_add_word(&t, &at, (const uint8_t *)PyBytes_AS_STRING(key),
+                                 PyBytes_GET_SIZE(key), f) < 0)
                 goto nomem;
         }
-        at += n;
-        w++;
     }
-    t.nwords = w;
+    if (cm && consume) {
+        CounterObject *c = (CounterObject *)counts;
+        counts_free(&c->map);
+        c->total = 0;
+        if (counts_init(&c->map) < 0)
+            goto nomem;
+    }
     for (size_t k = 0; k < t.npairs; k++)
         if (t.pairs[k].count > 0 && train_push(&t, (TrainHeapItem){t.pairs[k].count, (uint32_t)k}) < 0)
             goto nomem;
@@ -2677,8 +2783,9 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"train_merges", native_train_merges, METH_VARARGS,
-     "train_merges(word_counts: dict[bytes, int], num_merges, on_merge=None) -> [(a, b)]: "
-     "the BPE training merges (ids), exactly as bpe.merge_loop"},
+     "train_merges(word_counts, num_merges, on_merge=None, consume=False) -> [(a, b)]: the "
+     "BPE training merges (ids), exactly as bpe.merge_loop; word_counts a dict {bytes: int} "
+     "or a Counter (emptied once read, with consume)"},
     {"pretokenize", native_pretokenize, METH_VARARGS,
      "pretokenize(data, batch=256) -> [(start, end)] byte spans of the GPT-2 pre-tokens of "
      "UTF-8 data, or the int offset of the first invalid byte; found `batch` at a time by "

@@ -85,8 +85,13 @@ def merge_loop(
     word_counts: Mapping[bytes, int],
     num_merges: int,
     on_merge=None,
+    consume: bool = False,
 ) -> tuple[list[bytes], list[tuple[int, int]]]:
     """Learn up to ``num_merges`` merges from pre-token counts.
+
+    ``word_counts`` maps pre-token bytes to counts; with the native engine it may also be
+    the engine's ``Counter`` (``count_pretokens(as_bytes="native")``), read in place, and
+    with ``consume`` emptied once read (its memory then serves the merges).
 
     Returns ``(tokens, merges)``: ``tokens[i]`` is the bytes of token ``i`` (256 single
     bytes, then one per merge) and ``merges`` the merged id pairs in order. Stops early if
@@ -121,8 +126,10 @@ def merge_loop(
     tokens: list[bytes] = [bytes([i]) for i in range(256)]
     native = native_module()
     if native is not None:  # the same loop in C (lm/tokenizer/native/_native.c)
-        counts = word_counts if type(word_counts) is dict else dict(word_counts)
-        merges = native.train_merges(counts, num_merges, on_merge)
+        counts = word_counts
+        if type(counts) is not dict and not isinstance(counts, native.Counter):
+            counts = dict(counts)
+        merges = native.train_merges(counts, num_merges, on_merge, consume)
         for a, b in merges:
             tokens.append(tokens[a] + tokens[b])
         return tokens, merges
@@ -374,7 +381,7 @@ def train_bpe_with_stats(
         workers=workers,
         chunk_size=chunk_size,
         progress=progress,
-        as_bytes=True,
+        as_bytes="native",  # with the native engine, its counter: no Python objects
     )
     if corpus.n_bytes == 0:
         raise LMError(f"input file {input_path} is empty; BPE needs some text to learn from")
@@ -382,15 +389,16 @@ def train_bpe_with_stats(
         raise LMError(
             f"input file {input_path} holds no text besides special tokens; BPE needs some text to learn from"
         )
-    word_counts: dict[bytes, int] = corpus.counts
-    n_pretokens = sum(corpus.counts.values())
-    n_distinct = len(corpus.counts)
+    word_counts = corpus.counts
+    native_counts = not isinstance(word_counts, dict)
+    n_pretokens = word_counts.total if native_counts else sum(word_counts.values())
+    n_distinct = len(word_counts)
     del corpus.counts
     t1 = time.perf_counter()
 
     num_merges = vocab_size - 256 - len(specials)
     with progress_bar(num_merges, "merge", "merges", progress) as bar:
-        tokens, id_merges = merge_loop(word_counts, num_merges, on_merge=bar.update)
+        tokens, id_merges = merge_loop(word_counts, num_merges, bar.update, consume=True)
     t2 = time.perf_counter()
 
     vocab = dict(enumerate(tokens))

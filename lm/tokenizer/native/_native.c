@@ -1628,6 +1628,12 @@ map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, c
     Slot *e = map_upsert(&self->cache, s, n, h, &fresh);
     if (!e)
         return -1;
+    if (!fresh) { /* (a short pre-token merged again after its slot dropped out of a full
+                   * set): its ids are there already; adding them again would grow the
+                   * ids store with no new entry, unbounded */
+        *at = (size_t)e->value / sizeof(uint32_t);
+        return 0;
+    }
     size_t off = arena_add(&self->ids_arena, &self->ids_len, &self->ids_cap, ids, m * sizeof(uint32_t));
     if (off == (size_t)-1)
         return -1;

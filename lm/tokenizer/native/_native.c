@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1050,7 +1051,9 @@ typedef struct {
  *          slots, a set in one 64-byte line (most pre-tokens, in half the memory); the
  *          key is one word (short_key puts the length in its last byte)
  *   wide   the others: 32-byte slots, a set in two lines
- * A pre-token of more than SHORT_IDS ids has a slot marked MAP_MARK: its ids are in the map.
+ * A pre-token of more than SHORT_IDS ids has a slot marked MAP_MARK: its ids are in the map's
+ * ids arena, and the slot says where (mark_put), so a hit copies them with no map lookup;
+ * emptying the map drops the marked slots (drop_marks).
  * A miss inserts in way 0 and moves the others down: a full set drops its oldest entry, so
  * the tables have a bounded size and are never emptied. */
 #define SHORT_MAX 16
@@ -1630,25 +1633,56 @@ merge_pretoken(EncoderObject *self, const uint8_t *s, Py_ssize_t n)
 #define NOINLINE static
 #endif
 
+/* Empty the slots marked MAP_MARK of a table (the map they point into was emptied). */
+static void
+table_drop_marks(SetTable *t)
+{
+    size_t z = t->slot_size, slots = (t->mask + 1) * SET_WAYS;
+    size_t nids_at = z == sizeof(TinySlot) ? offsetof(TinySlot, nids) : offsetof(ShortSlot, nids);
+    for (size_t k = 0; k < slots; k++) {
+        uint8_t *e = t->slots + k * z;
+        if (e[nids_at] == MAP_MARK) {
+            memset(e, 0, z); /* (a hole in its set: no key matches it, set_put fills it) */
+            t->used--;
+        }
+    }
+}
+
+static void
+drop_marks(EncoderObject *self)
+{
+    table_drop_marks(&self->tiny);
+    table_drop_marks(&self->wide);
+}
+
 /* Cache the ids of pre-token s[0:n) (hash h) in the map, which is emptied when full (it
  * holds the pre-tokens of more than SHORT_MAX bytes or SHORT_IDS ids alone: few). */
 static int
 map_cache_put(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t h, const uint32_t *ids,
-              size_t m)
+              size_t m, size_t *at)
 {
-    if (self->cache.used >= self->map_limit) {
+    /* (emptied too before the ids' offset, in ids, would pass 32 bits: marks hold it) */
+    if (self->cache.used >= self->map_limit || self->ids_len / sizeof(uint32_t) + m > UINT32_MAX) {
         map_clear(&self->cache);
         self->ids_len = 0;
+        drop_marks(self);
     }
     int fresh;
     Slot *e = map_upsert(&self->cache, s, n, h, &fresh);
     if (!e)
         return -1;
+    if (!fresh) { /* (a short pre-token merged again after its slot dropped out of a full
+                   * set): its ids are there already; adding them again would grow the
+                   * ids store with no new entry, unbounded */
+        *at = (size_t)e->value / sizeof(uint32_t);
+        return 0;
+    }
     size_t off = arena_add(&self->ids_arena, &self->ids_len, &self->ids_cap, ids, m * sizeof(uint32_t));
     if (off == (size_t)-1)
         return -1;
     e->value = (int64_t)off;
     e->aux = (uint32_t)m;
+    *at = off / sizeof(uint32_t);
     return 0;
 }
 
@@ -1703,6 +1737,24 @@ set_put(const SetTable *t, uint8_t *set, uint64_t k0, uint64_t k1, Py_ssize_t n,
     return last_len == 0;
 }
 
+/* Where the ids of a marked slot are: (at, m) in the slot's ids (way 0 of `set`, just put):
+ * tiny: at in two halves, then m; wide: at, then m. */
+static void
+mark_put(const SetTable *t, uint8_t *set, uint32_t at, uint32_t m)
+{
+    if (t->slot_size == sizeof(TinySlot)) {
+        TinySlot *f = (TinySlot *)set;
+        f->ids[0] = (uint16_t)at;
+        f->ids[1] = (uint16_t)(at >> 16);
+        f->ids[2] = (uint16_t)m;
+    }
+    else {
+        ShortSlot *f = (ShortSlot *)set;
+        f->ids[0] = at;
+        f->ids[1] = m;
+    }
+}
+
 /* Double a table, its entries rehashed (each set's oldest first, so that each keeps its
  * age; one that finds its new set full is dropped). */
 static void
@@ -1737,13 +1789,18 @@ table_grow(SetTable *t)
     PyMem_RawFree(old.mem);
 }
 
-/* Cache the short pre-token (k0, k1, n) (hash h) -> ids[0:m) (nids = m, or MAP_MARK). */
+/* Cache the short pre-token (k0, k1, n) (hash h) -> ids[0:m) (nids = m), or, nids =
+ * MAP_MARK, -> its m ids at `at` (in ids) in the map's ids arena. */
 static void
 short_insert(EncoderObject *self, uint64_t k0, uint64_t k1, uint64_t h, Py_ssize_t n,
-             const uint32_t *ids, Py_ssize_t m, uint8_t nids)
+             const uint32_t *ids, Py_ssize_t m, uint8_t nids, size_t at)
 {
     SetTable *t = table_of(self, n);
-    if (!set_put(t, set_of(t, h), k0, k1, n, ids, m, nids))
+    uint8_t *set = set_of(t, h);
+    int fresh = set_put(t, set, k0, k1, n, nids == MAP_MARK ? NULL : ids, nids == MAP_MARK ? 0 : m, nids);
+    if (nids == MAP_MARK)
+        mark_put(t, set, (uint32_t)at, (uint32_t)m);
+    if (!fresh)
         return;
     /* grown at a quarter full: sets of four ways overflow rarely then (an entry a full set
      * drops is merged again when next seen; at half full that cost a fifth more time) */
@@ -1752,14 +1809,15 @@ short_insert(EncoderObject *self, uint64_t k0, uint64_t k1, uint64_t h, Py_ssize
 }
 
 /* Append the ids of the pre-token s[0:n) (n >= 2) that the short caches do not hold (every
- * way of its set was compared already), or hold with MAP_MARK: from the map, else merged
- * (and cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its key and hash. */
+ * way of its set was compared already): from the map (more than SHORT_MAX bytes), else
+ * merged (and cached). For a short pre-token (n <= SHORT_MAX), k0, k1, h are its key and
+ * hash. */
 NOINLINE int
 encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, uint64_t k1,
-            uint64_t h, int marked, IdBuf *out)
+            uint64_t h, IdBuf *out)
 {
     uint64_t hm = hash_bytes(s, n);
-    if (n > SHORT_MAX || marked) {
+    if (n > SHORT_MAX) {
         Slot *e = map_find(&self->cache, s, n, hm);
         if (e)
             return idbuf_append(out, (const uint32_t *)(self->ids_arena + e->value), e->aux);
@@ -1771,12 +1829,15 @@ encode_miss(EncoderObject *self, const uint8_t *s, Py_ssize_t n, uint64_t k0, ui
     if (idbuf_append(out, w, (size_t)m) < 0)
         return -1;
     if (n <= SHORT_MAX && m <= SHORT_IDS) {
-        short_insert(self, k0, k1, h, n, w, m, (uint8_t)m);
+        short_insert(self, k0, k1, h, n, w, m, (uint8_t)m, 0);
         return 0;
     }
-    if (n <= SHORT_MAX && !marked)
-        short_insert(self, k0, k1, h, n, NULL, 0, MAP_MARK);
-    return map_cache_put(self, s, n, hm, w, (size_t)m);
+    size_t at;
+    if (map_cache_put(self, s, n, hm, w, (size_t)m, &at) < 0)
+        return -1;
+    if (n <= SHORT_MAX) /* (after the map was emptied, if it was: that drops marks) */
+        short_insert(self, k0, k1, h, n, NULL, m, MAP_MARK, at);
+    return 0;
 }
 
 /* specials_find for the encoder: when every special token starts with the same byte (as
@@ -1876,6 +1937,7 @@ encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at,
              * follow: their ids (one at least each) replace the extra ones */
             int three = k + SHORT_IDS - 1 < cnt;
             int nids = -1;
+            uint32_t mark_at = 0, mark_n = 0; /* where a marked slot's ids are */
             if ((size_t)len <= tiny_max) {
                 const TinySlot *set = (const TinySlot *)(tiny + (key[2] & tmask) * sizeof(TinySlot) * SET_WAYS);
                 unsigned m = (unsigned)(set[0].k0 == key[0]) | (unsigned)(set[1].k0 == key[0]) << 1 |
@@ -1883,12 +1945,16 @@ encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at,
                 if (m) {
                     const TinySlot *e = &set[scan_ctz(m)];
                     nids = e->nids;
-                    if (LIKELY(three)) {
+                    if (nids == MAP_MARK) {
+                        mark_at = e->ids[0] | (uint32_t)e->ids[1] << 16;
+                        mark_n = e->ids[2];
+                    }
+                    else if (LIKELY(three)) {
                         id_set(ids, o, e->ids[0], width);
                         id_set(ids, o + 1, e->ids[1], width);
                         id_set(ids, o + 2, e->ids[2], width);
                     }
-                    else if (nids != MAP_MARK)
+                    else
                         for (int j = 0; j < nids; j++)
                             id_set(ids, o + j, e->ids[j], width);
                 }
@@ -1901,21 +1967,31 @@ encode_piece(EncoderObject *self, const uint8_t *s, Py_ssize_t i, Py_ssize_t at,
                 if (m) {
                     const ShortSlot *e = &set[scan_ctz(m)];
                     nids = e->nids;
-                    if (LIKELY(three)) {
+                    if (nids == MAP_MARK) {
+                        mark_at = e->ids[0];
+                        mark_n = e->ids[1];
+                    }
+                    else if (LIKELY(three)) {
                         id_set(ids, o, e->ids[0], width);
                         id_set(ids, o + 1, e->ids[1], width);
                         id_set(ids, o + 2, e->ids[2], width);
                     }
-                    else if (nids != MAP_MARK)
+                    else
                         for (int j = 0; j < nids; j++)
                             id_set(ids, o + j, e->ids[j], width);
                 }
             }
             if (LIKELY(nids >= 0 && nids != MAP_MARK))
                 o += (size_t)nids;
+            else if (nids == MAP_MARK) { /* (no more ids than bytes: the room is there) */
+                const uint32_t *src = (const uint32_t *)self->ids_arena + mark_at;
+                for (uint32_t j = 0; j < mark_n; j++)
+                    id_set(ids, o + j, src[j], width);
+                o += mark_n;
+            }
             else {
                 out->len = o;
-                if (encode_miss(self, s + st, len, key[0], key[1], key[2], nids == MAP_MARK, out) < 0)
+                if (encode_miss(self, s + st, len, key[0], key[1], key[2], out) < 0)
                     return -1;
                 o = out->len; /* the tables may have grown: */
                 tiny = self->tiny.slots;

@@ -316,10 +316,10 @@ def share_row(name: str, parts: dict) -> dict:
     scan, into, full = (parts[k][0] for k in ("scan", "encode_into", "lm encode"))
     r = {
         "dataset": name,
-        "scan_s": round(scan, 4),
-        "merge_s": round(into - scan, 4),
-        "write_s": round(full - into, 4),
-        "total_s": round(full, 4),
+        "scan_s": round(scan, 7),
+        "merge_s": round(into - scan, 7),
+        "write_s": round(full - into, 7),
+        "total_s": round(full, 7),
     }
     for k in ("scan", "merge", "write"):
         r[f"{k}_share"] = round(r[f"{k}_s"] / full, 3)

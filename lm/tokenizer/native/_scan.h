@@ -51,21 +51,6 @@ static int scan_path = SCAN_PORTABLE; /* set by scan_init, and by set_simd */
 static uint8_t scan_ascii_kind[256];
 
 static inline unsigned
-scan_ctz(uint32_t x) /* x != 0 */
-{
-#if defined(__GNUC__) || defined(__clang__)
-    return (unsigned)__builtin_ctz(x);
-#else
-    unsigned k = 0;
-    while (!(x & 1)) {
-        x >>= 1;
-        k++;
-    }
-    return k;
-#endif
-}
-
-static inline unsigned
 scan_ctz64(uint64_t x) /* x != 0 */
 {
 #if defined(__GNUC__) || defined(__clang__)
@@ -78,6 +63,12 @@ scan_ctz64(uint64_t x) /* x != 0 */
     }
     return k;
 #endif
+}
+
+static inline unsigned
+scan_ctz(uint32_t x) /* x != 0 */
+{
+    return scan_ctz64(x);
 }
 
 /* The number of set bits of x, without the popcnt instruction (the paths other than avx2
